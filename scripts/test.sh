@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Install ShellWeGo with its test tools into .venv and run the whole test suite.
+# Needs PostgreSQL reachable at SHELLWEGO_TEST_PG_URL (default: postgres@127.0.0.1:5432).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python3 -m venv .venv
+.venv/bin/pip install --quiet --upgrade pip
+.venv/bin/pip install --quiet -e '.[dev]'
+.venv/bin/ruff check src tests bench
+.venv/bin/mypy
+exec .venv/bin/pytest -q "$@"

@@ -1,0 +1,79 @@
+"""The FastAPI application: routers, error mapping, limits, audit."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
+
+from shellwego import __version__
+from shellwego.services.context import Context
+
+from . import problems
+from .middleware import Audit, BodyLimit
+from .routes import (
+    agent,
+    apps,
+    audit,
+    auth,
+    deploys,
+    domains,
+    edge,
+    health,
+    logs,
+    nodes,
+    organizations,
+    processes,
+    secrets,
+    status,
+)
+
+ROUTERS = (
+    health,
+    auth,
+    organizations,
+    apps,
+    deploys,
+    processes,
+    logs,
+    status,
+    secrets,
+    domains,
+    nodes,
+    audit,
+    agent,
+    edge,
+)
+
+
+def api_routes(app: FastAPI) -> list[APIRoute]:
+    """Every API route of ``app`` (flattened across the included routers)."""
+    modules = (*ROUTERS, *app.state.extra_routers)
+    return [r for m in modules for r in m.router.routes if isinstance(r, APIRoute)]
+
+
+def is_upload(path: str) -> bool:
+    return path.startswith("/git/") or path.endswith("/builds")
+
+
+def create_app(ctx: Context, *, extra_routers: tuple[object, ...] = ()) -> FastAPI:
+    app = FastAPI(
+        title="ShellWeGo API",
+        version=__version__,
+        description="Self-hosted platform as a service: apps, releases, domains, secrets.",
+        openapi_url="/openapi.json",
+        docs_url="/docs",
+        redoc_url="/redoc",
+    )
+    app.state.ctx = ctx
+    app.state.extra_routers = extra_routers
+    problems.install(app)
+    for module in (*ROUTERS, *extra_routers):
+        app.include_router(module.router)  # type: ignore[attr-defined]
+    app.add_middleware(Audit, ctx_of=lambda: ctx)
+    app.add_middleware(
+        BodyLimit,
+        limit=ctx.settings.max_body_bytes,
+        upload_limit=ctx.settings.max_upload_bytes,
+        is_upload=is_upload,
+    )
+    return app

@@ -1,0 +1,51 @@
+"""Dependencies every route shares: the context, the caller, pagination."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Query, Request
+from starlette.concurrency import run_in_threadpool
+
+from shellwego.services import auth
+from shellwego.services.context import Context, Principal
+
+
+def context(request: Request) -> Context:
+    ctx: Context = request.app.state.ctx
+    return ctx
+
+
+def bearer(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        return None
+    return value.strip()
+
+
+async def principal(request: Request, ctx: Annotated[Context, Depends(context)]) -> Principal:
+    who = await run_in_threadpool(auth.authenticate, ctx, bearer(request))
+    request.state.principal = who
+    return who
+
+
+@dataclass(frozen=True, slots=True)
+class PageParams:
+    cursor: str | None
+    limit: int
+
+
+def page_params(
+    cursor: Annotated[
+        str | None, Query(max_length=26, description="id of the last item seen")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> PageParams:
+    return PageParams(cursor=cursor, limit=limit)
+
+
+Ctx = Annotated[Context, Depends(context)]
+Who = Annotated[Principal, Depends(principal)]
+Paging = Annotated[PageParams, Depends(page_params)]

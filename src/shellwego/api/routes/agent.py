@@ -1,0 +1,129 @@
+"""The agent protocol (docs/agent-protocol.md): register, heartbeat, assignments, logs."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request, status
+from fastapi.responses import FileResponse
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+
+from shellwego.api.deps import Ctx, bearer
+from shellwego.errors import NotFound
+from shellwego.models import Node, NodeCapacity
+from shellwego.services import agents, nodes
+from shellwego.services.context import Context
+
+router = APIRouter(tags=["agent"])
+
+
+async def node_of(request: Request, ctx: Ctx) -> Node:
+    return await run_in_threadpool(nodes.authenticate_node, ctx, bearer(request))
+
+
+ThisNode = Annotated[Node, Depends(node_of)]
+
+
+async def join_token(request: Request, ctx: Ctx) -> str | None:
+    token = bearer(request)
+    await run_in_threadpool(nodes.check_join_token, ctx, token)
+    return token
+
+
+class RegisterIn(BaseModel):
+    hostname: str = Field(min_length=1, max_length=253)
+    capacity: NodeCapacity
+    runtimes: list[str] = Field(default_factory=lambda: ["process"], max_length=10)
+    labels: dict[str, str] = Field(default_factory=dict)
+    agent_version: str = Field(default="", max_length=50)
+    address: str = Field(default="127.0.0.1", max_length=255)
+
+
+class RegisterOut(BaseModel):
+    node_id: str
+    node_token: str
+
+
+class HeartbeatOut(BaseModel):
+    node_status: str
+    heartbeat_interval: float
+
+
+class AssignmentsOut(BaseModel):
+    index: int
+    instances: list[dict[str, Any]]
+
+
+class LogsIn(BaseModel):
+    lines: list[agents.ShippedLine] = Field(max_length=5000)
+
+
+@router.post(
+    "/v1/agent/register",
+    status_code=status.HTTP_201_CREATED,
+    response_model=RegisterOut,
+    name="agent.register",
+)
+def register(
+    token: Annotated[str | None, Depends(join_token)], body: RegisterIn, ctx: Ctx
+) -> RegisterOut:
+    reg = nodes.register(
+        ctx,
+        token,
+        body.hostname,
+        body.capacity,
+        body.runtimes,
+        body.labels,
+        body.agent_version,
+        body.address,
+    )
+    return RegisterOut(node_id=reg.node.id, node_token=reg.node_token)
+
+
+@router.post("/v1/agent/heartbeat", response_model=HeartbeatOut, name="agent.heartbeat")
+def heartbeat(body: agents.Heartbeat, node: ThisNode, ctx: Ctx) -> HeartbeatOut:
+    row = agents.heartbeat(ctx, node, body)
+    return HeartbeatOut(
+        node_status=str(row.status), heartbeat_interval=ctx.settings.heartbeat_interval
+    )
+
+
+async def wait_for_index(ctx: Context, node_id: str, index: int, wait: float) -> None:
+    deadline = time.monotonic() + wait
+    while True:
+        if await run_in_threadpool(agents.current_index, ctx, node_id) > index:
+            return
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return
+        await ctx.bus.wait(f"node:{node_id}", min(remaining, 5.0))
+
+
+@router.get("/v1/agent/assignments", response_model=AssignmentsOut, name="agent.assignments")
+async def assignments(
+    node: ThisNode,
+    ctx: Ctx,
+    index: Annotated[int, Query(ge=0)] = 0,
+    wait: Annotated[float, Query(ge=0, le=300)] = 0,
+) -> AssignmentsOut:
+    """Blocking query: returns once the node's assignment index exceeds ``index``."""
+    await wait_for_index(ctx, node.id, index, wait)
+    result = await run_in_threadpool(agents.assignments, ctx, node.id)
+    return AssignmentsOut(index=result.index, instances=result.instances)
+
+
+@router.get("/v1/agent/artifacts/{digest}", name="agent.artifact")
+def artifact(digest: str, node: ThisNode, ctx: Ctx) -> FileResponse:
+    store = ctx.extras.get("artifacts")
+    if store is None or len(digest) != 64 or not store.exists(digest):
+        raise NotFound(f"artifact {digest[:12]} not found")
+    path: Path = store.path(digest)
+    return FileResponse(path, media_type="application/gzip")
+
+
+@router.post("/v1/agent/logs", status_code=status.HTTP_204_NO_CONTENT, name="agent.logs")
+def logs(body: LogsIn, node: ThisNode, ctx: Ctx) -> None:
+    agents.ingest_logs(ctx, node, body.lines)

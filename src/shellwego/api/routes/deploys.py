@@ -1,0 +1,136 @@
+"""Builds (source upload), releases, rollbacks and deployments."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Request, status
+from fastapi.responses import StreamingResponse
+from pydantic import Field
+from starlette.concurrency import run_in_threadpool
+
+from shellwego.api.deps import Ctx, Paging, Who
+from shellwego.api.pages import PageOut, out
+from shellwego.errors import InvalidInput
+from shellwego.models import Deployment, Input, Release
+from shellwego.services import apps as app_service
+from shellwego.services import builds, deployments, releases
+from shellwego.services.context import Context, Principal
+
+router = APIRouter(tags=["deploys"])
+
+
+class RollbackIn(Input):
+    version: int = Field(ge=1)
+
+
+async def _receive(request: Request, ctx: Context) -> Path:
+    tmp_dir = ctx.settings.data_dir / "tmp"
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix="upload-", suffix=".tar.gz", dir=tmp_dir)
+    path = Path(name)
+    size = 0
+    with open(fd, "wb") as handle:
+        async for chunk in request.stream():
+            size += len(chunk)
+            await run_in_threadpool(handle.write, chunk)
+    if size == 0:
+        path.unlink(missing_ok=True)
+        raise InvalidInput("empty upload: send the app's source as a gzipped tarball")
+    return path
+
+
+def ndjson_stream(ctx: Context, who: Principal, app: str, source: Path) -> StreamingResponse:
+    queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+
+    async def emit(event: dict[str, Any]) -> None:
+        await queue.put(event)
+
+    async def run() -> None:
+        try:
+            await builds.build_and_deploy(ctx, who, app, source, emit)
+        except Exception as exc:  # the stream must always end with one done line
+            await queue.put(
+                {
+                    "type": "done",
+                    "status": "failed",
+                    "detail": f"internal error: {type(exc).__name__}",
+                }
+            )
+            raise
+        finally:
+            source.unlink(missing_ok=True)
+            await queue.put(None)
+
+    async def lines() -> AsyncIterator[bytes]:
+        task = asyncio.create_task(run())
+        try:
+            while (event := await queue.get()) is not None:
+                yield (json.dumps(event) + "\n").encode()
+        finally:
+            if not task.done():
+                # the client went away: the build and rollout carry on without it
+                pass
+
+    return StreamingResponse(lines(), media_type="application/x-ndjson")
+
+
+@router.post(
+    "/v1/apps/{app}/builds",
+    name="builds.create",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"application/x-ndjson": {}}}},
+)
+async def create_build(app: str, request: Request, who: Who, ctx: Ctx) -> StreamingResponse:
+    """Upload the app's source (a gzipped tarball); streams the build and rollout as NDJSON."""
+    from shellwego.models import Role
+    from shellwego.services.organizations import require_role
+
+    await run_in_threadpool(app_service.get, ctx, who, app)
+    require_role(who, Role.MEMBER)
+    source = await _receive(request, ctx)
+    return ndjson_stream(ctx, who, app, source)
+
+
+@router.get("/v1/apps/{app}/releases", response_model=PageOut[Release], name="releases.list")
+def list_releases(app: str, who: Who, ctx: Ctx, paging: Paging) -> PageOut[Release]:
+    return out(releases.list_page(ctx, who, app, paging.cursor, paging.limit))
+
+
+@router.get("/v1/apps/{app}/releases/{version}", response_model=Release, name="releases.get")
+def get_release(app: str, version: int, who: Who, ctx: Ctx) -> Release:
+    return releases.get(ctx, who, app, version)
+
+
+@router.post(
+    "/v1/apps/{app}/rollback",
+    status_code=status.HTTP_201_CREATED,
+    response_model=Release,
+    name="releases.rollback",
+)
+def rollback(app: str, body: RollbackIn, who: Who, ctx: Ctx) -> Release:
+    """Make a new release copying vN's slug and config, and roll it out."""
+    with ctx.db.session() as s:
+        row = app_service.find(s, who.organization_id, app)
+        release = releases.rollback(ctx, s, who, row, body.version)
+        deployments.start(ctx, s, who, row, release, reason=f"rollback to v{body.version}")
+        return release
+
+
+@router.get(
+    "/v1/apps/{app}/deployments", response_model=PageOut[Deployment], name="deployments.list"
+)
+def list_deployments(app: str, who: Who, ctx: Ctx, paging: Paging) -> PageOut[Deployment]:
+    return out(deployments.list_page(ctx, who, app, paging.cursor, paging.limit))
+
+
+@router.get(
+    "/v1/apps/{app}/deployments/{deployment_id}", response_model=Deployment, name="deployments.get"
+)
+def get_deployment(app: str, deployment_id: str, who: Who, ctx: Ctx) -> Deployment:
+    return deployments.get(ctx, who, app, deployment_id)

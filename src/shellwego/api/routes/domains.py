@@ -1,0 +1,60 @@
+"""Custom domains with DNS verification."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, status
+
+from shellwego.api.deps import Ctx, Paging, Who
+from shellwego.api.pages import PageOut, out
+from shellwego.models import Domain, DomainCreate
+from shellwego.models.domains import DomainView
+from shellwego.services import apps as app_service
+from shellwego.services import domains
+
+router = APIRouter(tags=["domains"])
+
+
+def _out(ctx: Ctx, who: Who, domain: Domain) -> DomainView:
+    app = app_service.get(ctx, who, domain.app_id)
+    return DomainView.model_validate(
+        {**domain.model_dump(), "dns": domains.instructions(ctx, domain, app.name)}
+    )
+
+
+@router.get("/v1/domains", response_model=PageOut[Domain], name="domains.list")
+def list_domains(
+    who: Who, ctx: Ctx, paging: Paging, app: Annotated[str | None, Query(max_length=63)] = None
+) -> PageOut[Domain]:
+    return out(domains.list_page(ctx, who, paging.cursor, paging.limit, app))
+
+
+@router.post(
+    "/v1/domains",
+    status_code=status.HTTP_201_CREATED,
+    response_model=DomainView,
+    name="domains.create",
+)
+def create_domain(body: DomainCreate, who: Who, ctx: Ctx) -> DomainView:
+    return _out(ctx, who, domains.create(ctx, who, body))
+
+
+@router.get("/v1/domains/{domain}", response_model=DomainView, name="domains.get")
+def get_domain(domain: str, who: Who, ctx: Ctx) -> DomainView:
+    return _out(ctx, who, domains.find(ctx, who, domain))
+
+
+@router.delete(
+    "/v1/domains/{domain}", status_code=status.HTTP_204_NO_CONTENT, name="domains.delete"
+)
+def delete_domain(domain: str, who: Who, ctx: Ctx) -> None:
+    domains.delete(ctx, who, domain)
+
+
+@router.post(
+    "/v1/domains/{domain}/actions/verify", response_model=DomainView, name="domains.verify"
+)
+def verify_domain(domain: str, who: Who, ctx: Ctx) -> DomainView:
+    """Look up the DNS records now; the domain is served once verified."""
+    return _out(ctx, who, domains.verify(ctx, who, domain, ctx.extras["resolver"]))

@@ -1,0 +1,38 @@
+"""Nodes: list, inspect, drain (operators)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from shellwego.api.deps import Ctx, Paging, Who
+from shellwego.api.pages import PageOut, out
+from shellwego.models import Node, NodeStatus
+from shellwego.services import nodes
+
+router = APIRouter(tags=["nodes"])
+
+
+@router.get("/v1/nodes", response_model=PageOut[Node], name="nodes.list")
+def list_nodes(
+    who: Who, ctx: Ctx, paging: Paging, status: Annotated[NodeStatus | None, Query()] = None
+) -> PageOut[Node]:
+    return out(nodes.list_page(ctx, paging.cursor, paging.limit, status.value if status else None))
+
+
+@router.get("/v1/nodes/{node}", response_model=Node, name="nodes.get")
+def get_node(node: str, who: Who, ctx: Ctx) -> Node:
+    return nodes.get(ctx, node)
+
+
+@router.post("/v1/nodes/{node}/actions/drain", response_model=Node, name="nodes.drain")
+def drain_node(node: str, who: Who, ctx: Ctx) -> Node:
+    """Stop placing instances on the node and move its instances elsewhere."""
+    return nodes.drain(ctx, who, node)
+
+
+@router.post("/v1/nodes/{node}/actions/uncordon", response_model=Node, name="nodes.uncordon")
+def uncordon_node(node: str, who: Who, ctx: Ctx) -> Node:
+    """Return a drained node to service."""
+    return nodes.uncordon(ctx, who, node)

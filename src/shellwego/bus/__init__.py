@@ -1,0 +1,12 @@
+"""Wake-ups between replicas and agents: in-process, or NATS when ``NATS_URL`` is set."""
+
+from .base import Bus
+from .memory import MemoryBus
+from .nats import NatsBus
+
+
+def make_bus(nats_url: str | None) -> Bus:
+    return NatsBus(nats_url) if nats_url else MemoryBus()
+
+
+__all__ = ["Bus", "MemoryBus", "NatsBus", "make_bus"]

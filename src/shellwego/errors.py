@@ -1,0 +1,124 @@
+"""The one exception tree of ShellWeGo.
+
+Every error the platform raises on purpose derives from :class:`ShellWeGoError`.
+Each class carries the HTTP status it maps to and a stable problem ``type`` slug;
+the API maps them to RFC 7807 ``application/problem+json`` in one place and the CLI
+prints their message as one line. Messages never contain secret values.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ShellWeGoError(Exception):
+    """Base of every deliberate ShellWeGo error."""
+
+    status: int = 500
+    slug: str = "internal"
+    title: str = "Internal error"
+
+    def __init__(self, detail: str, **extra: Any) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.extra = extra
+
+
+class InvalidInput(ShellWeGoError):
+    status = 422
+    slug = "invalid-input"
+    title = "Invalid input"
+
+
+class BadRequest(ShellWeGoError):
+    status = 400
+    slug = "bad-request"
+    title = "Bad request"
+
+
+class Unauthenticated(ShellWeGoError):
+    status = 401
+    slug = "unauthenticated"
+    title = "Authentication required"
+
+
+class Forbidden(ShellWeGoError):
+    status = 403
+    slug = "forbidden"
+    title = "Forbidden"
+
+
+class NotFound(ShellWeGoError):
+    status = 404
+    slug = "not-found"
+    title = "Not found"
+
+
+class Conflict(ShellWeGoError):
+    status = 409
+    slug = "conflict"
+    title = "Conflict"
+
+
+class PayloadTooLarge(ShellWeGoError):
+    status = 413
+    slug = "payload-too-large"
+    title = "Payload too large"
+
+
+class CapacityError(ShellWeGoError):
+    """The scheduler cannot place what was asked."""
+
+    status = 409
+    slug = "insufficient-capacity"
+    title = "Insufficient capacity"
+
+
+class BuildFailed(ShellWeGoError):
+    status = 422
+    slug = "build-failed"
+    title = "Build failed"
+
+
+class DeployFailed(ShellWeGoError):
+    status = 409
+    slug = "deploy-failed"
+    title = "Deployment failed"
+
+
+class RuntimeUnavailable(ShellWeGoError):
+    """A runtime driver cannot run on this host (missing binary, no KVM, ...)."""
+
+    status = 409
+    slug = "runtime-unavailable"
+    title = "Runtime unavailable"
+
+
+class RuntimeFailure(ShellWeGoError):
+    """A runtime driver failed to act on an instance."""
+
+    status = 500
+    slug = "runtime-failure"
+    title = "Runtime failure"
+
+
+class EdgeError(ShellWeGoError):
+    """The edge (Caddy) refused or could not load a configuration."""
+
+    status = 502
+    slug = "edge-error"
+    title = "Edge error"
+
+
+class ConfigError(ShellWeGoError):
+    """Settings are missing, invalid or unsafe."""
+
+    status = 500
+    slug = "config-error"
+    title = "Configuration error"
+
+
+class Unavailable(ShellWeGoError):
+    status = 503
+    slug = "unavailable"
+    title = "Service unavailable"

@@ -1,0 +1,115 @@
+"""Apps, their immutable releases, deployments and running instances."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlmodel import Field, SQLModel
+
+from .base import Entity, Input, id_ref, partial
+from .columns import CIText, EnumText, PydanticJSON, UTCDateTime
+from .enums import AppStatus, DeploymentStatus, DeploymentStrategy, DesiredState
+from .values import HealthCheck, ProcessFormation, Resources
+
+APP_NAME_PATTERN = r"^[a-zA-Z][a-zA-Z0-9-]{0,61}[a-zA-Z0-9]$"
+
+
+class AppBase(SQLModel):
+    name: str = Field(sa_type=CIText(), max_length=63, schema_extra={"pattern": APP_NAME_PATTERN})
+    health_check: HealthCheck = Field(
+        default_factory=HealthCheck, sa_type=PydanticJSON(HealthCheck)
+    )
+    redirect_https: bool = Field(default=False)
+    runtime: str = Field(
+        default="process", max_length=20, schema_extra={"pattern": r"^(process|oci|microvm)$"}
+    )
+
+
+class App(AppBase, Entity, table=True):
+    __tablename__ = "apps"
+    __table_args__ = (sa.UniqueConstraint("organization_id", "name"),)
+    organization_id: str = id_ref("organizations")
+    status: AppStatus = Field(sa_type=EnumText(AppStatus))
+    formation: dict[str, ProcessFormation] = Field(
+        sa_type=PydanticJSON(dict[str, ProcessFormation])
+    )
+    current_release_id: str | None = Field(default=None, max_length=26)
+    created_by: str | None = Field(default=None, max_length=26)
+
+
+class AppCreate(AppBase, Input):
+    pass
+
+
+AppUpdate = partial(AppBase, "AppUpdate")
+
+
+class Release(Entity, table=True):
+    """Immutable: slug + process commands + config refs + health check, numbered per app."""
+
+    __tablename__ = "releases"
+    __table_args__ = (sa.UniqueConstraint("app_id", "version"),)
+    app_id: str = id_ref("apps")
+    organization_id: str = id_ref("organizations")
+    version: int = Field(ge=1)
+    slug_digest: str | None = Field(default=None, max_length=64)
+    image: str | None = Field(default=None, max_length=512)
+    stack: str | None = Field(default=None, max_length=20)
+    process_types: dict[str, str] = Field(sa_type=PydanticJSON(dict[str, str]))
+    # env the slug itself needs (PYTHONPATH…), not user data
+    slug_env: dict[str, str] = Field(sa_type=PydanticJSON(dict[str, str]))
+    # config var name → secret version id; values live encrypted in secret_versions
+    config: dict[str, str] = Field(sa_type=PydanticJSON(dict[str, str]))
+    health_check: HealthCheck = Field(sa_type=PydanticJSON(HealthCheck))
+    description: str = Field(default="", max_length=200)
+    created_by: str | None = Field(default=None, max_length=26)
+
+
+class Deployment(Entity, table=True):
+    """The rollout of a release: status, strategy, progress, error."""
+
+    __tablename__ = "deployments"
+    app_id: str = id_ref("apps")
+    organization_id: str = id_ref("organizations")
+    release_id: str = id_ref("releases")
+    previous_release_id: str | None = Field(default=None, max_length=26)
+    status: DeploymentStatus = Field(sa_type=EnumText(DeploymentStatus))
+    strategy: DeploymentStrategy = Field(sa_type=EnumText(DeploymentStrategy))
+    surge: int = Field(default=1, ge=1)
+    instances_total: int = Field(default=0)
+    instances_ready: int = Field(default=0)
+    error: str | None = Field(default=None, max_length=2000)
+    finished_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    created_by: str | None = Field(default=None, max_length=26)
+
+
+class Instance(Entity, table=True):
+    """One copy of a process type of a release on a node: desired and observed state."""
+
+    __tablename__ = "instances"
+    app_id: str = id_ref("apps")
+    organization_id: str = id_ref("organizations")
+    release_id: str = id_ref("releases")
+    node_id: str = id_ref("nodes")
+    process_type: str = Field(max_length=30)
+    resources: Resources = Field(sa_type=PydanticJSON(Resources))
+    port: int = Field(default=0)
+    desired_state: DesiredState = Field(sa_type=EnumText(DesiredState))
+    state: str = Field(default="pending", max_length=20)
+    healthy: bool = Field(default=False)
+    restarts: int = Field(default=0)
+    exit_code: int | None = Field(default=None)
+    pid: int | None = Field(default=None)
+    last_error: str | None = Field(default=None, max_length=2000)
+    observed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    healthy_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # set when the instance leaves the load balancer; it is stopped after the drain period
+    drain_started_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    deployment_id: str | None = Field(default=None, max_length=26)
+
+
+class FormationUpdate(Input):
+    """``{"web": {"count": 3, "size": "medium"}}`` or the shorthand ``{"web": 3}``."""
+
+    processes: dict[str, ProcessFormation | int]

@@ -1,0 +1,68 @@
+"""The shared parts of every entity and the derivation of API shapes."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal, TypeVar
+
+from pydantic import ConfigDict, create_model
+from pydantic.fields import FieldInfo
+from sqlmodel import Field, SQLModel
+
+from .columns import UTCDateTime
+
+ID_LENGTH = 26
+
+# Named constraints, so migrations can alter them the same way on both backends.
+SQLModel.metadata.naming_convention = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Entity(SQLModel):
+    """Primary key and timestamps: a ULID and aware UTC times, all set by code."""
+
+    id: str = Field(primary_key=True, max_length=ID_LENGTH)
+    created_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+    updated_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+
+
+OnDelete = Literal["CASCADE", "SET NULL", "RESTRICT"]
+
+
+def id_ref(target: str, *, nullable: bool = False, ondelete: OnDelete = "CASCADE") -> Any:
+    """A foreign key to ``target.id`` (indexed)."""
+    return Field(
+        default=None if nullable else ...,
+        foreign_key=f"{target}.id",
+        max_length=ID_LENGTH,
+        index=True,
+        nullable=nullable,
+        ondelete=ondelete,
+    )
+
+
+class Input(SQLModel):
+    """Shapes the API accepts: unknown fields are refused."""
+
+    model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+
+
+M = TypeVar("M", bound=SQLModel)
+
+
+def partial(model: type[SQLModel], name: str) -> type[Input]:
+    """The Update shape of ``model``: every field optional, unknown fields refused.
+
+    Derived from the one definition, so an Update can never drift from its entity.
+    """
+    fields: dict[str, Any] = {}
+    for field_name, info in model.model_fields.items():
+        optional = FieldInfo.merge_field_infos(info, default=None)
+        optional.default_factory = None
+        fields[field_name] = (info.annotation | None, optional)  # type: ignore[operator]
+    return create_model(name, __base__=Input, **fields)

@@ -1,0 +1,100 @@
+"""Enumerations, stored as their short string values."""
+
+from __future__ import annotations
+
+import enum
+
+
+class Role(enum.StrEnum):
+    OWNER = "owner"
+    ADMIN = "admin"
+    MEMBER = "member"
+    VIEWER = "viewer"
+
+    @property
+    def rank(self) -> int:
+        return {"viewer": 0, "member": 1, "admin": 2, "owner": 3}[self.value]
+
+
+class AppStatus(enum.StrEnum):
+    CREATED = "created"
+    DEPLOYING = "deploying"
+    RUNNING = "running"
+    STOPPED = "stopped"
+    ERROR = "error"
+
+
+class DeploymentStatus(enum.StrEnum):
+    PENDING = "pending"
+    BUILDING = "building"
+    ROLLING = "rolling"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    SUPERSEDED = "superseded"
+
+
+class DeploymentStrategy(enum.StrEnum):
+    ROLLING = "rolling"
+    IMMEDIATE = "immediate"
+
+
+class DesiredState(enum.StrEnum):
+    RUNNING = "running"
+    STOPPED = "stopped"
+
+
+class NodeStatus(enum.StrEnum):
+    READY = "ready"
+    DRAINING = "draining"
+    DOWN = "down"
+
+
+class DomainStatus(enum.StrEnum):
+    PENDING = "pending"
+    ACTIVE = "active"
+    ERROR = "error"
+
+
+class TlsStatus(enum.StrEnum):
+    PENDING = "pending"
+    INTERNAL = "internal"
+    ACME = "acme"
+    ACTIVE = "active"
+    FAILED = "failed"
+
+
+class SecretKind(enum.StrEnum):
+    SECRET = "secret"  # write-only; revealed only by the explicit reveal endpoint
+    CONFIG = "config"  # a config var: readable by members, still encrypted at rest
+
+
+class SecretScope(enum.StrEnum):
+    ORGANIZATION = "organization"
+    APP = "app"
+
+
+class VolumeStatus(enum.StrEnum):
+    CREATING = "creating"
+    DETACHED = "detached"
+    ATTACHED = "attached"
+    ERROR = "error"
+
+
+class DatabaseEngine(enum.StrEnum):
+    POSTGRES = "postgres"
+    MYSQL = "mysql"
+    REDIS = "redis"
+
+
+class DatabaseStatus(enum.StrEnum):
+    CREATING = "creating"
+    AVAILABLE = "available"
+    ERROR = "error"
+    DELETING = "deleting"
+
+
+class ActorType(enum.StrEnum):
+    USER = "user"
+    TOKEN = "token"
+    NODE = "node"
+    SYSTEM = "system"

@@ -1,0 +1,39 @@
+"""Worker nodes: capacity, runtimes, status and liveness."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlmodel import Field
+
+from .base import Entity
+from .columns import CIText, EnumText, PydanticJSON, UTCDateTime
+from .enums import NodeStatus
+from .values import NodeCapacity
+
+
+class Node(Entity, table=True):
+    """A machine that runs instances. Nodes belong to the platform, not to one tenant."""
+
+    __tablename__ = "nodes"
+    hostname: str = Field(sa_type=CIText(), max_length=253, unique=True)
+    status: NodeStatus = Field(sa_type=EnumText(NodeStatus))
+    region: str = Field(default="local", max_length=50)
+    zone: str = Field(default="local", max_length=50)
+    address: str = Field(default="127.0.0.1", max_length=255)
+    labels: dict[str, str] = Field(sa_type=PydanticJSON(dict[str, str]))
+    capacity: NodeCapacity = Field(sa_type=PydanticJSON(NodeCapacity))
+    runtimes: list[str] = Field(sa_type=PydanticJSON(list[str]))
+    agent_version: str = Field(default="", max_length=50)
+    token_hash: str = Field(max_length=64, unique=True, exclude=True)
+    assignment_index: int = Field(default=0)
+    last_heartbeat_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class JoinToken(Entity, table=True):
+    """A token that lets agents register nodes; stored hashed."""
+
+    __tablename__ = "join_tokens"
+    name: str = Field(max_length=100)
+    token_hash: str = Field(max_length=64, unique=True, exclude=True)
+    revoked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)

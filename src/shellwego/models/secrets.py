@@ -1,0 +1,69 @@
+"""Secrets and config vars. Values exist only as ciphertext in :class:`SecretVersion`."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlmodel import Field, SQLModel
+
+from .base import Entity, Input, id_ref
+from .columns import EnumText, UTCDateTime
+from .enums import SecretKind, SecretScope
+
+ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,254}$"
+
+
+class SecretBase(SQLModel):
+    name: str = Field(max_length=255, schema_extra={"pattern": ENV_NAME_PATTERN})
+    expires_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class Secret(SecretBase, Entity, table=True):
+    """Metadata of a secret or config var; never its value."""
+
+    __tablename__ = "secrets"
+    __table_args__ = (sa.UniqueConstraint("organization_id", "scope_key", "name"),)
+    organization_id: str = id_ref("organizations")
+    app_id: str | None = id_ref("apps", nullable=True)
+    # the app id, or "" for organization-wide secrets: makes the unique key total
+    scope_key: str = Field(max_length=26, exclude=True)
+    kind: SecretKind = Field(sa_type=EnumText(SecretKind))
+    scope: SecretScope = Field(sa_type=EnumText(SecretScope))
+    current_version: int = Field(default=1)
+    deleted_at: datetime | None = Field(default=None, sa_type=UTCDateTime, exclude=True)
+    last_used_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    created_by: str | None = Field(default=None, max_length=26)
+
+
+class SecretCreate(SecretBase, Input):
+    value: str = Field(max_length=65536, repr=False)
+    app: str | None = Field(default=None, max_length=63)
+
+
+class SecretRotate(Input):
+    value: str = Field(max_length=65536, repr=False)
+
+
+class SecretVersion(SQLModel, table=True):
+    """One immutable value of a secret: AES-256-GCM ciphertext with its wrapped data key."""
+
+    __tablename__ = "secret_versions"
+    __table_args__ = (sa.UniqueConstraint("secret_id", "version"),)
+    id: str = Field(primary_key=True, max_length=26)
+    secret_id: str = id_ref("secrets")
+    version: int = Field(ge=1)
+    ciphertext: bytes = Field(sa_type=sa.LargeBinary)
+    nonce: bytes = Field(sa_type=sa.LargeBinary)
+    wrapped_key: bytes = Field(sa_type=sa.LargeBinary)
+    key_id: str = Field(max_length=64)
+    created_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+    created_by: str | None = Field(default=None, max_length=26)
+
+
+class SecretVersionInfo(SQLModel):
+    """What the API says about a version: never the value."""
+
+    version: int
+    created_at: datetime
+    created_by: str | None = None

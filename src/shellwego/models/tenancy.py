@@ -1,0 +1,78 @@
+"""Organizations, users, memberships and API tokens."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import sqlalchemy as sa
+from pydantic import EmailStr
+from sqlmodel import Field, SQLModel
+
+from .base import Entity, Input, id_ref
+from .columns import CIText, EnumText, UTCDateTime
+from .enums import Role
+
+SLUG_PATTERN = r"^[a-zA-Z0-9][a-zA-Z0-9-]{0,38}[a-zA-Z0-9]$|^[a-zA-Z0-9]$"
+
+
+class OrganizationBase(SQLModel):
+    name: str = Field(min_length=1, max_length=100)
+    slug: str = Field(
+        sa_type=CIText(), max_length=40, unique=True, schema_extra={"pattern": SLUG_PATTERN}
+    )
+
+
+class Organization(OrganizationBase, Entity, table=True):
+    __tablename__ = "organizations"
+    plan: str = Field(default="free", max_length=20)
+
+
+class OrganizationCreate(OrganizationBase, Input):
+    pass
+
+
+class UserBase(SQLModel):
+    email: str = Field(sa_type=CIText(), max_length=254, unique=True)
+    name: str = Field(default="", max_length=100)
+
+
+class User(UserBase, Entity, table=True):
+    __tablename__ = "users"
+    password_hash: str = Field(max_length=255, exclude=True)
+    is_operator: bool = Field(default=False)
+    last_login_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class UserCreate(Input):
+    email: EmailStr
+    name: str = Field(default="", max_length=100)
+    password: str = Field(min_length=10, max_length=256)
+
+
+class Membership(Entity, table=True):
+    __tablename__ = "memberships"
+    __table_args__ = (sa.UniqueConstraint("organization_id", "user_id"),)
+    organization_id: str = id_ref("organizations")
+    user_id: str = id_ref("users")
+    role: Role = Field(sa_type=EnumText(Role))
+
+
+class ApiTokenBase(SQLModel):
+    name: str = Field(min_length=1, max_length=100)
+    expires_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class ApiToken(ApiTokenBase, Entity, table=True):
+    """A bearer token: random, shown once, stored only as a SHA-256 hash."""
+
+    __tablename__ = "api_tokens"
+    user_id: str = id_ref("users")
+    organization_id: str = id_ref("organizations")
+    prefix: str = Field(max_length=16)
+    token_hash: str = Field(max_length=64, unique=True, exclude=True)
+    last_used_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    revoked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class ApiTokenCreate(ApiTokenBase, Input):
+    pass

@@ -1,0 +1,1 @@
+"""Platform roles: control plane (`server`), node agent, and the all-in-one (`up`)."""

@@ -1,0 +1,1 @@
+"""Runtimes: the one :class:`~shellwego.runtime.driver.Driver` protocol and its drivers."""

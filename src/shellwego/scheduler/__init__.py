@@ -1,0 +1,29 @@
+"""Pure placement: a cluster snapshot and placement requests in, a plan out.
+
+No I/O, no clock reads, no randomness; ties are broken by node id. See README.md.
+"""
+
+from .planner import Planner, evacuate, plan, verify
+from .types import (
+    InstanceSnapshot,
+    NodeSnapshot,
+    Placement,
+    PlacementRequest,
+    Plan,
+    Resources,
+    Snapshot,
+)
+
+__all__ = [
+    "InstanceSnapshot",
+    "NodeSnapshot",
+    "Placement",
+    "PlacementRequest",
+    "Plan",
+    "Planner",
+    "Resources",
+    "Snapshot",
+    "evacuate",
+    "plan",
+    "verify",
+]

@@ -1,0 +1,1 @@
+"""Use cases; transactions live here."""

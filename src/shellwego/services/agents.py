@@ -1,0 +1,206 @@
+"""The control-plane side of the agent protocol (docs/agent-protocol.md)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from shellwego.models import (
+    App,
+    DesiredState,
+    Instance,
+    LogLine,
+    Node,
+    NodeCapacity,
+    NodeStatus,
+    Release,
+    new_id,
+)
+from shellwego.store import repository as repo
+
+from . import metrics, secrets
+from .context import Context, wake_after_commit
+
+
+class ObservedInstance(BaseModel):
+    instance_id: str = Field(max_length=26)
+    state: str = Field(max_length=20)
+    healthy: bool = False
+    pid: int | None = None
+    port: int | None = None
+    restarts: int = 0
+    exit_code: int | None = None
+    last_error: str | None = Field(default=None, max_length=2000)
+    cpu_millis_used: float | None = None
+    memory_bytes: int | None = None
+
+
+class Heartbeat(BaseModel):
+    capacity: NodeCapacity | None = None
+    instances: list[ObservedInstance] = Field(default_factory=list, max_length=10000)
+
+
+class ShippedLine(BaseModel):
+    instance_id: str | None = Field(default=None, max_length=26)
+    stream: str = Field(default="stdout", max_length=10)
+    timestamp: datetime
+    line: str = Field(max_length=16384)
+
+
+@dataclass(frozen=True, slots=True)
+class Assignments:
+    index: int
+    instances: list[dict[str, Any]]
+
+
+def heartbeat(ctx: Context, node: Node, body: Heartbeat) -> Node:
+    changed = False
+    with ctx.db.session() as s:
+        row = repo.require(s, Node, "node", id=node.id)
+        now = ctx.clock.now()
+        row.last_heartbeat_at = now
+        if body.capacity is not None and body.capacity != row.capacity:
+            row.capacity = body.capacity
+        if row.status == NodeStatus.DOWN:
+            row.status = NodeStatus.READY
+            changed = True
+        reported = {o.instance_id: o for o in body.instances}
+        if reported:
+            rows = repo.find_all(
+                s,
+                Instance,
+                Instance.id.in_(list(reported)),  # type: ignore[attr-defined]
+                node_id=node.id,
+            )
+            for inst in rows:
+                seen = reported[inst.id]
+                if inst.healthy != seen.healthy or inst.restarts != seen.restarts:
+                    changed = True
+                if seen.healthy and not inst.healthy:
+                    inst.healthy_at = now
+                inst.state = seen.state
+                inst.healthy = seen.healthy
+                inst.pid = seen.pid
+                inst.restarts = seen.restarts
+                inst.exit_code = seen.exit_code
+                inst.last_error = seen.last_error
+                inst.observed_at = now
+                if seen.cpu_millis_used is not None and seen.memory_bytes is not None:
+                    metrics.record_stats(ctx, inst.id, seen.cpu_millis_used, seen.memory_bytes)
+        if changed:
+            wake_after_commit(ctx, s, "rollout", "edge")
+        return row
+
+
+def current_index(ctx: Context, node_id: str) -> int:
+    with ctx.db.session() as s:
+        return repo.require(s, Node, "node", id=node_id).assignment_index
+
+
+def platform_env(app: App, release: Release, inst: Instance, base_domain: str) -> dict[str, str]:
+    return {
+        "SHELLWEGO_APP": app.name,
+        "SHELLWEGO_RELEASE": f"v{release.version}",
+        "SHELLWEGO_PROCESS_TYPE": inst.process_type,
+        "SHELLWEGO_INSTANCE_ID": inst.id,
+        "SHELLWEGO_URL": f"http://{app.name}.{base_domain}",
+    }
+
+
+def assignments(ctx: Context, node_id: str) -> Assignments:
+    """Everything that should run on the node now, with its environment (secrets included)."""
+    with ctx.db.session() as s:
+        node = repo.require(s, Node, "node", id=node_id)
+        rows = repo.find_all(s, Instance, node_id=node_id, desired_state=DesiredState.RUNNING.value)
+        releases: dict[str, Release] = {}
+        apps: dict[str, App] = {}
+        envs: dict[str, dict[str, str]] = {}
+        out = []
+        for inst in rows:
+            release = releases.get(inst.release_id) or repo.require(
+                s, Release, "release", id=inst.release_id
+            )
+            releases[release.id] = release
+            app = apps.get(inst.app_id) or repo.require(s, App, "app", id=inst.app_id)
+            apps[app.id] = app
+            if release.id not in envs:
+                envs[release.id] = {
+                    **release.slug_env,
+                    **secrets.resolve_refs(ctx, s, release.config),
+                }
+            env = {**envs[release.id], **platform_env(app, release, inst, ctx.settings.base_domain)}
+            if inst.process_type == "web":
+                check: dict[str, Any] = (
+                    {"type": "http", "path": release.health_check.path}
+                    if release.health_check.path
+                    else {"type": "tcp"}
+                )
+            else:
+                check = {"type": "process"}
+            check["timeout_seconds"] = release.health_check.timeout_seconds
+            out.append(
+                {
+                    "instance_id": inst.id,
+                    "app_id": app.id,
+                    "app_name": app.name,
+                    "process_type": inst.process_type,
+                    "release_id": release.id,
+                    "release_version": release.version,
+                    "slug_digest": release.slug_digest,
+                    "command": release.process_types.get(inst.process_type, ""),
+                    "env": env,
+                    "port": inst.port,
+                    "memory_bytes": inst.resources.memory_bytes,
+                    "cpu_millis": inst.resources.cpu_millis,
+                    "health_check": check,
+                    "desired_state": "running",
+                }
+            )
+        return Assignments(index=node.assignment_index, instances=out)
+
+
+def ingest_logs(ctx: Context, node: Node, lines: Sequence[ShippedLine]) -> None:
+    """Store app log lines shipped by an agent; keep at most the retention bound per app."""
+    if not lines:
+        return
+    with ctx.db.session() as s:
+        ids = sorted({ln.instance_id for ln in lines if ln.instance_id})
+        owners: Mapping[str, Instance] = {
+            i.id: i
+            for i in repo.find_all(
+                s,
+                Instance,
+                Instance.id.in_(ids),  # type: ignore[attr-defined]
+                node_id=node.id,
+            )
+        }
+        apps = set()
+        for ln in lines:
+            inst = owners.get(ln.instance_id or "")
+            if inst is None:
+                continue
+            apps.add(inst.app_id)
+            s.add(
+                LogLine(
+                    id=new_id(),
+                    app_id=inst.app_id,
+                    instance_id=inst.id,
+                    source=inst.process_type,
+                    stream=ln.stream,
+                    timestamp=ln.timestamp,
+                    line=ln.line,
+                )
+            )
+        s.flush()
+        for app_id in apps:
+            prune_logs(s, app_id, ctx.settings.log_retention_lines)
+        topics = [f"logs:{a}" for a in apps]
+        wake_after_commit(ctx, s, *topics)
+
+
+def prune_logs(s: Any, app_id: str, keep: int) -> None:
+    repo.keep_newest(s, LogLine, keep, app_id=app_id)

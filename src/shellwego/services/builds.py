@@ -1,0 +1,169 @@
+"""Source in, running release out: extract, build, store the slug, release, roll out."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+
+from shellwego.errors import ShellWeGoError
+from shellwego.models import DeploymentStatus, LogLine, Role, new_id
+
+from . import apps as app_service
+from . import deployments, releases
+from .context import Context, Principal, wake_after_commit
+from .organizations import require_role
+
+Emit = Callable[[dict[str, Any]], Awaitable[None]]
+
+TERMINAL = {DeploymentStatus.SUCCEEDED, DeploymentStatus.FAILED, DeploymentStatus.SUPERSEDED}
+
+
+def app_url(ctx: Context, app_name: str) -> str:
+    port = ctx.settings.http_port
+    suffix = "" if port == 80 else f":{port}"
+    return f"http://{app_name}.{ctx.settings.base_domain}{suffix}/"
+
+
+def _store_build_lines(ctx: Context, app_id: str, lines: list[str]) -> None:
+    if not lines:
+        return
+    with ctx.db.session() as s:
+        now = ctx.clock.now()
+        for line in lines:
+            s.add(
+                LogLine(
+                    id=new_id(),
+                    app_id=app_id,
+                    instance_id=None,
+                    source="build",
+                    stream="stdout",
+                    timestamp=now,
+                    line=line,
+                )
+            )
+        s.flush()
+        from .agents import prune_logs
+
+        prune_logs(s, app_id, ctx.settings.log_retention_lines)
+        wake_after_commit(ctx, s, f"logs:{app_id}")
+
+
+def _lock(ctx: Context, app_id: str) -> asyncio.Lock:
+    locks: dict[str, asyncio.Lock] = ctx.extras.setdefault("build_locks", {})
+    return locks.setdefault(app_id, asyncio.Lock())
+
+
+async def build_and_deploy(
+    ctx: Context,
+    who: Principal,
+    app_ref: str,
+    source: Path,
+    emit: Emit,
+    *,
+    source_is_dir: bool = False,
+) -> bool:
+    """Build ``source`` (a tarball or a directory), release it and roll it out.
+
+    Every step is reported through ``emit``; the last call is always a ``done`` line.
+    Returns True when the new release is serving.
+    """
+    from shellwego.build.archive import safe_extract
+
+    require_role(who, Role.MEMBER)
+    app = await run_in_threadpool(app_service.get, ctx, who, app_ref)
+    builder = ctx.extras["builder"]
+    artifacts = ctx.extras["artifacts"]
+    pending: list[str] = []
+
+    async def log(line: str) -> None:
+        pending.append(line)
+        await emit({"type": "log", "line": line})
+        if len(pending) >= 50:
+            batch = pending[:]
+            pending.clear()
+            await run_in_threadpool(_store_build_lines, ctx, app.id, batch)
+
+    work = Path(tempfile.mkdtemp(prefix="build-", dir=ctx.settings.data_dir / "tmp"))
+    try:
+        async with _lock(ctx, app.id):
+            src = work / "src"
+            if source_is_dir:
+                await run_in_threadpool(shutil.copytree, source, src, symlinks=True)
+            else:
+                src.mkdir()
+                with source.open("rb") as stream:
+                    await run_in_threadpool(
+                        safe_extract, stream, src, max_bytes=ctx.settings.max_upload_bytes * 4
+                    )
+            await log(f"-----> Building {app.name}")
+            result = await builder.build(src, work / "out", log)
+            digest = await run_in_threadpool(artifacts.put, result.slug_path)
+            await log(
+                f"-----> Slug {digest[:12]} ({result.size_bytes // 1024} KiB), "
+                f"process types: {', '.join(sorted(result.process_types)) or 'none'}"
+            )
+            await run_in_threadpool(_store_build_lines, ctx, app.id, pending[:])
+            pending.clear()
+            artifact = releases.Artifact(
+                slug_digest=digest,
+                stack=result.stack,
+                process_types=dict(result.process_types),
+                slug_env=dict(result.env),
+            )
+
+            def make_release() -> tuple[str, int, str]:
+                with ctx.db.session() as s:
+                    row = app_service.find(s, who.organization_id, app.id)
+                    rel = releases.create(
+                        ctx, s, who, row, artifact=artifact, description=f"Deploy {digest[:12]}"
+                    )
+                    dep = deployments.start(ctx, s, who, row, rel, reason="new build")
+                    return rel.id, rel.version, dep.id
+
+            release_id, version, deployment_id = await run_in_threadpool(make_release)
+            await emit({"type": "release", "version": version, "id": release_id})
+        return await follow_deployment(ctx, deployment_id, emit, app.name)
+    except ShellWeGoError as exc:
+        await run_in_threadpool(_store_build_lines, ctx, app.id, [*pending, f"error: {exc}"])
+        await emit({"type": "done", "status": "failed", "detail": str(exc)})
+        return False
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+async def follow_deployment(ctx: Context, deployment_id: str, emit: Emit, app_name: str) -> bool:
+    """Report a deployment's progress until it ends."""
+    last: tuple[str, int] | None = None
+    while True:
+        dep = await run_in_threadpool(deployments.status_of, ctx, deployment_id)
+        now = (str(dep.status), dep.instances_ready)
+        if now != last:
+            last = now
+            await emit(
+                {
+                    "type": "deployment",
+                    "id": dep.id,
+                    "status": str(dep.status),
+                    "instances_total": dep.instances_total,
+                    "instances_ready": dep.instances_ready,
+                }
+            )
+        if dep.status in TERMINAL:
+            if dep.status == DeploymentStatus.SUCCEEDED:
+                await emit({"type": "done", "status": "succeeded", "url": app_url(ctx, app_name)})
+                return True
+            await emit(
+                {
+                    "type": "done",
+                    "status": "failed",
+                    "detail": dep.error or f"deployment {dep.status}",
+                }
+            )
+            return False
+        await ctx.bus.wait("rollout", 0.25)

@@ -1,0 +1,129 @@
+"""Deployments: the health-gated rollout of a release (or a restart of the current one)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from shellwego.errors import NotFound
+from shellwego.models import (
+    App,
+    AppStatus,
+    Deployment,
+    DeploymentStatus,
+    DeploymentStrategy,
+    Event,
+    Release,
+    new_id,
+)
+from shellwego.store import repository as repo
+
+from . import apps as app_service
+from .context import Context, Principal, wake_after_commit
+
+ACTIVE = (DeploymentStatus.PENDING.value, DeploymentStatus.ROLLING.value)
+
+
+def active(s: Session) -> list[Deployment]:
+    status: Any = Deployment.status
+    return repo.find_all(s, Deployment, status.in_(ACTIVE))
+
+
+def active_for(s: Session, app_id: str) -> list[Deployment]:
+    return repo.find_all(
+        s,
+        Deployment,
+        Deployment.status.in_(ACTIVE),  # type: ignore[attr-defined]
+        app_id=app_id,
+    )
+
+
+def start(
+    ctx: Context,
+    s: Session,
+    who: Principal | None,
+    app: App,
+    release: Release,
+    *,
+    reason: str,
+    surge: int = 1,
+    strategy: DeploymentStrategy = DeploymentStrategy.ROLLING,
+) -> Deployment:
+    """Begin rolling ``release`` out; an older rollout of the app is superseded."""
+    now = ctx.clock.now()
+    for old in active_for(s, app.id):
+        old.status = DeploymentStatus.SUPERSEDED
+        old.finished_at = now
+        old.updated_at = now
+    total = sum(p.count for t, p in app.formation.items() if t in release.process_types)
+    deployment = Deployment(
+        id=new_id(),
+        app_id=app.id,
+        organization_id=app.organization_id,
+        release_id=release.id,
+        previous_release_id=app.current_release_id,
+        status=DeploymentStatus.ROLLING,
+        strategy=strategy,
+        surge=surge,
+        instances_total=total,
+        instances_ready=0,
+        error=None,
+        finished_at=None,
+        created_by=who.user_id if who else None,
+        created_at=now,
+        updated_at=now,
+    )
+    repo.add(s, deployment, conflict="deployment exists")
+    app.status = AppStatus.DEPLOYING
+    app.updated_at = now
+    record_event(
+        ctx,
+        s,
+        app,
+        "deploy.started",
+        f"Deploying v{release.version}: {reason}",
+        {"deployment_id": deployment.id, "release": release.version},
+    )
+    wake_after_commit(ctx, s, "rollout")
+    return deployment
+
+
+def record_event(
+    ctx: Context, s: Session, app: App, kind: str, message: str, data: dict[str, object]
+) -> None:
+    now = ctx.clock.now()
+    s.add(
+        Event(
+            id=new_id(),
+            organization_id=app.organization_id,
+            app_id=app.id,
+            type=kind,
+            message=message,
+            data=data,
+            created_at=now,
+            updated_at=now,
+        )
+    )
+
+
+def list_page(
+    ctx: Context, who: Principal, app_ref: str, cursor: str | None, limit: int
+) -> repo.Page[Deployment]:
+    with ctx.db.session() as s:
+        app = app_service.find(s, who.organization_id, app_ref)
+        return repo.page(s, Deployment, cursor=cursor, limit=limit, app_id=app.id)
+
+
+def get(ctx: Context, who: Principal, app_ref: str, deployment_id: str) -> Deployment:
+    with ctx.db.session() as s:
+        app = app_service.find(s, who.organization_id, app_ref)
+        dep = repo.get(s, Deployment, id=deployment_id, app_id=app.id)
+        if dep is None:
+            raise NotFound("deployment not found")
+        return dep
+
+
+def status_of(ctx: Context, deployment_id: str) -> Deployment:
+    with ctx.db.session() as s:
+        return repo.require(s, Deployment, "deployment", id=deployment_id)

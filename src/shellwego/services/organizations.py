@@ -1,0 +1,187 @@
+"""Organizations and their members, with roles owner / admin / member / viewer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pydantic import EmailStr, Field
+from sqlalchemy.orm import Session
+
+from shellwego.errors import Conflict, Forbidden, NotFound
+from shellwego.models import (
+    Input,
+    Membership,
+    Organization,
+    OrganizationCreate,
+    Role,
+    User,
+    new_id,
+)
+from shellwego.store import repository as repo
+
+from .context import Context, Principal
+from .tokens import hash_password
+
+
+class MemberAdd(Input):
+    email: EmailStr
+    role: Role = Role.MEMBER
+    name: str = Field(default="", max_length=100)
+    # needed only when the email has no account yet
+    password: str | None = Field(default=None, min_length=10, max_length=256)
+
+
+class MemberUpdate(Input):
+    role: Role
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    user_id: str
+    email: str
+    name: str
+    role: Role
+
+
+def require_role(who: Principal, role: Role) -> None:
+    if not who.at_least(role):
+        raise Forbidden(f"this action needs the {role.value} role or higher")
+
+
+def list_for(ctx: Context, who: Principal) -> list[Organization]:
+    with ctx.db.session() as s:
+        ids = [m.organization_id for m in repo.find_all(s, Membership, user_id=who.user_id)]
+        return repo.find_all(s, Organization, Organization.id.in_(ids))  # type: ignore[attr-defined]
+
+
+def resolve(ctx: Context, who: Principal, ref: str) -> Organization:
+    """The caller's organizations only: anything else is 404."""
+    with ctx.db.session() as s:
+        org = repo.get(s, Organization, id=ref) or repo.get(s, Organization, slug=ref)
+        if (
+            org is None
+            or repo.get(s, Membership, organization_id=org.id, user_id=who.user_id) is None
+        ):
+            raise NotFound("organization not found")
+        return org
+
+
+def create(ctx: Context, who: Principal, body: OrganizationCreate) -> Organization:
+    with ctx.db.session() as s:
+        now = ctx.clock.now()
+        org = Organization(
+            id=new_id(), name=body.name, slug=body.slug, plan="free", created_at=now, updated_at=now
+        )
+        repo.add(s, org, conflict=f"organization slug {body.slug!r} is already taken")
+        repo.add(
+            s,
+            Membership(
+                id=new_id(),
+                organization_id=org.id,
+                user_id=who.user_id,
+                role=Role.OWNER,
+                created_at=now,
+                updated_at=now,
+            ),
+            conflict="already a member",
+        )
+        return org
+
+
+def _scoped(ctx: Context, who: Principal, ref: str) -> Organization:
+    org = resolve(ctx, who, ref)
+    if org.id != who.organization_id:
+        # tokens act in one organization; use a token of that organization
+        raise NotFound("organization not found")
+    return org
+
+
+def members(ctx: Context, who: Principal, ref: str) -> list[Member]:
+    org = _scoped(ctx, who, ref)
+    with ctx.db.session() as s:
+        result = []
+        for m in repo.find_all(s, Membership, organization_id=org.id):
+            user = repo.require(s, User, "user", id=m.user_id)
+            result.append(
+                Member(user_id=user.id, email=user.email, name=user.name, role=Role(m.role))
+            )
+        return result
+
+
+def add_member(ctx: Context, who: Principal, ref: str, body: MemberAdd) -> Member:
+    org = _scoped(ctx, who, ref)
+    require_role(who, Role.ADMIN)
+    if body.role == Role.OWNER and who.role != Role.OWNER:
+        raise Forbidden("only an owner can add another owner")
+    with ctx.db.session() as s:
+        now = ctx.clock.now()
+        user = repo.get(s, User, email=body.email)
+        if user is None:
+            if body.password is None:
+                raise Conflict(f"no account for {body.email}: give a password to create one")
+            user = User(
+                id=new_id(),
+                email=body.email,
+                name=body.name,
+                password_hash=hash_password(body.password),
+                is_operator=False,
+                last_login_at=None,
+                created_at=now,
+                updated_at=now,
+            )
+            repo.add(s, user, conflict="email already registered")
+        repo.add(
+            s,
+            Membership(
+                id=new_id(),
+                organization_id=org.id,
+                user_id=user.id,
+                role=body.role,
+                created_at=now,
+                updated_at=now,
+            ),
+            conflict=f"{body.email} is already a member",
+        )
+        return Member(user_id=user.id, email=user.email, name=user.name, role=body.role)
+
+
+def _member_row(s: Session, org_id: str, user_ref: str) -> Membership:
+    user = repo.get(s, User, id=user_ref) or repo.get(s, User, email=user_ref)
+    membership = user and repo.get(s, Membership, organization_id=org_id, user_id=user.id)
+    if not membership:
+        raise NotFound("member not found")
+    return membership
+
+
+def _owners(s: Session, org_id: str) -> int:
+    return repo.count(s, Membership, organization_id=org_id, role=Role.OWNER.value)
+
+
+def update_member(
+    ctx: Context, who: Principal, ref: str, user_ref: str, body: MemberUpdate
+) -> Member:
+    org = _scoped(ctx, who, ref)
+    require_role(who, Role.ADMIN)
+    with ctx.db.session() as s:
+        m = _member_row(s, org.id, user_ref)
+        if Role.OWNER in (Role(m.role), body.role) and who.role != Role.OWNER:
+            raise Forbidden("only an owner can grant or remove the owner role")
+        if m.role == Role.OWNER and body.role != Role.OWNER and _owners(s, org.id) <= 1:
+            raise Conflict("an organization needs at least one owner")
+        m.role = body.role
+        m.updated_at = ctx.clock.now()
+        user = repo.require(s, User, "user", id=m.user_id)
+        return Member(user_id=user.id, email=user.email, name=user.name, role=body.role)
+
+
+def remove_member(ctx: Context, who: Principal, ref: str, user_ref: str) -> None:
+    org = _scoped(ctx, who, ref)
+    require_role(who, Role.ADMIN)
+    with ctx.db.session() as s:
+        m = _member_row(s, org.id, user_ref)
+        if m.role == Role.OWNER:
+            if who.role != Role.OWNER:
+                raise Forbidden("only an owner can remove an owner")
+            if _owners(s, org.id) <= 1:
+                raise Conflict("an organization needs at least one owner")
+        repo.delete(s, m)

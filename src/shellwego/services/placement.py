@@ -1,0 +1,177 @@
+"""Bridge between the database and the pure scheduler: snapshot, plan, verify, commit.
+
+Placement runs inside one transaction that first locks the node rows (``FOR UPDATE`` on
+PostgreSQL; SQLite's write transaction is exclusive), re-reads the instances, plans, and
+verifies the plan against that fresh state, so two concurrent deploys can never
+overcommit a node.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from sqlalchemy.orm import Session
+
+from shellwego import scheduler
+from shellwego.errors import CapacityError
+from shellwego.models import (
+    App,
+    DesiredState,
+    Instance,
+    Node,
+    NodeStatus,
+    Release,
+    Resources,
+    new_id,
+)
+from shellwego.store import repository as repo
+
+from .context import Context, wake_after_commit
+
+PORT_RANGE = (20000, 29999)
+
+
+def live_instances(s: Session) -> list[Instance]:
+    return repo.find_all(s, Instance, desired_state=DesiredState.RUNNING.value)
+
+
+def take_snapshot(s: Session, nodes: list[Node]) -> scheduler.Snapshot:
+    return scheduler.Snapshot(
+        nodes=[
+            scheduler.NodeSnapshot(
+                id=n.id,
+                status=str(n.status),
+                runtimes=frozenset(n.runtimes),
+                labels=dict(n.labels),
+                allocatable=scheduler.Resources(
+                    cpu_millis=n.capacity.cpu_millis, memory_bytes=n.capacity.memory_bytes
+                ),
+            )
+            for n in nodes
+        ],
+        instances=[
+            scheduler.InstanceSnapshot(
+                id=i.id,
+                app_id=i.app_id,
+                process_type=i.process_type,
+                release_id=i.release_id,
+                node_id=i.node_id,
+                resources=scheduler.Resources(
+                    cpu_millis=i.resources.cpu_millis, memory_bytes=i.resources.memory_bytes
+                ),
+            )
+            for i in live_instances(s)
+        ],
+    )
+
+
+def touch_nodes(ctx: Context, s: Session, node_ids: set[str]) -> None:
+    """Bump the nodes' assignment index and wake their agents after commit."""
+    if not node_ids:
+        return
+    for node in repo.lock(s, Node, sorted(node_ids)):
+        node.assignment_index += 1
+    topics = [f"node:{nid}" for nid in sorted(node_ids)]
+    wake_after_commit(ctx, s, *topics)
+
+
+def _free_ports(s: Session, node_ids: set[str]) -> dict[str, set[int]]:
+    used: dict[str, set[int]] = defaultdict(set)
+    for inst in live_instances(s):
+        if inst.node_id in node_ids:
+            used[inst.node_id].add(inst.port)
+    return used
+
+
+def place(
+    ctx: Context,
+    s: Session,
+    app: App,
+    release: Release,
+    process_type: str,
+    count: int,
+    resources: Resources,
+    *,
+    deployment_id: str | None,
+) -> list[Instance]:
+    """Place ``count`` new instances; all or nothing; raises :class:`CapacityError`."""
+    if count <= 0:
+        return []
+    nodes = repo.lock(s, Node, [n.id for n in repo.find_all(s, Node)])
+    snap = take_snapshot(s, nodes)
+    request = scheduler.PlacementRequest(
+        app_id=app.id,
+        process_type=process_type,
+        release_id=release.id,
+        count=count,
+        resources=scheduler.Resources(
+            cpu_millis=resources.cpu_millis, memory_bytes=resources.memory_bytes
+        ),
+        runtime=app.runtime,
+    )
+    plan = scheduler.plan(snap, [request])
+    over = scheduler.verify(plan, snap)
+    if over:
+        raise CapacityError(f"placement would overcommit nodes {', '.join(over)}; retry")
+    node_ids = {p.node_id for p in plan.placements}
+    used = _free_ports(s, node_ids)
+    now = ctx.clock.now()
+    created = []
+    for p in plan.placements:
+        port = next(port for port in range(*PORT_RANGE) if port not in used[p.node_id])
+        used[p.node_id].add(port)
+        inst = Instance(
+            id=new_id(),
+            app_id=app.id,
+            organization_id=app.organization_id,
+            release_id=release.id,
+            node_id=p.node_id,
+            process_type=process_type,
+            resources=resources,
+            port=port,
+            desired_state=DesiredState.RUNNING,
+            state="pending",
+            healthy=False,
+            restarts=0,
+            exit_code=None,
+            pid=None,
+            last_error=None,
+            observed_at=None,
+            healthy_at=None,
+            drain_started_at=None,
+            deployment_id=deployment_id,
+            created_at=now,
+            updated_at=now,
+        )
+        s.add(inst)
+        created.append(inst)
+    s.flush()
+    touch_nodes(ctx, s, node_ids)
+    return created
+
+
+def stop(ctx: Context, s: Session, instances: list[Instance]) -> None:
+    """Stop instances now (desired state stopped); their agents are woken."""
+    now = ctx.clock.now()
+    for inst in instances:
+        inst.desired_state = DesiredState.STOPPED
+        inst.updated_at = now
+    touch_nodes(ctx, s, {i.node_id for i in instances})
+    wake_after_commit(ctx, s, "edge")
+
+
+def begin_drain(ctx: Context, s: Session, instances: list[Instance]) -> None:
+    """Take instances out of the load balancer; the rollout stops them after the drain period."""
+    now = ctx.clock.now()
+    for inst in instances:
+        if inst.drain_started_at is None:
+            inst.drain_started_at = now
+            inst.updated_at = now
+    wake_after_commit(ctx, s, "edge")
+
+
+def ready_nodes(s: Session) -> list[Node]:
+    return repo.find_all(s, Node, status=NodeStatus.READY.value)
+
+
+__all__ = ["CapacityError", "begin_drain", "place", "stop", "take_snapshot", "touch_nodes"]

@@ -1,0 +1,310 @@
+"""Secrets and config vars, encrypted at rest; values leave only by reveal or to agents.
+
+A config var is a secret of kind ``config`` scoped to an app: members may read it back
+(``config get``), while a ``secret`` is write-only except through the explicit reveal
+endpoint (admin and above). Every value is one :class:`SecretVersion` row holding
+AES-256-GCM ciphertext under its own data key.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+from sqlalchemy.orm import Session
+
+from shellwego.crypto import Sealed
+from shellwego.errors import Conflict, InvalidInput, NotFound
+from shellwego.models import (
+    App,
+    Role,
+    Secret,
+    SecretCreate,
+    SecretKind,
+    SecretScope,
+    SecretVersion,
+    SecretVersionInfo,
+    new_id,
+)
+from shellwego.store import repository as repo
+
+from . import apps as app_service
+from .context import Context, Principal
+from .organizations import require_role
+
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
+MAX_VALUE = 65536
+
+
+def _context(secret_id: str, version: int) -> bytes:
+    return f"{secret_id}:{version}".encode()
+
+
+def _seal_version(
+    ctx: Context, s: Session, secret: Secret, version: int, value: str, who: str | None
+) -> SecretVersion:
+    sealed = ctx.envelope.seal(value.encode(), _context(secret.id, version))
+    row = SecretVersion(
+        id=new_id(),
+        secret_id=secret.id,
+        version=version,
+        ciphertext=sealed.ciphertext,
+        nonce=sealed.nonce,
+        wrapped_key=sealed.wrapped_key,
+        key_id=sealed.key_id,
+        created_at=ctx.clock.now(),
+        created_by=who,
+    )
+    return repo.add(s, row, conflict="secret version already exists")
+
+
+def open_version(ctx: Context, row: SecretVersion) -> str:
+    sealed = Sealed(
+        ciphertext=row.ciphertext, nonce=row.nonce, wrapped_key=row.wrapped_key, key_id=row.key_id
+    )
+    return ctx.envelope.open(sealed, _context(row.secret_id, row.version)).decode()
+
+
+def _live(s: Session, org_id: str, scope_key: str, name: str) -> Secret | None:
+    return repo.get(s, Secret, organization_id=org_id, scope_key=scope_key, name=name)
+
+
+def _store(
+    ctx: Context,
+    s: Session,
+    who: Principal,
+    app: App | None,
+    name: str,
+    value: str,
+    kind: SecretKind,
+) -> Secret:
+    """Create the secret, or add a version to it; a deleted one is brought back."""
+    scope_key = app.id if app else ""
+    now = ctx.clock.now()
+    secret = _live(s, who.organization_id, scope_key, name)
+    if secret is None:
+        secret = Secret(
+            id=new_id(),
+            name=name,
+            expires_at=None,
+            organization_id=who.organization_id,
+            app_id=app.id if app else None,
+            scope_key=scope_key,
+            kind=kind,
+            scope=SecretScope.APP if app else SecretScope.ORGANIZATION,
+            current_version=1,
+            deleted_at=None,
+            last_used_at=None,
+            created_by=who.user_id,
+            created_at=now,
+            updated_at=now,
+        )
+        repo.add(s, secret, conflict=f"{name} already exists")
+        _seal_version(ctx, s, secret, 1, value, who.user_id)
+        return secret
+    latest = repo.max_of(s, SecretVersion, "version", secret_id=secret.id)
+    secret.current_version = int(latest or 0) + 1
+    secret.deleted_at = None
+    secret.kind = kind
+    secret.updated_at = now
+    _seal_version(ctx, s, secret, secret.current_version, value, who.user_id)
+    return secret
+
+
+# ---- secrets API ----------------------------------------------------------------
+
+
+def find(s: Session, who: Principal, ref: str, app_ref: str | None = None) -> Secret:
+    secret = None
+    if app_service.ULID.match(ref):
+        secret = repo.get(s, Secret, id=ref, organization_id=who.organization_id)
+    if secret is None:
+        scope_key = app_service.find(s, who.organization_id, app_ref).id if app_ref else ""
+        secret = _live(s, who.organization_id, scope_key, ref)
+    if secret is None or secret.deleted_at is not None or secret.kind != SecretKind.SECRET:
+        raise NotFound("secret not found")
+    return secret
+
+
+def create(ctx: Context, who: Principal, body: SecretCreate) -> Secret:
+    require_role(who, Role.MEMBER)
+    with ctx.db.session() as s:
+        app = app_service.find(s, who.organization_id, body.app) if body.app else None
+        existing = _live(s, who.organization_id, app.id if app else "", body.name)
+        if existing is not None and existing.deleted_at is None:
+            raise Conflict(f"secret {body.name} already exists; rotate it to change its value")
+        secret = _store(ctx, s, who, app, body.name, body.value, SecretKind.SECRET)
+        secret.expires_at = body.expires_at
+        return secret
+
+
+def list_page(
+    ctx: Context, who: Principal, cursor: str | None, limit: int, app_ref: str | None
+) -> repo.Page[Secret]:
+    with ctx.db.session() as s:
+        filters: dict[str, str] = {}
+        if app_ref:
+            filters["app_id"] = app_service.find(s, who.organization_id, app_ref).id
+        return repo.page(
+            s,
+            Secret,
+            cursor=cursor,
+            limit=limit,
+            where=[Secret.deleted_at.is_(None)],  # type: ignore[union-attr]
+            organization_id=who.organization_id,
+            kind=SecretKind.SECRET.value,
+            **filters,
+        )
+
+
+def get(ctx: Context, who: Principal, ref: str, app_ref: str | None) -> Secret:
+    with ctx.db.session() as s:
+        return find(s, who, ref, app_ref)
+
+
+def rotate(ctx: Context, who: Principal, ref: str, app_ref: str | None, value: str) -> Secret:
+    require_role(who, Role.MEMBER)
+    with ctx.db.session() as s:
+        secret = find(s, who, ref, app_ref)
+        app = repo.get(s, App, id=secret.app_id) if secret.app_id else None
+        return _store(ctx, s, who, app, secret.name, value, SecretKind.SECRET)
+
+
+def versions(
+    ctx: Context, who: Principal, ref: str, app_ref: str | None
+) -> list[SecretVersionInfo]:
+    with ctx.db.session() as s:
+        secret = find(s, who, ref, app_ref)
+        rows = repo.find_all(s, SecretVersion, order_by=SecretVersion.version, secret_id=secret.id)
+        return [
+            SecretVersionInfo(version=r.version, created_at=r.created_at, created_by=r.created_by)
+            for r in rows
+        ]
+
+
+def reveal(
+    ctx: Context, who: Principal, ref: str, app_ref: str | None, version: int | None
+) -> tuple[Secret, str]:
+    with ctx.db.session() as s:
+        secret = find(s, who, ref, app_ref)  # another tenant's secret is 404, not 403
+        require_role(who, Role.ADMIN)
+        row = repo.get(
+            s, SecretVersion, secret_id=secret.id, version=version or secret.current_version
+        )
+        if row is None:
+            raise NotFound("secret version not found")
+        secret.last_used_at = ctx.clock.now()
+        return secret, open_version(ctx, row)
+
+
+def delete(ctx: Context, who: Principal, ref: str, app_ref: str | None) -> None:
+    """Soft delete: releases that reference older versions keep working."""
+    require_role(who, Role.MEMBER)
+    with ctx.db.session() as s:
+        secret = find(s, who, ref, app_ref)
+        secret.deleted_at = ctx.clock.now()
+        secret.updated_at = secret.deleted_at
+
+
+# ---- config vars ----------------------------------------------------------------
+
+
+def app_env_refs(s: Session, app: App) -> dict[str, str]:
+    """Name → secret version id of every live config var and app secret (for a release)."""
+    result: dict[str, str] = {}
+    for scope_key in ("", app.id):  # org-wide first, app-specific overrides
+        rows = repo.find_all(
+            s,
+            Secret,
+            Secret.deleted_at.is_(None),  # type: ignore[union-attr]
+            organization_id=app.organization_id,
+            scope_key=scope_key,
+        )
+        for secret in rows:
+            version = repo.get(
+                s, SecretVersion, secret_id=secret.id, version=secret.current_version
+            )
+            if version is not None:
+                result[secret.name] = version.id
+    return result
+
+
+def resolve_refs(ctx: Context, s: Session, refs: Mapping[str, str]) -> dict[str, str]:
+    """Decrypt a release's config snapshot (name → version id) into env values."""
+    if not refs:
+        return {}
+    rows = repo.find_all(s, SecretVersion, SecretVersion.id.in_(list(refs.values())))  # type: ignore[attr-defined]
+    by_id = {row.id: row for row in rows}
+    return {name: open_version(ctx, by_id[vid]) for name, vid in refs.items() if vid in by_id}
+
+
+def config(ctx: Context, who: Principal, app_ref: str) -> dict[str, str]:
+    with ctx.db.session() as s:
+        app = app_service.find(s, who.organization_id, app_ref)
+        rows = repo.find_all(
+            s,
+            Secret,
+            Secret.deleted_at.is_(None),  # type: ignore[union-attr]
+            organization_id=who.organization_id,
+            scope_key=app.id,
+            kind=SecretKind.CONFIG.value,
+        )
+        refs = {}
+        for secret in rows:
+            version = repo.get(
+                s, SecretVersion, secret_id=secret.id, version=secret.current_version
+            )
+            if version is not None:
+                refs[secret.name] = version.id
+        return dict(sorted(resolve_refs(ctx, s, refs).items()))
+
+
+def validate_changes(changes: Mapping[str, object]) -> dict[str, str | None]:
+    if not changes:
+        raise InvalidInput("give at least one config var to set or unset")
+    clean: dict[str, str | None] = {}
+    for name, value in changes.items():
+        if not ENV_NAME.match(name):
+            raise InvalidInput(f"invalid config var name {name!r}: use letters, digits and _")
+        if value is not None and not isinstance(value, str):
+            raise InvalidInput(f"config var {name} must be a string (or null to unset)")
+        if isinstance(value, str) and len(value) > MAX_VALUE:
+            raise InvalidInput(f"config var {name} is longer than {MAX_VALUE} characters")
+        clean[name] = value
+    return clean
+
+
+def set_config(
+    ctx: Context, s: Session, who: Principal, app: App, changes: Mapping[str, str | None]
+) -> None:
+    """Apply sets and unsets inside the caller's transaction."""
+    require_role(who, Role.MEMBER)
+    now = ctx.clock.now()
+    for name, value in changes.items():
+        if value is None:
+            secret = _live(s, who.organization_id, app.id, name)
+            if secret is None or secret.deleted_at is not None or secret.kind != SecretKind.CONFIG:
+                raise NotFound(f"config var {name} is not set")
+            secret.deleted_at = now
+            secret.updated_at = now
+        else:
+            existing = _live(s, who.organization_id, app.id, name)
+            if (
+                existing is not None
+                and existing.deleted_at is None
+                and existing.kind == SecretKind.SECRET
+            ):
+                raise InvalidInput(f"{name} is a secret of this app; rotate it instead")
+            _store(ctx, s, who, app, name, value, SecretKind.CONFIG)
+
+
+def rotate_master_key(ctx: Context) -> int:
+    """Re-wrap every data key under the provider's current master key; values untouched."""
+    done = 0
+    with ctx.db.session() as s:
+        current = ctx.envelope.provider.current_key_id
+        rows = repo.find_all(s, SecretVersion, SecretVersion.key_id != current)  # type: ignore[arg-type]
+        for row in rows:
+            row.wrapped_key, row.key_id = ctx.envelope.rewrap(row.wrapped_key, row.key_id)
+            done += 1
+    return done

@@ -1,0 +1,103 @@
+"""The one typed settings object, built at the entry point and passed down."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from shellwego.errors import ConfigError
+
+
+def default_data_dir(env: Mapping[str, str]) -> Path:
+    base = env.get("XDG_DATA_HOME") or str(Path(env.get("HOME", "/root")) / ".local" / "share")
+    return Path(base) / "shellwego"
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path
+    database_url: str
+    api_host: str = "127.0.0.1"
+    api_port: int = 8400
+    public_url: str | None = None  # how agents and the CLI reach the API
+    base_domain: str = "localhost"
+    http_port: int = 8080
+    https_port: int = 8443
+    nats_url: str | None = None
+    master_key: str | None = None  # base64; otherwise a key file under data_dir
+    master_key_file: Path | None = None
+    production: bool = False
+    max_body_bytes: int = 1024 * 1024
+    max_upload_bytes: int = 512 * 1024 * 1024
+    log_retention_lines: int = 5000
+    node_down_after_seconds: float = 15.0
+    heartbeat_interval: float = 5.0
+    drain_seconds: float = 2.0
+    join_token: str | None = None
+    acme_email: str | None = None
+    acme_ca: str | None = None
+    acme_staging: bool = False
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def api_url(self) -> str:
+        return self.public_url or f"http://{self.api_host}:{self.api_port}"
+
+    @property
+    def key_file(self) -> Path:
+        return self.master_key_file or self.data_dir / "master.key"
+
+    def with_overrides(self, **changes: object) -> Settings:
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})  # type: ignore[arg-type]
+
+    def check(self) -> None:
+        """Refuse unsafe configurations."""
+        if self.production and not (self.master_key or self.master_key_file):
+            raise ConfigError(
+                "production mode needs SHELLWEGO_MASTER_KEY or SHELLWEGO_MASTER_KEY_FILE "
+                "(an explicit master key)"
+            )
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+        env = os.environ if env is None else env
+        data_dir = Path(
+            str(
+                overrides.pop("data_dir", None)
+                or env.get("SHELLWEGO_DATA_DIR")
+                or default_data_dir(env)
+            )
+        )
+        url = env.get("DATABASE_URL") or f"sqlite:///{data_dir / 'shellwego.db'}"
+
+        def num(name: str, default: int) -> int:
+            raw = env.get(name)
+            if raw is None:
+                return default
+            try:
+                return int(raw)
+            except ValueError:
+                raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+
+        key_file = env.get("SHELLWEGO_MASTER_KEY_FILE")
+        settings = cls(
+            data_dir=data_dir,
+            database_url=url,
+            api_host=env.get("SHELLWEGO_API_HOST", "127.0.0.1"),
+            api_port=num("SHELLWEGO_API_PORT", 8400),
+            public_url=env.get("SHELLWEGO_PUBLIC_URL"),
+            base_domain=env.get("SHELLWEGO_BASE_DOMAIN", "localhost"),
+            http_port=num("SHELLWEGO_HTTP_PORT", 80 if os.geteuid() == 0 else 8080),
+            https_port=num("SHELLWEGO_HTTPS_PORT", 443 if os.geteuid() == 0 else 8443),
+            nats_url=env.get("NATS_URL"),
+            master_key=env.get("SHELLWEGO_MASTER_KEY"),
+            master_key_file=Path(key_file) if key_file else None,
+            production=env.get("SHELLWEGO_ENV", "").lower() == "production",
+            join_token=env.get("SHELLWEGO_JOIN_TOKEN"),
+            acme_email=env.get("SHELLWEGO_ACME_EMAIL"),
+            acme_ca=env.get("SHELLWEGO_ACME_CA"),
+            acme_staging=env.get("SHELLWEGO_ACME_STAGING", "") in ("1", "true", "yes"),
+        )
+        return settings.with_overrides(**overrides)

@@ -1,0 +1,101 @@
+"""Bootstrap, login, tokens and the current user."""
+
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+
+from .conftest import PASSWORD, Org
+
+
+def test_bootstrap_only_once(client: TestClient, org_a: Org) -> None:
+    r = client.post(
+        "/v1/bootstrap",
+        json={
+            "user": {"email": "second@x.example", "password": PASSWORD},
+            "organization": {"name": "X", "slug": "x"},
+        },
+    )
+    assert r.status_code == 409
+    assert r.headers["content-type"] == "application/problem+json"
+    assert "already bootstrapped" in r.json()["detail"]
+
+
+def test_login_and_current_user(client: TestClient, org_a: Org) -> None:
+    r = client.post("/v1/auth/token", json={"email": "OWNER@a.example", "password": PASSWORD})
+    assert r.status_code == 201
+    token = r.json()["token"]
+    assert token.startswith("swg_")
+    me = client.get("/v1/user", headers={"Authorization": f"Bearer {token}"})
+    assert me.status_code == 200
+    assert me.json()["email"] == "owner@a.example"
+    assert "password_hash" not in me.json()
+
+
+def test_wrong_password_is_401_and_says_nothing_more(client: TestClient, org_a: Org) -> None:
+    for email in ("owner@a.example", "nobody@a.example"):
+        r = client.post("/v1/auth/token", json={"email": email, "password": "wrong password!"})
+        assert r.status_code == 401
+        assert r.json()["detail"] == "invalid email or password"
+
+
+def test_tokens_create_list_revoke(client: TestClient, org_a: Org) -> None:
+    r = client.post("/v1/user/tokens", headers=org_a.h(), json={"name": "ci"})
+    assert r.status_code == 201
+    created = r.json()
+    secret = created["token"]
+    listed = client.get("/v1/user/tokens", headers=org_a.h()).json()["items"]
+    assert created["id"] in [t["id"] for t in listed]
+    assert all("token" not in t and "token_hash" not in t for t in listed)
+    auth = {"Authorization": f"Bearer {secret}"}
+    assert client.get("/v1/user", headers=auth).status_code == 200
+    assert client.delete(f"/v1/user/tokens/{created['id']}", headers=org_a.h()).status_code == 204
+    assert client.get("/v1/user", headers=auth).status_code == 401
+    assert client.delete(f"/v1/user/tokens/{created['id']}", headers=org_a.h()).status_code == 404
+
+
+def test_logout_revokes_the_token_used(client: TestClient, org_a: Org) -> None:
+    token = client.post(
+        "/v1/auth/token", json={"email": "owner@a.example", "password": PASSWORD}
+    ).json()["token"]
+    auth = {"Authorization": f"Bearer {token}"}
+    assert client.delete("/v1/auth/token", headers=auth).status_code == 204
+    assert client.get("/v1/user", headers=auth).status_code == 401
+
+
+def test_tokens_are_stored_hashed(client: TestClient, org_a: Org, ctx) -> None:  # type: ignore[no-untyped-def]
+    from shellwego.models import ApiToken
+    from shellwego.store import repository as repo
+
+    with ctx.db.session() as s:
+        rows = repo.find_all(s, ApiToken)
+    assert rows
+    for row in rows:
+        assert len(row.token_hash) == 64
+        assert row.token_hash not in org_a.tokens.values()
+        assert all(not t.endswith(row.token_hash) for t in org_a.tokens.values())
+
+
+def test_member_roles(client: TestClient, org_a: Org) -> None:
+    members = client.get("/v1/organizations/org-a/members", headers=org_a.h("viewer")).json()
+    assert {m["email"]: m["role"] for m in members} == {
+        "owner@a.example": "owner",
+        "admin@a.example": "admin",
+        "member@a.example": "member",
+        "viewer@a.example": "viewer",
+    }
+    # an admin cannot make an owner; an owner can
+    r = client.patch(
+        "/v1/organizations/org-a/members/viewer@a.example",
+        headers=org_a.h("admin"),
+        json={"role": "owner"},
+    )
+    assert r.status_code == 403
+    r = client.patch(
+        "/v1/organizations/org-a/members/viewer@a.example",
+        headers=org_a.h(),
+        json={"role": "member"},
+    )
+    assert r.status_code == 200 and r.json()["role"] == "member"
+    # the last owner cannot leave
+    r = client.delete("/v1/organizations/org-a/members/owner@a.example", headers=org_a.h())
+    assert r.status_code == 409
