@@ -2,7 +2,62 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import signal
+import socket
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
+
+from shellwego.errors import ShellWeGoError
+
+
+def _serve_until_signal(
+    start: Callable[[], Awaitable[Any]], stop: Callable[[], Awaitable[Any]]
+) -> None:
+    """Start a role, wait for Ctrl-C or SIGTERM, stop it cleanly."""
+
+    async def main() -> None:
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stopping.set)
+        try:
+            await start()
+            await stopping.wait()
+            typer.echo("stopping…", err=True)
+        finally:
+            await stop()
+
+    try:
+        asyncio.run(main())
+    except ShellWeGoError as exc:
+        typer.echo(f"Error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    except OSError as exc:
+        typer.echo(f"Error: {exc.strerror or exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+def _logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def _labels(raw: list[str]) -> dict[str, str]:
+    labels = {}
+    for item in raw:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            typer.echo(f"Error: label {item!r} must look like key=value", err=True)
+            raise typer.Exit(2)
+        labels[key] = value
+    return labels
 
 
 def register(app: typer.Typer) -> None:
@@ -15,9 +70,165 @@ def register(app: typer.Typer) -> None:
         from shellwego.settings import Settings
         from shellwego.store import Database
 
-        settings = Settings.from_env()
-        database = Database(settings.database_url)
-        database.migrate()
+        try:
+            settings = Settings.from_env()
+            database = Database(settings.database_url)
+            database.migrate()
+        except ShellWeGoError as exc:
+            typer.echo(f"Error: {exc}", err=True)
+            raise typer.Exit(1) from None
         typer.echo(f"database at revision {database.current_revision()} ({database.backend})")
 
     app.add_typer(db, name="db")
+
+    @app.command("up")
+    def up(
+        data_dir: Annotated[
+            Path | None, typer.Option(help="Where everything is kept (default: XDG data home).")
+        ] = None,
+        api_port: Annotated[int | None, typer.Option(help="API port (default 8400).")] = None,
+        http_port: Annotated[
+            int | None, typer.Option(help="Edge HTTP port (80 as root, else 8080).")
+        ] = None,
+        https_port: Annotated[
+            int | None, typer.Option(help="Edge HTTPS port (443 as root, else 8443).")
+        ] = None,
+        base_domain: Annotated[
+            str | None, typer.Option(help="Apps answer at <app>.<base domain>.")
+        ] = None,
+        email: Annotated[str, typer.Option(help="The owner account made on first start.")] = (
+            "owner@example.com"
+        ),
+        verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    ) -> None:
+        """Run the whole platform on this machine: API, a local agent and the edge."""
+        from shellwego.roles.allinone import AllInOne
+        from shellwego.settings import Settings
+
+        _logging(verbose)
+        try:
+            settings = Settings.from_env(
+                data_dir=data_dir,
+                api_port=api_port,
+                http_port=http_port,
+                https_port=https_port,
+                base_domain=base_domain,
+            )
+            platform = AllInOne(settings, email=email)
+        except ShellWeGoError as exc:
+            typer.echo(f"Error: {exc}", err=True)
+            raise typer.Exit(1) from None
+
+        async def start() -> None:
+            first = await platform.start()
+            _announce(platform, first)
+
+        async def stop() -> None:
+            await platform.stop()
+
+        _serve_until_signal(start, stop)
+
+    @app.command("server")
+    def server(
+        edge: Annotated[
+            bool, typer.Option(help="Also run the edge (Caddy) on this machine.")
+        ] = True,
+        verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    ) -> None:
+        """Run the control plane (DATABASE_URL selects the database, NATS_URL the bus)."""
+        from shellwego.roles.server import ServerRole
+        from shellwego.settings import Settings
+
+        _logging(verbose)
+        try:
+            role = ServerRole(Settings.from_env(), edge=edge)
+        except ShellWeGoError as exc:
+            typer.echo(f"Error: {exc}", err=True)
+            raise typer.Exit(1) from None
+
+        async def start() -> None:
+            token = await role.start()
+            typer.echo(f"ShellWeGo API listening on {role.settings.api_url}")
+            typer.echo(
+                f"join agents with: shellwego agent --server {role.settings.api_url} "
+                f"--join-token {token}"
+            )
+
+        _serve_until_signal(start, role.stop)
+
+    @app.command("agent")
+    def agent(
+        server_url: Annotated[str, typer.Option("--server", help="Control plane URL.")],
+        join_token: Annotated[
+            str | None,
+            typer.Option(envvar="SHELLWEGO_JOIN_TOKEN", help="Needed on the first start only."),
+        ] = None,
+        state_dir: Annotated[
+            Path | None, typer.Option(help="Node identity, slugs and instances.")
+        ] = None,
+        address: Annotated[
+            str, typer.Option(help="Address the edge uses to reach this node's instances.")
+        ] = "127.0.0.1",
+        label: Annotated[
+            list[str] | None, typer.Option(help="Node label key=value (repeatable).")
+        ] = None,
+        verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    ) -> None:
+        """Run a node agent: registers once, then runs what the control plane assigns."""
+        from shellwego.agent.daemon import Agent
+        from shellwego.agent.settings import AgentSettings
+        from shellwego.runtime.host import available_runtimes
+        from shellwego.runtime.process import ProcessDriver
+        from shellwego.settings import Settings
+
+        _logging(verbose)
+        settings = Settings.from_env()
+        state = state_dir or settings.data_dir / "agent"
+        if join_token is None and not (state / "node.json").exists():
+            typer.echo(
+                "Error: this node has not joined yet: pass --join-token (printed by "
+                "`shellwego server`)",
+                err=True,
+            )
+            raise typer.Exit(2)
+        daemon = Agent(
+            AgentSettings(
+                server_url=server_url.rstrip("/"),
+                join_token=join_token,
+                state_dir=state,
+                hostname=socket.gethostname(),
+                labels=_labels(label or []),
+                runtimes=available_runtimes(),
+                address=address,
+            ),
+            ProcessDriver(state / "instances"),
+        )
+        task: dict[str, asyncio.Task[None]] = {}
+
+        async def start() -> None:
+            task["run"] = asyncio.create_task(daemon.run())
+            typer.echo(f"agent running for {server_url} (state in {state})")
+
+        async def stop() -> None:
+            await daemon.stop()
+            run = task.get("run")
+            if run is not None:
+                run.cancel()
+                await asyncio.gather(run, return_exceptions=True)
+
+        _serve_until_signal(start, stop)
+
+
+def _announce(platform: Any, first: Any) -> None:
+    settings = platform.settings
+    scheme_port = "" if settings.http_port == 80 else f":{settings.http_port}"
+    typer.echo(f"ShellWeGo is up. API: {settings.api_url}  (docs: {settings.api_url}/docs)")
+    typer.echo(f"Apps answer at http://<app>.{settings.base_domain}{scheme_port}/")
+    if first is not None:
+        from shellwego.cli.config import save_login
+
+        path = save_login(settings.api_url, first.token)
+        typer.echo(f"Owner account: {first.email}  password: {first.password}")
+        typer.echo(f"(saved in {settings.data_dir / 'credentials.txt'}, mode 0600)")
+        typer.echo(f"The CLI is logged in ({path}); try: shellwego apps create myapp")
+    typer.echo(f"Data directory: {settings.data_dir}. Press Ctrl-C to stop.")

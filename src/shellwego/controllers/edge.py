@@ -7,9 +7,9 @@ import contextlib
 import logging
 from typing import Any
 
-from shellwego.edge.routes import AppRoute, RouteTable, Upstream
 from starlette.concurrency import run_in_threadpool
 
+from shellwego.edge.routes import AppRoute, RouteTable, Upstream
 from shellwego.models import App, AppStatus, DesiredState, Domain, DomainStatus, Instance, Node
 from shellwego.services.context import Context
 from shellwego.store import repository as repo

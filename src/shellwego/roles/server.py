@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -15,7 +17,10 @@ from shellwego.build.artifacts import ArtifactStore
 from shellwego.build.builder import Builder
 from shellwego.controllers import loops
 from shellwego.runtime.process import ProcessDriver
+from shellwego.services import nodes
 from shellwego.services.context import Context
+from shellwego.services.tokens import JOIN_PREFIX, new_token
+from shellwego.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -81,3 +86,82 @@ class ControlPlane:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(task, 5)
         self.ctx.db.dispose()
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read (credentials, tokens)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+
+
+def ensure_join_token(ctx: Context) -> str:
+    """The join token agents use: SHELLWEGO_JOIN_TOKEN, else one kept in the data dir."""
+    token = ctx.settings.join_token
+    if token is None:
+        path = ctx.settings.data_dir / "join-token"
+        if path.exists():
+            token = path.read_text().strip()
+        else:
+            token = new_token(JOIN_PREFIX)
+            write_private(path, token)
+    nodes.create_join_token(ctx, "default", token)
+    return token
+
+
+def edge_settings(settings: Settings) -> Any:
+    from shellwego.edge.routes import EdgeSettings
+
+    return EdgeSettings(
+        http_port=settings.http_port,
+        https_port=settings.https_port,
+        admin_socket=settings.data_dir / "caddy" / "admin.sock",
+        base_domain=settings.base_domain,
+        acme_email=settings.acme_email,
+        acme_ca=settings.acme_ca,
+        acme_staging=settings.acme_staging,
+        ask_url=f"{settings.api_url}/v1/edge/ask",
+        data_dir=settings.data_dir / "caddy",
+    )
+
+
+class ServerRole:
+    """`shellwego server`: the control plane, optionally with the edge beside it."""
+
+    def __init__(self, settings: Settings, *, edge: bool = True) -> None:
+        from shellwego.services.bootstrap import build_context
+
+        self.settings = settings
+        self.ctx = build_context(settings)
+        equip(self.ctx)
+        self.caddy: Any = None
+        extra: list[Callable[[], Coroutine[Any, Any, Any]]] = []
+        if edge:
+            from shellwego.controllers import edge as edge_sync
+            from shellwego.edge.metrics import traffic_for_app
+            from shellwego.edge.process import CaddyProcess
+
+            self.caddy = CaddyProcess(edge_settings(settings))
+            caddy = self.caddy
+
+            async def traffic(app_name: str) -> dict[str, object]:
+                return await traffic_for_app(caddy, app_name)
+
+            self.ctx.extras["traffic"] = traffic
+            extra.append(lambda: edge_sync.run(self.ctx, caddy, self.plane.stopping))
+        self.plane = ControlPlane(self.ctx, extra_tasks=extra)
+
+    async def start(self) -> str:
+        from starlette.concurrency import run_in_threadpool
+
+        token = await run_in_threadpool(ensure_join_token, self.ctx)
+        if self.caddy is not None:
+            await self.caddy.start()
+        await self.plane.start()
+        return token
+
+    async def stop(self) -> None:
+        await self.plane.stop()
+        if self.caddy is not None:
+            await self.caddy.stop()
