@@ -1,0 +1,235 @@
+"""HTTP client of the agent protocol (docs/agent-protocol.md).
+
+Transient failures (connection refused, timeouts, 5xx) raise :class:`Unavailable`: the
+caller retries with backoff while the node's instances keep running. A rejected token
+raises :class:`Unauthenticated`; other refusals raise the matching error class.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from shellwego.errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    PayloadTooLarge,
+    RuntimeFailure,
+    ShellWeGoError,
+    Unauthenticated,
+    Unavailable,
+)
+
+# how much longer than the server's ``wait`` the client waits for a blocking query
+WAIT_MARGIN = 10.0
+DIGEST_LENGTH = 64
+
+_BY_STATUS: dict[int, type[ShellWeGoError]] = {
+    400: BadRequest,
+    401: Unauthenticated,
+    403: Forbidden,
+    404: NotFound,
+    409: Conflict,
+    413: PayloadTooLarge,
+    422: InvalidInput,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Registered:
+    node_id: str
+    node_token: str
+
+    def __repr__(self) -> str:
+        return f"Registered(node_id={self.node_id!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class AssignmentSet:
+    index: int
+    instances: list[dict[str, Any]]
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.reason_phrase or f"HTTP {response.status_code}"
+    if isinstance(body, dict) and isinstance(body.get("detail"), str):
+        return str(body["detail"])
+    return response.reason_phrase or f"HTTP {response.status_code}"
+
+
+def _raise_for(response: httpx.Response, what: str) -> None:
+    code = response.status_code
+    if code < 400:
+        return
+    detail = _detail(response)
+    if code >= 500 or code in (408, 429):
+        raise Unavailable(f"{what}: control plane answered {code}: {detail}")
+    cls = _BY_STATUS.get(code, BadRequest)
+    raise cls(f"{what}: {detail}")
+
+
+class ControlPlaneClient:
+    """One connection pool to the control plane; the node token is set after registering."""
+
+    def __init__(
+        self,
+        server_url: str,
+        *,
+        node_token: str | None = None,
+        timeout: float = 10.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.server_url = server_url.rstrip("/")
+        self.node_token = node_token
+        self._timeout = timeout
+        self._http = httpx.AsyncClient(
+            base_url=self.server_url,
+            timeout=httpx.Timeout(timeout),
+            transport=transport,
+            headers={"User-Agent": "shellwego-agent"},
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    def _auth(self, token: str | None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {token}"} if token else {}
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        what: str,
+        *,
+        token: str | None,
+        json: Any = None,
+        params: Mapping[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> httpx.Response:
+        try:
+            response = await self._http.request(
+                method,
+                path,
+                json=json,
+                params=params,
+                headers=self._auth(token),
+                timeout=httpx.Timeout(timeout) if timeout is not None else httpx.USE_CLIENT_DEFAULT,
+            )
+        except httpx.TransportError as exc:
+            raise Unavailable(
+                f"{what}: control plane at {self.server_url} unreachable ({type(exc).__name__})"
+            ) from exc
+        _raise_for(response, what)
+        return response
+
+    async def register(
+        self,
+        join_token: str,
+        *,
+        hostname: str,
+        capacity: Mapping[str, int],
+        runtimes: Sequence[str],
+        labels: Mapping[str, str],
+        agent_version: str,
+        address: str,
+    ) -> Registered:
+        response = await self._request(
+            "POST",
+            "/v1/agent/register",
+            "register",
+            token=join_token,
+            json={
+                "hostname": hostname,
+                "capacity": dict(capacity),
+                "runtimes": list(runtimes),
+                "labels": dict(labels),
+                "agent_version": agent_version,
+                "address": address,
+            },
+        )
+        body = response.json()
+        return Registered(node_id=str(body["node_id"]), node_token=str(body["node_token"]))
+
+    async def heartbeat(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        response = await self._request(
+            "POST", "/v1/agent/heartbeat", "heartbeat", token=self.node_token, json=dict(body)
+        )
+        result: dict[str, Any] = response.json()
+        return result
+
+    async def assignments(self, index: int, wait: float) -> AssignmentSet:
+        """Blocking query: returns when the node's index passes ``index`` or after ``wait``."""
+        response = await self._request(
+            "GET",
+            "/v1/agent/assignments",
+            "assignments",
+            token=self.node_token,
+            params={"index": index, "wait": wait},
+            timeout=wait + WAIT_MARGIN,
+        )
+        body = response.json()
+        instances = body.get("instances")
+        if not isinstance(instances, list):
+            raise Unavailable("assignments: malformed answer from the control plane")
+        return AssignmentSet(index=int(body["index"]), instances=instances)
+
+    async def download_artifact(self, digest: str, dest: Path) -> Path:
+        """Stream the slug to ``dest``, verifying its sha256 against ``digest``."""
+        if len(digest) != DIGEST_LENGTH or any(c not in "0123456789abcdef" for c in digest):
+            raise InvalidInput(f"invalid artifact digest {digest[:80]!r}")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=".download-", dir=dest.parent)
+        tmp = Path(tmp_name)
+        what = f"artifact {digest[:12]}"
+        try:
+            sha = hashlib.sha256()
+            with os.fdopen(fd, "wb") as handle:
+                try:
+                    async with self._http.stream(
+                        "GET",
+                        f"/v1/agent/artifacts/{digest}",
+                        headers=self._auth(self.node_token),
+                        timeout=httpx.Timeout(self._timeout, read=60.0),
+                    ) as response:
+                        if response.status_code >= 400:
+                            await response.aread()
+                            _raise_for(response, what)
+                        async for chunk in response.aiter_bytes(1 << 16):
+                            sha.update(chunk)
+                            handle.write(chunk)
+                except httpx.TransportError as exc:
+                    raise Unavailable(
+                        f"{what}: download interrupted ({type(exc).__name__})"
+                    ) from exc
+            if sha.hexdigest() != digest:
+                raise RuntimeFailure(
+                    f"{what}: downloaded data has sha256 {sha.hexdigest()[:12]}, "
+                    "not the expected digest; refusing it"
+                )
+            os.replace(tmp, dest)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
+        return dest
+
+    async def ship_logs(self, lines: Sequence[Mapping[str, Any]]) -> None:
+        if not lines:
+            return
+        await self._request(
+            "POST", "/v1/agent/logs", "logs", token=self.node_token, json={"lines": list(lines)}
+        )
