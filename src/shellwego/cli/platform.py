@@ -201,7 +201,7 @@ def register(app: typer.Typer) -> None:
                 runtimes=available_runtimes(),
                 address=address,
             ),
-            ProcessDriver(state / "instances"),
+            ProcessDriver(state / "instances", hidden_paths=[settings.data_dir, state]),
         )
         task: dict[str, asyncio.Task[None]] = {}
 

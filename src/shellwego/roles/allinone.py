@@ -17,6 +17,7 @@ from shellwego.controllers import edge as edge_sync
 from shellwego.edge.metrics import traffic_for_app
 from shellwego.edge.process import CaddyProcess
 from shellwego.models import OrganizationCreate, User, UserCreate
+from shellwego.runtime.host import available_runtimes
 from shellwego.runtime.process import ProcessDriver
 from shellwego.services import auth
 from shellwego.services.bootstrap import build_context
@@ -60,7 +61,10 @@ class AllInOne:
         self.ctx = build_context(settings)
         equip(self.ctx)
         self.first: FirstStart | None = None
-        self.driver = ProcessDriver(settings.data_dir / "agent" / "instances")
+        # apps never see the platform's data (database, master key, other apps' slugs)
+        self.driver = ProcessDriver(
+            settings.data_dir / "agent" / "instances", hidden_paths=[settings.data_dir]
+        )
         self.caddy = CaddyProcess(edge_settings(settings))
         self.plane = ControlPlane(
             self.ctx,
@@ -88,7 +92,7 @@ class AllInOne:
                 state_dir=self.settings.data_dir / "agent",
                 hostname=socket.gethostname(),
                 labels={},
-                runtimes=["process"],
+                runtimes=available_runtimes(),
                 heartbeat_interval=self.settings.heartbeat_interval,
             ),
             self.driver,
