@@ -18,6 +18,7 @@ from .routes import (
     deploys,
     domains,
     edge,
+    git,
     health,
     logs,
     nodes,
@@ -42,6 +43,7 @@ ROUTERS = (
     audit,
     agent,
     edge,
+    git,
 )
 
 

@@ -1,0 +1,108 @@
+"""Git smart HTTP: ``git push`` an app's repository to build and deploy it.
+
+HTTP Basic auth: any user name, an API token as the password. Reading needs any role in
+the app's organization, pushing needs member or above.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from shellwego.api.deps import Ctx
+from shellwego.api.problems import problem
+from shellwego.build import git
+from shellwego.errors import NotFound, Unauthenticated
+from shellwego.models import Role
+from shellwego.services import apps as app_service
+from shellwego.services import auth
+from shellwego.services.organizations import require_role
+
+router = APIRouter(tags=["git"])
+
+REALM = 'Basic realm="ShellWeGo"'
+PUSH = "git-receive-pack"
+
+
+def _token(request: Request) -> str | None:
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer":
+        return value.strip() or None
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    _user, sep, password = decoded.partition(":")
+    return password if sep and password else None
+
+
+def _challenge(detail: str, path: str) -> Response:
+    response = problem(401, "unauthenticated", "Authentication required", detail, path)
+    response.headers["WWW-Authenticate"] = REALM
+    return response
+
+
+def _api_url(request: Request, fallback: str) -> str:
+    """Where the hook reaches this API: the address this request came in on."""
+    server = request.scope.get("server")
+    if not server or server[1] is None:
+        return fallback
+    host, port = server
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{request.url.scheme}://{host}:{port}"
+
+
+def _content_length(request: Request) -> int | None:
+    raw = request.headers.get("content-length")
+    return int(raw) if raw is not None and raw.isdigit() else None
+
+
+@router.api_route(
+    "/git/{app}.git/{path:path}",
+    methods=["GET", "POST"],
+    name="git.http_backend",
+    include_in_schema=False,
+)
+async def git_http(app: str, path: str, request: Request, ctx: Ctx) -> Response:
+    """git's smart HTTP protocol for the app's repository, through ``git http-backend``."""
+    token = _token(request)
+    if token is None:
+        return _challenge("log in with an API token as the password", request.url.path)
+    try:
+        who = await run_in_threadpool(auth.authenticate, ctx, token)
+    except Unauthenticated as exc:
+        return _challenge(exc.detail, request.url.path)
+    row = await run_in_threadpool(app_service.get, ctx, who, app)
+    if path.startswith("/") or any(part in ("", ".", "..") for part in path.split("/")):
+        raise NotFound("no such path in the repository")
+    service = request.query_params.get("service") if path == "info/refs" else path
+    if service == PUSH:
+        require_role(who, Role.MEMBER)
+    root = ctx.settings.data_dir / "git"
+    await run_in_threadpool(git.ensure_repo, root, row.id)
+    cgi = git.CgiRequest(
+        method=request.method,
+        path_info=f"/{row.id}.git/{path}",
+        query=request.url.query,
+        content_type=request.headers.get("content-type"),
+        content_length=_content_length(request),
+        content_encoding=request.headers.get("content-encoding"),
+        git_protocol=request.headers.get("git-protocol"),
+        remote_user=who.user_id,
+        remote_addr=request.client.host if request.client else "",
+        may_push=who.at_least(Role.MEMBER),
+    )
+    extra = {
+        "SHELLWEGO_API_URL": _api_url(request, ctx.settings.api_url),
+        "SHELLWEGO_APP": row.id,
+        "SHELLWEGO_TOKEN": token,
+    }
+    result = await git.http_backend(root, cgi, request.stream(), extra)
+    return StreamingResponse(result.body, status_code=result.status, headers=result.headers)

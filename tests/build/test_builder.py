@@ -1,0 +1,276 @@
+"""The builder with real pip and npm: relocatable slugs, dependency caching, limits."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import socket
+import subprocess
+import tarfile
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from shellwego.build.artifacts import ArtifactStore, extract_slug
+from shellwego.build.builder import Builder, fix_shebangs
+from shellwego.errors import BuildFailed
+
+from .helpers import Lines, run_in_slug, write
+
+PYTHON_APP = {
+    "requirements.txt": "six\npyflakes\n",
+    "Procfile": "web: python3 app.py\n",
+    "app.py": "import six\nprint('six', six.__version__)\n",
+}
+
+
+async def build(builder: Builder, files: dict[str, str], work: Path) -> tuple[Lines, object]:
+    src = write(work / "src", files)
+    log = Lines()
+    result = await builder.build(src, work / "out", log)
+    return log, result
+
+
+async def test_python_slug_is_relocatable_and_rebuilds_from_cache(tmp_path: Path) -> None:
+    builder = Builder(tmp_path / "cache")
+    store = ArtifactStore(tmp_path / "artifacts")
+
+    cold, result = await build(builder, PYTHON_APP, tmp_path / "b1")
+    assert cold.lines[0] == "-----> Python app detected"
+    assert "-----> Installing dependencies from requirements.txt with pip" in cold.lines
+    # pip's own output, streamed into the log, indented
+    assert any(line.startswith("       Successfully installed") for line in cold.lines)
+    assert result.stack == "python"  # type: ignore[attr-defined]
+    assert result.process_types == {"web": "python3 app.py"}  # type: ignore[attr-defined]
+    assert result.env == {"PYTHONUNBUFFERED": "1"}  # type: ignore[attr-defined]
+    slug = result.slug_path  # type: ignore[attr-defined]
+    assert slug == tmp_path / "b1" / "out" / "slug.tar.gz"
+    assert result.size_bytes == slug.stat().st_size  # type: ignore[attr-defined]
+    digest = store.put(slug)
+    assert digest == result.sha256  # type: ignore[attr-defined]
+    with tarfile.open(slug) as tar:
+        members = tar.getmembers()
+    assert all(m.mtime == 0 and m.uid == 0 and m.gid == 0 for m in members)
+    assert not any(m.islnk() for m in members)
+
+    # the slug runs from anywhere: extract it elsewhere, with the build tree gone
+    shutil.rmtree(tmp_path / "b1")
+    app_dir = extract_slug(store, digest, tmp_path / "elsewhere" / digest)
+    ran = run_in_slug(app_dir, 'python3 -c "import six; print(six.__file__)"')
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.strip().startswith(str(app_dir / ".shellwego" / "python"))
+    script = app_dir / ".shellwego" / "python" / "bin" / "pyflakes"
+    assert script.read_text().splitlines()[0] == "#!/usr/bin/env python3"
+    ran = run_in_slug(app_dir, "pyflakes --version")
+    assert ran.returncode == 0, ran.stderr
+    ran = run_in_slug(app_dir, "python3 app.py")
+    assert ran.stdout.startswith("six 1."), ran.stderr
+
+    # unchanged requirements: the installed tree comes from the cache, same bytes out
+    warm, again = await build(builder, PYTHON_APP, tmp_path / "b2")
+    assert any(line.startswith("-----> Reusing cached Python dependencies") for line in warm.lines)
+    assert not any("Installing dependencies" in line for line in warm.lines)
+    assert again.sha256 == digest  # type: ignore[attr-defined]
+
+    # changed requirements: installed again
+    changed = {**PYTHON_APP, "requirements.txt": "six\n"}
+    third, _ = await build(builder, changed, tmp_path / "b3")
+    assert "-----> Installing dependencies from requirements.txt with pip" in third.lines
+
+
+async def test_failing_pip_install_fails_the_build(tmp_path: Path) -> None:
+    builder = Builder(tmp_path / "cache")
+    files = {"requirements.txt": "shellwego-no-such-package-7f3a==0.0.1\n", "app.py": ""}
+    log = Lines()
+    with pytest.raises(BuildFailed) as raised:
+        await builder.build(write(tmp_path / "src", files), tmp_path / "out", log)
+    assert str(raised.value) == "pip install failed (exit 1)"
+    assert "shellwego-no-such-package-7f3a" in log.text  # pip's explanation reached the log
+    assert not (tmp_path / "out" / "slug.tar.gz").exists()
+    cached = tmp_path / "cache" / "python"
+    assert not cached.exists() or not any(p.name[0] != "." for p in cached.iterdir())
+
+
+async def test_requirements_without_packages_build_without_pip(tmp_path: Path) -> None:
+    builder = Builder(tmp_path / "cache")
+    files = {"requirements.txt": "# the standard library is enough\n", "Procfile": "web: x\n"}
+    log, result = await build(builder, files, tmp_path)
+    assert "-----> No dependencies listed in requirements.txt" in log.lines
+    assert result.stack == "python"  # type: ignore[attr-defined]
+
+
+async def test_node_build_caches_node_modules_and_hides_platform_secrets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SHELLWEGO_MASTER_KEY", "top-secret-master-key")
+    monkeypatch.setenv("DATABASE_URL", "postgresql://u:hunter2@db/x")
+    package = {
+        "name": "node-app",
+        "version": "1.0.0",
+        "private": True,
+        "scripts": {"preinstall": "env > build-env.txt", "start": "node server.js"},
+    }
+    files = {"package.json": json.dumps(package), "server.js": "console.log('hi')\n"}
+    builder = Builder(tmp_path / "cache")
+    cold, result = await build(builder, files, tmp_path / "b1")
+    assert cold.lines[0] == "-----> Node.js app detected"
+    assert "-----> Installing dependencies with npm install" in cold.lines
+    assert result.stack == "node"  # type: ignore[attr-defined]
+    assert result.process_types == {"web": "npm start"}  # type: ignore[attr-defined]
+    assert result.env == {"NODE_ENV": "production"}  # type: ignore[attr-defined]
+    app_dir = tmp_path / "run"
+    with result.slug_path.open("rb") as stream:  # type: ignore[attr-defined]
+        from shellwego.build.archive import safe_extract
+
+        safe_extract(stream, app_dir, max_bytes=10**8)
+    seen_env = (app_dir / "build-env.txt").read_text()
+    assert "PATH=" in seen_env
+    assert "top-secret-master-key" not in seen_env
+    assert "hunter2" not in seen_env
+    ran = run_in_slug(app_dir, 'echo "$PATH"; node server.js')
+    assert ran.stdout.splitlines()[0].startswith(f"{app_dir}/node_modules/.bin:")
+    assert ran.stdout.splitlines()[1] == "hi"
+
+    warm, _ = await build(builder, files, tmp_path / "b2")
+    assert any(line.startswith("-----> Reusing cached node_modules") for line in warm.lines)
+    assert not any("npm install" in line for line in warm.lines)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_static_site_serves_with_its_default_command(tmp_path: Path) -> None:
+    builder = Builder(tmp_path / "cache")
+    files = {"public/index.html": "<h1>static ok</h1>\n", "README.md": "not served"}
+    log, result = await build(builder, files, tmp_path / "b")
+    assert log.lines[0] == "-----> Static site detected"
+    store = ArtifactStore(tmp_path / "artifacts")
+    digest = store.put(result.slug_path)  # type: ignore[attr-defined]
+    app_dir = extract_slug(store, digest, tmp_path / "slugs" / digest)
+    port = free_port()
+    command = result.process_types["web"]  # type: ignore[attr-defined]
+    proc = subprocess.Popen(
+        ["/bin/sh", "-c", command],
+        cwd=app_dir,
+        env={"HOME": str(app_dir), "PATH": os.environ["PATH"], "PORT": str(port)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                r = httpx.get(f"http://127.0.0.1:{port}/", timeout=2)
+                break
+            except httpx.TransportError:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.1)
+        assert r.status_code == 200
+        assert "static ok" in r.text
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+async def test_step_output_streams_as_it_happens(tmp_path: Path) -> None:
+    builder = Builder(tmp_path / "cache")
+    arrived: list[tuple[str, float]] = []
+
+    async def log(line: str) -> None:
+        arrived.append((line, time.monotonic()))
+
+    deadline = asyncio.get_running_loop().time() + 60
+    await builder._run(
+        ["/bin/sh", "-c", "echo first; sleep 1; echo second"],
+        cwd=tmp_path,
+        env={"PATH": os.environ["PATH"]},
+        log=log,
+        what="step",
+        deadline=deadline,
+    )
+    assert [line for line, _ in arrived] == ["       first", "       second"]
+    assert arrived[1][1] - arrived[0][1] > 0.5
+
+
+async def test_failing_step_reports_its_exit_status(tmp_path: Path) -> None:
+    builder = Builder(tmp_path / "cache")
+    with pytest.raises(BuildFailed) as raised:
+        await builder._run(
+            ["/bin/sh", "-c", "echo nope; exit 3"],
+            cwd=tmp_path,
+            env={"PATH": os.environ["PATH"]},
+            log=Lines(),
+            what="npm ci",
+            deadline=asyncio.get_running_loop().time() + 60,
+        )
+    assert str(raised.value) == "npm ci failed (exit 3)"
+
+
+def _gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+    return state == "Z"
+
+
+async def test_timeout_kills_the_whole_step(tmp_path: Path) -> None:
+    builder = Builder(tmp_path / "cache", timeout_seconds=1.5)
+    pid_file = tmp_path / "child.pid"
+    started = time.monotonic()
+    with pytest.raises(BuildFailed) as raised:
+        await builder._run(
+            ["/bin/sh", "-c", f"sleep 60 & echo $! > {pid_file}; wait"],
+            cwd=tmp_path,
+            env={"PATH": os.environ["PATH"]},
+            log=Lines(),
+            what="pip install",
+            deadline=asyncio.get_running_loop().time() + builder.timeout_seconds,
+        )
+    assert str(raised.value) == "build timed out after 1.5s"
+    assert time.monotonic() - started < 30
+    child = int(pid_file.read_text())
+    deadline = time.monotonic() + 10
+    while not _gone(child):
+        assert time.monotonic() < deadline, "the step's child survived the timeout"
+        await asyncio.sleep(0.05)
+
+
+async def test_memory_cap_applies_to_steps(tmp_path: Path) -> None:
+    builder = Builder(tmp_path / "cache", memory_bytes=1024**3)
+    log = Lines()
+    with pytest.raises(BuildFailed, match=r"failed \(exit 1\)"):
+        await builder._run(
+            ["python3", "-c", "bytearray(3 * 1024**3)"],
+            cwd=tmp_path,
+            env={"PATH": os.environ["PATH"]},
+            log=log,
+            what="step",
+            deadline=asyncio.get_running_loop().time() + 60,
+        )
+    assert "MemoryError" in log.text
+
+
+def test_fix_shebangs_makes_scripts_relocatable(tmp_path: Path) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "plain").write_text("#!/opt/build/venv/bin/python3.11\nimport sys\n")
+    (bin_dir / "long").write_text(
+        "#!/bin/sh\n'''exec' /very/long/path/bin/python3 \"$0\" \"$@\"\n' '''\nimport os\n"
+    )
+    (bin_dir / "shell").write_text("#!/bin/sh\necho hi\n")
+    (bin_dir / "plain").chmod(0o755)
+    assert fix_shebangs(bin_dir) == 2
+    assert (bin_dir / "plain").read_text() == "#!/usr/bin/env python3\nimport sys\n"
+    assert (bin_dir / "plain").stat().st_mode & 0o777 == 0o755
+    assert (bin_dir / "long").read_text() == "#!/usr/bin/env python3\nimport os\n"
+    assert (bin_dir / "shell").read_text() == "#!/bin/sh\necho hi\n"
+    assert fix_shebangs(bin_dir) == 0
