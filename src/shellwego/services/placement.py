@@ -161,7 +161,12 @@ def place(
         ),
         runtime=app.runtime,
     )
-    plan = scheduler.plan(snap, [request])
+    try:
+        plan = scheduler.plan(snap, [request])
+    except CapacityError as exc:  # name the app as its users know it
+        raise CapacityError(
+            exc.detail.replace(f"app {app.id}", f"app {app.name}"), **exc.extra
+        ) from None
     over = scheduler.verify(plan, snap)
     if over:
         raise CapacityError(f"placement would overcommit nodes {', '.join(over)}; retry")
