@@ -1,0 +1,1 @@
+"""The edge: Caddy as the data plane, programmed through its admin API."""

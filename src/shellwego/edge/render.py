@@ -1,0 +1,190 @@
+"""Route table → Caddy's JSON config. Pure: the same table always gives the same config."""
+
+from __future__ import annotations
+
+import html
+import ipaddress
+from pathlib import Path
+from typing import Any
+
+from .routes import AppRoute, EdgeSettings, RouteTable
+
+LETSENCRYPT_STAGING = "https://acme-staging-v02.api.letsencrypt.org/directory"
+LOCAL_SUFFIXES = (".localhost", ".local", ".internal", ".test", ".lan", ".home.arpa")
+RETRY_FOR = "5s"  # how long a request may wait for a healthy upstream before failing
+
+
+def is_local_name(hostname: str) -> bool:
+    """Names no public CA will certify: served with Caddy's internal CA."""
+    name = hostname.lower().rstrip(".")
+    if name == "localhost" or name.endswith(LOCAL_SUFFIXES) or "." not in name:
+        return True
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+def storage_root(settings: EdgeSettings) -> Path:
+    return settings.data_dir / "storage"
+
+
+def internal_root_cert(settings: EdgeSettings) -> Path:
+    """The internal CA's root certificate (clients trust it to verify local HTTPS)."""
+    return storage_root(settings) / "pki" / "authorities" / "local" / "root.crt"
+
+
+def access_log_path(settings: EdgeSettings) -> Path:
+    return settings.data_dir / "access.log"
+
+
+def _page(status: int, title: str, message: str) -> dict[str, Any]:
+    body = (
+        "<!doctype html><html><head><meta charset='utf-8'>"
+        f"<title>{html.escape(title)}</title></head>"
+        f"<body><h1>{html.escape(title)}</h1><p>{html.escape(message)}</p>"
+        "<hr><small>ShellWeGo</small></body></html>\n"
+    )
+    return {
+        "handler": "static_response",
+        "status_code": status,
+        "headers": {"Content-Type": ["text/html; charset=utf-8"], "Connection": ["close"]},
+        "body": body,
+        "close": True,
+    }
+
+
+def _proxy(route: AppRoute) -> dict[str, Any]:
+    health: dict[str, Any] = {"passive": {"fail_duration": "5s", "max_fails": 1}}
+    if route.health_path:
+        health["active"] = {
+            "uri": route.health_path,
+            "interval": "2s",
+            "timeout": "1s",
+            "passes": 1,
+            "fails": 2,
+        }
+    return {
+        "handler": "reverse_proxy",
+        "upstreams": [{"dial": u.address} for u in route.upstreams],
+        "load_balancing": {
+            "selection_policy": {"policy": "round_robin"},
+            "try_duration": RETRY_FOR,
+            "try_interval": "50ms",
+        },
+        "health_checks": health,
+        "transport": {"protocol": "http", "dial_timeout": "2s"},
+    }
+
+
+def _app_handler(route: AppRoute) -> dict[str, Any]:
+    if route.upstreams:
+        return _proxy(route)
+    return _page(
+        503,
+        "Service unavailable",
+        f"{route.app_name} has no running instances right now.",
+    )
+
+
+def _routes(table: RouteTable, settings: EdgeSettings, *, plain_http: bool) -> list[Any]:
+    out: list[Any] = []
+    for route in table.routes:
+        if not route.hostnames:
+            continue
+        if plain_http and route.redirect_https:
+            port = "" if settings.https_port == 443 else f":{settings.https_port}"
+            handler: dict[str, Any] = {
+                "handler": "static_response",
+                "status_code": 308,
+                "headers": {
+                    "Location": [f"https://{{http.request.host}}{port}{{http.request.uri}}"]
+                },
+            }
+        else:
+            handler = _app_handler(route)
+        out.append(
+            {
+                "match": [{"host": sorted({h.lower() for h in route.hostnames})}],
+                "handle": [handler],
+                "terminal": True,
+            }
+        )
+    out.append(
+        {"handle": [_page(404, "Not found", "No app is served at this address.")], "terminal": True}
+    )
+    return out
+
+
+def _tls(table: RouteTable, settings: EdgeSettings) -> dict[str, Any]:
+    names = sorted({h.lower() for r in table.routes for h in r.hostnames})
+    local = [n for n in names if is_local_name(n)]
+    public = [n for n in names if not is_local_name(n)]
+    policies: list[dict[str, Any]] = []
+    if local:
+        policies.append({"subjects": local, "issuers": [{"module": "internal"}]})
+    if public:
+        acme: dict[str, Any] = {"module": "acme"}
+        if settings.acme_email:
+            acme["email"] = settings.acme_email
+        if settings.acme_ca:
+            acme["ca"] = settings.acme_ca
+        elif settings.acme_staging:
+            acme["ca"] = LETSENCRYPT_STAGING
+        policies.append({"subjects": public, "issuers": [acme], "on_demand": True})
+    automation: dict[str, Any] = {"policies": policies}
+    if public:
+        automation["on_demand"] = {"permission": {"module": "http", "endpoint": settings.ask_url}}
+    return {"automation": automation}
+
+
+def render(table: RouteTable, settings: EdgeSettings) -> dict[str, Any]:
+    """The complete Caddy config for ``table``."""
+    host = settings.bind_host
+    access = {"default_logger_name": "access"}
+    return {
+        "admin": {"listen": f"unix/{settings.admin_socket}", "config": {"persist": False}},
+        "storage": {"module": "file_system", "root": str(storage_root(settings))},
+        "logging": {
+            "logs": {
+                "default": {"level": "WARN", "exclude": ["http.log.access.access"]},
+                "access": {
+                    "level": "INFO",
+                    "include": ["http.log.access.access"],
+                    "writer": {
+                        "output": "file",
+                        "filename": str(access_log_path(settings)),
+                        "roll_size_mb": 20,
+                        "roll_keep": 2,
+                    },
+                    "encoder": {"format": "json"},
+                },
+            }
+        },
+        "apps": {
+            "http": {
+                "http_port": settings.http_port,
+                "https_port": settings.https_port,
+                "grace_period": "10s",
+                "servers": {
+                    "https": {
+                        "listen": [f"{host}:{settings.https_port}"],
+                        "routes": _routes(table, settings, plain_http=False),
+                        "automatic_https": {"disable_redirects": True},
+                        "protocols": ["h1", "h2"],
+                        "logs": access,
+                    },
+                    "http": {
+                        "listen": [f"{host}:{settings.http_port}"],
+                        "routes": _routes(table, settings, plain_http=True),
+                        "automatic_https": {"disable": True},
+                        "protocols": ["h1", "h2c"],
+                        "logs": access,
+                    },
+                },
+            },
+            "tls": _tls(table, settings),
+            "pki": {"certificate_authorities": {"local": {"install_trust": False}}},
+        },
+    }
