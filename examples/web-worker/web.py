@@ -6,7 +6,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 class Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-        body = f"web process of {os.environ.get('SHELLWEGO_APP', 'app')} says hi\n".encode()
+        app = os.environ.get("SHELLWEGO_APP", "app")
+        greeting = os.environ.get("GREETING", "hi")
+        body = f"web process of {app} says {greeting} (pid {os.getpid()})\n".encode()
         self.send_response(200)
         self.send_header("Content-Type", "text/plain")
         self.send_header("Content-Length", str(len(body)))

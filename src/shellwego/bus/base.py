@@ -10,6 +10,11 @@ from typing import Protocol
 
 
 class Bus(Protocol):
+    @property
+    def closed(self) -> bool:
+        """True once ``close`` ran: blocking queries should answer now."""
+        ...
+
     async def start(self) -> None: ...
 
     async def close(self) -> None: ...

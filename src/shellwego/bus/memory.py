@@ -13,11 +13,15 @@ class MemoryBus:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._waiters: dict[str, set[asyncio.Future[None]]] = defaultdict(set)
         self._lock = threading.Lock()
+        self.closed = False
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self.closed = False
 
     async def close(self) -> None:
+        """Wake every waiter; later waits return at once (the process is shutting down)."""
+        self.closed = True
         self._wake_all()
 
     def _wake(self, topic: str) -> None:
@@ -46,6 +50,9 @@ class MemoryBus:
                 loop.call_soon_threadsafe(self._wake, topic)
 
     async def wait(self, topic: str, timeout: float) -> bool:
+        if self.closed:
+            await asyncio.sleep(0)
+            return False
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()

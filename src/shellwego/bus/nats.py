@@ -51,5 +51,9 @@ class NatsBus:
         with contextlib.suppress(RuntimeError):
             loop.call_soon_threadsafe(publish)
 
+    @property
+    def closed(self) -> bool:
+        return self._local.closed
+
     async def wait(self, topic: str, timeout: float) -> bool:
         return await self._local.wait(topic, timeout)

@@ -61,7 +61,20 @@ async def run(ctx: Context, caddy: Any, stop: asyncio.Event) -> None:
             if table != last:
                 await caddy.apply(table)
                 last = table
+                ctx.extras["edge_table"] = table
+                ctx.bus.notify("edge-applied")
         except Exception:  # keep serving the last good table; retry on the next pass
             log.exception("edge sync failed")
         with contextlib.suppress(Exception):
             await ctx.bus.wait("edge", 2.0)
+
+
+def serves(ctx: Context, app_name: str, addresses: set[str]) -> bool:
+    """True when the edge's loaded table routes ``app_name`` to all of ``addresses``."""
+    table: RouteTable | None = ctx.extras.get("edge_table")
+    if table is None:
+        return True  # no edge in this process: nothing to wait for
+    for route in table.routes:
+        if route.app_name == app_name:
+            return addresses <= {u.address for u in route.upstreams}
+    return False

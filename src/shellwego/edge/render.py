@@ -49,9 +49,8 @@ def _page(status: int, title: str, message: str) -> dict[str, Any]:
     return {
         "handler": "static_response",
         "status_code": status,
-        "headers": {"Content-Type": ["text/html; charset=utf-8"], "Connection": ["close"]},
+        "headers": {"Content-Type": ["text/html; charset=utf-8"]},
         "body": body,
-        "close": True,
     }
 
 

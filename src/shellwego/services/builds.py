@@ -137,6 +137,35 @@ async def build_and_deploy(
         shutil.rmtree(work, ignore_errors=True)
 
 
+def _web_addresses(ctx: Context, release_id: str) -> set[str]:
+    from shellwego.models import DesiredState, Instance, Node
+    from shellwego.store import repository as repo
+
+    with ctx.db.session() as s:
+        nodes = {n.id: n.address for n in repo.find_all(s, Node)}
+        return {
+            f"{nodes.get(i.node_id, '127.0.0.1')}:{i.port}"
+            for i in repo.find_all(
+                s,
+                Instance,
+                release_id=release_id,
+                process_type="web",
+                desired_state=DesiredState.RUNNING.value,
+            )
+        }
+
+
+async def _until_routed(ctx: Context, release_id: str, app_name: str, limit: float = 5.0) -> None:
+    """Wait (briefly) until the edge routes to the new web instances, so the URL works."""
+    from shellwego.controllers.edge import serves
+
+    addresses = await run_in_threadpool(_web_addresses, ctx, release_id)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit
+    while addresses and not serves(ctx, app_name, addresses) and loop.time() < deadline:
+        await ctx.bus.wait("edge-applied", 0.25)
+
+
 async def follow_deployment(ctx: Context, deployment_id: str, emit: Emit, app_name: str) -> bool:
     """Report a deployment's progress until it ends."""
     last: tuple[str, int] | None = None
@@ -156,6 +185,7 @@ async def follow_deployment(ctx: Context, deployment_id: str, emit: Emit, app_na
             )
         if dep.status in TERMINAL:
             if dep.status == DeploymentStatus.SUCCEEDED:
+                await _until_routed(ctx, dep.release_id, app_name)
                 await emit({"type": "done", "status": "succeeded", "url": app_url(ctx, app_name)})
                 return True
             await emit(

@@ -125,6 +125,7 @@ class InstanceView:
     state: str
     healthy: bool
     restarts: int
+    pid: int | None  # on the node (the sandbox's outermost process)
     port: int
     address: str
     desired_state: str
@@ -149,6 +150,7 @@ def instances(ctx: Context, who: Principal, app_ref: str) -> list[InstanceView]:
                 state=i.state,
                 healthy=i.healthy,
                 restarts=i.restarts,
+                pid=i.pid,
                 port=i.port,
                 address=f"{nodes[i.node_id].address if i.node_id in nodes else '?'}:{i.port}",
                 desired_state=str(i.desired_state),

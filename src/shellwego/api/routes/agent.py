@@ -97,7 +97,7 @@ async def wait_for_index(ctx: Context, node_id: str, index: int, wait: float) ->
         if await run_in_threadpool(agents.current_index, ctx, node_id) > index:
             return
         remaining = deadline - time.monotonic()
-        if remaining <= 0:
+        if remaining <= 0 or ctx.bus.closed:
             return
         await ctx.bus.wait(f"node:{node_id}", min(remaining, 5.0))
 

@@ -54,7 +54,7 @@ async def get_logs(
         if not follow:
             return
         yield b": following\n\n"
-        while not await request.is_disconnected():
+        while not ctx.bus.closed and not await request.is_disconnected():
             fresh = await run_in_threadpool(logs.after, ctx, app_id, cursor, process)
             for line in fresh:
                 cursor = line.id

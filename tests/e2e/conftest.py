@@ -1,0 +1,147 @@
+"""A real all-in-one platform (`shellwego up`) in a subprocess, driven through the real CLI."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "examples"
+SHELLWEGO = str(Path(sys.executable).parent / "shellwego")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Platform:
+    home: Path
+    api_port: int
+    http_port: int
+    https_port: int
+    process: subprocess.Popen[str]
+    env: dict[str, str] = field(default_factory=dict)
+    output: list[str] = field(default_factory=list)
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+    def cli(
+        self, *args: str, check: bool = True, timeout: float = 300
+    ) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [SHELLWEGO, *args],
+            env=self.env,
+            cwd=self.home,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"shellwego {' '.join(args)} exited {result.returncode}\n"
+                f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+            )
+        return result
+
+    def get(self, app: str, path: str = "/", timeout: float = 5.0) -> httpx.Response:
+        """GET through the edge, as a browser asking for http://<app>.localhost would."""
+        return httpx.get(
+            f"http://127.0.0.1:{self.http_port}{path}",
+            headers={"Host": f"{app}.localhost"},
+            timeout=timeout,
+        )
+
+    def wait_for(self, app: str, text: str, deadline: float = 60.0) -> httpx.Response:
+        end = time.monotonic() + deadline
+        last: object = None
+        while time.monotonic() < end:
+            try:
+                r = self.get(app)
+                if r.status_code == 200 and text in r.text:
+                    return r
+                last = (r.status_code, r.text[:200])
+            except httpx.HTTPError as exc:
+                last = exc
+            time.sleep(0.2)
+        raise AssertionError(f"{app} never answered {text!r} through the edge; last: {last!r}")
+
+
+def start_platform(home: Path) -> Platform:
+    home.mkdir(parents=True, exist_ok=True)
+    api, http, https = free_port(), free_port(), free_port()
+    env = {
+        "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+        "HOME": str(home),
+        "XDG_DATA_HOME": str(home / "data"),
+        "XDG_CONFIG_HOME": str(home / "config"),
+        "SHELLWEGO_CONFIG_DIR": str(home / "cli"),
+        "LANG": "C.UTF-8",
+    }
+    process = subprocess.Popen(
+        [
+            SHELLWEGO,
+            "up",
+            "--api-port",
+            str(api),
+            "--http-port",
+            str(http),
+            "--https-port",
+            str(https),
+        ],
+        env=env,
+        cwd=home,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    platform = Platform(home, api, http, https, process, env)
+    end = time.monotonic() + 60
+    assert process.stdout is not None
+    while time.monotonic() < end:
+        line = process.stdout.readline()
+        if not line:
+            break
+        platform.output.append(line)
+        if "Press Ctrl-C to stop" in line:
+            return platform
+    process.kill()
+    raise AssertionError("shellwego up did not start:\n" + "".join(platform.output))
+
+
+def stop_platform(platform: Platform) -> str:
+    """Ctrl-C, as a user would; returns everything it printed."""
+    process = platform.process
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        try:
+            rest, _ = process.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            rest, _ = process.communicate()
+        platform.output.append(rest or "")
+    return "".join(platform.output)
+
+
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
+    p = start_platform(tmp_path_factory.mktemp("platform"))
+    try:
+        yield p
+    finally:
+        stop_platform(p)
