@@ -106,6 +106,12 @@ def step_deployment(ctx: Context, deployment_id: str) -> None:
                 ready = [i for i in mine if i.healthy]
                 pending = [i for i in mine if not i.healthy]
                 theirs = sorted((i for i in old if i.process_type == ptype), key=lambda i: i.id)
+                # old instances that serve nothing (a superseded rollout's, or crashed ones)
+                # are stopped, and never counted as capacity that lets a healthy one drain
+                stale = [i for i in theirs if not i.healthy]
+                if stale:
+                    placement.stop(ctx, s, stale)
+                    theirs = [i for i in theirs if i.healthy]
                 if len(mine) > count:
                     extra = (pending + ready)[: len(mine) - count]
                     placement.stop(ctx, s, extra)
