@@ -17,9 +17,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from shellwego.edge.certificates import certificate_for
 from shellwego.edge.metrics import traffic_for_app
 from shellwego.edge.process import CaddyProcess
-from shellwego.edge.render import is_local_name, render
+from shellwego.edge.render import is_local_name, render, storage_root
 from shellwego.edge.routes import AppRoute, EdgeSettings, RouteTable, Upstream
 
 
@@ -218,6 +219,10 @@ async def test_tls_handshake_verified_against_the_internal_ca(
 
     answer = await asyncio.to_thread(fetch)
     assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"A")
+    cert = certificate_for(storage_root(caddy.settings), "Blog.localhost")
+    assert cert is not None and cert.managed_by == "internal"
+    assert "Caddy Local Authority" in (cert.issuer or "") and cert.not_after
+    assert certificate_for(storage_root(caddy.settings), "other.localhost") is None
 
 
 async def test_unknown_host_404_and_app_without_instances_503_fast(caddy: CaddyProcess) -> None:

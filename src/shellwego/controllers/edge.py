@@ -5,12 +5,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from pathlib import Path
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
+from shellwego.edge.certificates import certificate_for
+from shellwego.edge.render import storage_root
 from shellwego.edge.routes import AppRoute, RouteTable, Upstream
-from shellwego.models import App, AppStatus, DesiredState, Domain, DomainStatus, Instance, Node
+from shellwego.models import (
+    App,
+    AppStatus,
+    DesiredState,
+    Domain,
+    DomainStatus,
+    Instance,
+    Node,
+    TlsStatus,
+)
 from shellwego.services.context import Context
 from shellwego.store import repository as repo
 
@@ -52,6 +64,17 @@ def route_table(ctx: Context) -> RouteTable:
     return RouteTable(routes=routes)
 
 
+def record_certificates(ctx: Context, storage: Path) -> None:
+    """Copy certificate state (issuer, expiry) from the edge's storage onto active domains."""
+    with ctx.db.session() as s:
+        for domain in repo.find_all(s, Domain, status=DomainStatus.ACTIVE.value):
+            cert = certificate_for(storage, domain.hostname)
+            if cert is not None and cert != domain.certificate:
+                domain.certificate = cert
+                domain.tls_status = TlsStatus.ACTIVE
+                domain.updated_at = ctx.clock.now()
+
+
 async def run(ctx: Context, caddy: Any, stop: asyncio.Event) -> None:
     """Keep Caddy's table equal to the database's, reloading only on change."""
     last: RouteTable | None = None
@@ -63,6 +86,7 @@ async def run(ctx: Context, caddy: Any, stop: asyncio.Event) -> None:
                 last = table
                 ctx.extras["edge_table"] = table
                 ctx.bus.notify("edge-applied")
+            await run_in_threadpool(record_certificates, ctx, storage_root(caddy.settings))
         except Exception:  # keep serving the last good table; retry on the next pass
             log.exception("edge sync failed")
         with contextlib.suppress(Exception):
