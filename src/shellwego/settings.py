@@ -35,6 +35,8 @@ class Settings:
     node_down_after_seconds: float = 15.0
     heartbeat_interval: float = 5.0
     drain_seconds: float = 2.0
+    instance_ports: tuple[int, int] = (20000, 29999)  # ports instances listen on, per node
+    cpu_overcommit: float = 4.0  # the all-in-one's local node offers this many times its CPUs
     join_token: str | None = None
     acme_email: str | None = None
     acme_ca: str | None = None
@@ -81,6 +83,31 @@ class Settings:
             except ValueError:
                 raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
 
+        def ratio(name: str, default: float) -> float:
+            raw = env.get(name)
+            if raw is None:
+                return default
+            try:
+                value = float(raw)
+            except ValueError:
+                raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+            if not 0.1 <= value <= 100:
+                raise ConfigError(f"{name} must be between 0.1 and 100, got {value:g}")
+            return value
+
+        def port_range(name: str, default: tuple[int, int]) -> tuple[int, int]:
+            raw = env.get(name)
+            if raw is None:
+                return default
+            low, sep, high = raw.partition("-")
+            try:
+                first, last = int(low), int(high)
+            except ValueError:
+                first, last = 0, -1
+            if not sep or not 1024 <= first <= last <= 65535:
+                raise ConfigError(f"{name} must look like 20000-29999, got {raw!r}")
+            return first, last
+
         key_file = env.get("SHELLWEGO_MASTER_KEY_FILE")
         settings = cls(
             data_dir=data_dir,
@@ -99,5 +126,7 @@ class Settings:
             acme_email=env.get("SHELLWEGO_ACME_EMAIL"),
             acme_ca=env.get("SHELLWEGO_ACME_CA"),
             acme_staging=env.get("SHELLWEGO_ACME_STAGING", "") in ("1", "true", "yes"),
+            cpu_overcommit=ratio("SHELLWEGO_CPU_OVERCOMMIT", 4.0),
+            instance_ports=port_range("SHELLWEGO_INSTANCE_PORTS", (20000, 29999)),
         )
         return settings.with_overrides(**overrides)

@@ -15,8 +15,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-pytest.importorskip("shellwego.cli.main")  # TEMPORARY until the CLI lands
-
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 SHELLWEGO = str(Path(sys.executable).parent / "shellwego")
@@ -83,7 +81,7 @@ class Platform:
         raise AssertionError(f"{app} never answered {text!r} through the edge; last: {last!r}")
 
 
-def start_platform(home: Path) -> Platform:
+def start_platform(home: Path, ports: str = "20000-24999") -> Platform:
     home.mkdir(parents=True, exist_ok=True)
     api, http, https = free_port(), free_port(), free_port()
     env = {
@@ -93,6 +91,7 @@ def start_platform(home: Path) -> Platform:
         "XDG_CONFIG_HOME": str(home / "config"),
         "SHELLWEGO_CONFIG_DIR": str(home / "cli"),
         "LANG": "C.UTF-8",
+        "SHELLWEGO_INSTANCE_PORTS": ports,  # platforms running side by side never collide
     }
     process = subprocess.Popen(
         [

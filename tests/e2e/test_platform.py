@@ -12,12 +12,11 @@ import re
 import shutil
 import signal
 import subprocess
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
-import httpx
+from support.load import Load
 
 from .conftest import EXAMPLES, Platform, start_platform, stop_platform
 
@@ -166,43 +165,24 @@ def test_zero_failed_requests_across_deploy_and_rollback(platform: Platform) -> 
     platform.cli("deploy", str(EXAMPLES / "web-worker"), "-a", "steady")
     platform.wait_for("steady", "says hi")
 
-    failures: list[str] = []
-    done = threading.Event()
-    count = [0]
-
-    def load() -> None:
-        with httpx.Client(timeout=10) as client:
-            while not done.is_set():
-                try:
-                    r = client.get(
-                        f"http://127.0.0.1:{platform.http_port}/",
-                        headers={"Host": "steady.localhost"},
-                    )
-                    if r.status_code != 200:
-                        failures.append(f"{r.status_code} {r.text[:80]}")
-                except httpx.HTTPError as exc:
-                    failures.append(repr(exc))
-                count[0] += 1
-
-    threads = [threading.Thread(target=load) for _ in range(2)]
-    for t in threads:
-        t.start()
-    try:
+    url = f"http://127.0.0.1:{platform.http_port}/"
+    with Load(url, "steady.localhost") as load:
         platform.cli("config", "set", "GREETING=v2", "-a", "steady")
         platform.wait_for("steady", "says v2")
         platform.cli("rollback", "v1", "-a", "steady")
         platform.wait_for("steady", "says hi")
         time.sleep(3)  # past the drain period of the replaced instances
-    finally:
-        done.set()
-        for t in threads:
-            t.join()
-    assert count[0] > 100
-    assert failures == [], f"{len(failures)} of {count[0]} requests failed: {failures[:5]}"
+    result = load.result
+    assert result.total > 100
+    assert result.failures == [], (
+        f"{len(result.failures)} of {result.total} requests failed: {result.failures[:5]}"
+    )
+    versions = {a.split(" (pid")[0] for a in result.answers}
+    assert versions == {"web process of steady says hi", "web process of steady says v2"}
 
 
 def test_restart_resumes_running_apps(tmp_path: Path) -> None:
-    platform = start_platform(tmp_path / "home")
+    platform = start_platform(tmp_path / "home", ports="25000-29999")
     try:
         platform.cli("apps", "create", "again")
         platform.cli("deploy", str(EXAMPLES / "static-site"), "-a", "again")
@@ -210,7 +190,7 @@ def test_restart_resumes_running_apps(tmp_path: Path) -> None:
     finally:
         text = stop_platform(platform)
     assert "Error" not in text
-    again = start_platform(tmp_path / "home")
+    again = start_platform(tmp_path / "home", ports="25000-29999")
     try:
         assert "Owner account" not in "".join(again.output)  # not a first start
         again.wait_for("again", "static site", deadline=60)

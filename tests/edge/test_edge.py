@@ -22,6 +22,7 @@ from shellwego.edge.metrics import traffic_for_app
 from shellwego.edge.process import CaddyProcess
 from shellwego.edge.render import is_local_name, render, storage_root
 from shellwego.edge.routes import AppRoute, EdgeSettings, RouteTable, Upstream
+from support.load import Load
 
 
 def free_port() -> int:
@@ -277,49 +278,28 @@ async def test_zero_failed_requests_while_instances_are_swapped(
     a, b = backends["A"], backends["B"]
     await caddy.apply(RouteTable([route("blog", a.upstream)]))
     url = f"http://127.0.0.1:{caddy.settings.http_port}/"
-    failures: list[str] = []
-    answers: dict[str, int] = {}
-    stop = threading.Event()
-
-    def load() -> None:
-        with httpx.Client(timeout=10) as client:
-            while not stop.is_set():
-                try:
-                    r = client.get(url, headers={"Host": "blog.localhost"})
-                    if r.status_code != 200:
-                        failures.append(str(r.status_code))
-                    answers[r.text] = answers.get(r.text, 0) + 1
-                except httpx.HTTPError as exc:
-                    failures.append(repr(exc))
-
-    threads = [threading.Thread(target=load) for _ in range(3)]
-    for t in threads:
-        t.start()
+    c = Backend("C")
     try:
-        await asyncio.sleep(0.5)
-        # deploy: the new instance joins, the old one leaves the table, drains, then stops
-        await caddy.apply(RouteTable([route("blog", a.upstream, b.upstream)]))
-        await asyncio.sleep(0.5)
-        await caddy.apply(RouteTable([route("blog", b.upstream)]))
-        await asyncio.sleep(0.5)
-        a.close()
-        await asyncio.sleep(0.5)
-        # rollback: a fresh instance replaces B the same way
-        c = Backend("C")
-        try:
+        with Load(url, "blog.localhost", threads=3) as load:
+            await asyncio.sleep(0.5)
+            # deploy: the new instance joins, the old one leaves the table, drains, then stops
+            await caddy.apply(RouteTable([route("blog", a.upstream, b.upstream)]))
+            await asyncio.sleep(0.5)
+            await caddy.apply(RouteTable([route("blog", b.upstream)]))
+            await asyncio.sleep(0.5)
+            a.close()
+            await asyncio.sleep(0.5)
+            # rollback: a fresh instance replaces B the same way
             await caddy.apply(RouteTable([route("blog", b.upstream, c.upstream)]))
             await asyncio.sleep(0.5)
             await caddy.apply(RouteTable([route("blog", c.upstream)]))
             await asyncio.sleep(0.5)
             b.close()
             await asyncio.sleep(0.5)
-        finally:
-            stop.set()
-            for t in threads:
-                await asyncio.to_thread(t.join)
-            c.close()
     finally:
-        stop.set()
+        c.close()
+    result = load.result
+    total, failures, answers = result.total, result.failures, result.answers
     total = sum(answers.values())
     assert total > 100
     assert failures == [], f"{len(failures)} of {total} failed: {failures[:5]}"

@@ -29,11 +29,11 @@ from shellwego.errors import (
     Unavailable,
 )
 from shellwego.runtime.driver import Driver, InstanceState, InstanceStatus
+from shellwego.runtime.host import host_capacity
 
 from . import identity as identities
 from .client import ControlPlaneClient
 from .health import HealthMonitor, Target
-from .host import host_capacity
 from .identity import Identity
 from .logship import LogShipper, utc
 from .reconcile import ACTIVE, Assignment, Executor, parse_assignments
@@ -163,9 +163,9 @@ class Agent:
         cpu = self.settings.capacity_cpu_millis
         memory = self.settings.capacity_memory_bytes
         if cpu is None or memory is None:
-            host = host_capacity()
-            cpu = host.cpu_millis if cpu is None else cpu
-            memory = host.memory_bytes if memory is None else memory
+            host_cpu, host_memory = host_capacity()
+            cpu = int(host_cpu * self.settings.cpu_overcommit) if cpu is None else cpu
+            memory = host_memory if memory is None else memory
         return {"cpu_millis": cpu, "memory_bytes": memory}
 
     async def _identify(self) -> Identity | None:

@@ -20,3 +20,6 @@ class AgentSettings:
     # None: measured on the host (CPU count * 1000, MemTotal)
     capacity_cpu_millis: int | None = None
     capacity_memory_bytes: int | None = None
+    # CPU is compressible (instances get a cgroup quota, not a reservation): a node may
+    # offer more milli-CPU than it has; memory is never overcommitted
+    cpu_overcommit: float = 1.0

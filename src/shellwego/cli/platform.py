@@ -172,6 +172,10 @@ def register(app: typer.Typer) -> None:
         label: Annotated[
             list[str] | None, typer.Option(help="Node label key=value (repeatable).")
         ] = None,
+        cpu_overcommit: Annotated[
+            float,
+            typer.Option(min=0.1, max=100, help="Offer this many times the host's CPUs."),
+        ] = 1.0,
         verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
     ) -> None:
         """Run a node agent: registers once, then runs what the control plane assigns."""
@@ -200,6 +204,7 @@ def register(app: typer.Typer) -> None:
                 labels=_labels(label or []),
                 runtimes=available_runtimes(),
                 address=address,
+                cpu_overcommit=cpu_overcommit,
             ),
             ProcessDriver(state / "instances", hidden_paths=[settings.data_dir, state]),
         )

@@ -28,6 +28,8 @@ from shellwego.store import repository as repo
 
 log = logging.getLogger(__name__)
 
+COALESCE_SECONDS = 0.05
+
 
 def route_table(ctx: Context) -> RouteTable:
     """The whole table from the database: only healthy, non-draining web instances serve."""
@@ -90,7 +92,10 @@ async def run(ctx: Context, caddy: Any, stop: asyncio.Event) -> None:
         except Exception:  # keep serving the last good table; retry on the next pass
             log.exception("edge sync failed")
         with contextlib.suppress(Exception):
-            await ctx.bus.wait("edge", 2.0)
+            if await ctx.bus.wait("edge", 2.0):
+                # coalesce a burst of changes (a rollout step touches several instances)
+                # into one reload: every reload closes Caddy's idle keep-alive connections
+                await asyncio.sleep(COALESCE_SECONDS)
 
 
 def serves(ctx: Context, app_name: str, addresses: set[str]) -> bool:

@@ -94,6 +94,7 @@ class AllInOne:
                 labels={},
                 runtimes=available_runtimes(),
                 heartbeat_interval=self.settings.heartbeat_interval,
+                cpu_overcommit=self.settings.cpu_overcommit,
             ),
             self.driver,
         )

@@ -30,8 +30,6 @@ from shellwego.store import repository as repo
 
 from .context import Context, wake_after_commit
 
-PORT_RANGE = (20000, 29999)
-
 
 def live_instances(s: Session) -> list[Instance]:
     return repo.find_all(s, Instance, desired_state=DesiredState.RUNNING.value)
@@ -175,7 +173,10 @@ def place(
     now = ctx.clock.now()
     created = []
     for p in plan.placements:
-        port = next(port for port in range(*PORT_RANGE) if port not in used[p.node_id])
+        low, high = ctx.settings.instance_ports
+        port = next((n for n in range(low, high + 1) if n not in used[p.node_id]), None)
+        if port is None:
+            raise CapacityError(f"node {p.node_id} has no free instance port in {low}-{high}")
         used[p.node_id].add(port)
         inst = Instance(
             id=new_id(),

@@ -1,0 +1,1 @@
+"""The ``shellwego`` command-line client: a client of the REST API only."""

@@ -1,0 +1,147 @@
+"""``apps create|list|info|delete`` and ``open``."""
+
+from __future__ import annotations
+
+import webbrowser
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from shellwego.cli.client import Client
+from shellwego.cli.context import (
+    AppOption,
+    JsonOption,
+    client,
+    path_of,
+    resolve_app,
+    wants_json,
+    write_app_file,
+)
+from shellwego.cli.output import emit_json, fail, line, pairs, table, when
+
+
+def register(app: typer.Typer) -> None:
+    group = typer.Typer(help="Create, list, inspect and delete apps.", no_args_is_help=True)
+    group.command("create")(create)
+    group.command("list")(list_apps)
+    group.command("info")(info)
+    group.command("delete")(delete)
+    app.add_typer(group, name="apps")
+    app.command("open")(open_app)
+
+
+def formation_text(formation: dict[str, Any]) -> str:
+    parts = [f"{kind}={spec['count']}:{spec['size']}" for kind, spec in sorted(formation.items())]
+    return " ".join(parts) or "-"
+
+
+def app_url(api: Client, name: str) -> str:
+    template = api.get("/v1/status").get("apps_url_template") or ""
+    return str(template).replace("{app}", name.lower())
+
+
+def release_versions(api: Client, app: str) -> dict[str, int]:
+    return {r["id"]: r["version"] for r in api.items(f"{path_of(app)}/releases")}
+
+
+def create(
+    name: Annotated[str, typer.Argument(help="Letters, digits and dashes.")],
+    runtime: Annotated[str | None, typer.Option(help="process (default), oci or microvm.")] = None,
+    json_: JsonOption = False,
+) -> None:
+    """Create an app; marks the current directory as the app's when it is not yet."""
+    body: dict[str, Any] = {"name": name}
+    if runtime:
+        body["runtime"] = runtime
+    api = client()
+    made = api.post("/v1/apps", body)
+    written = write_app_file(Path.cwd(), made["name"])
+    if wants_json(json_):
+        emit_json(made)
+        return
+    line(f"Created app {made['name']}: {app_url(api, made['name'])}")
+    if written is not None:
+        line(f"Wrote {written.name}: commands in this directory now target {made['name']}.")
+
+
+def list_apps(json_: JsonOption = False) -> None:
+    """Every app of your organization."""
+    found = client().items("/v1/apps")
+    if wants_json(json_):
+        emit_json(found)
+        return
+    if not found:
+        line("No apps yet. Create one with: shellwego apps create NAME")
+        return
+    table(
+        ["NAME", "STATUS", "RUNTIME", "FORMATION", "CREATED"],
+        [
+            [
+                a["name"],
+                a["status"],
+                a["runtime"],
+                formation_text(a["formation"]),
+                when(a["created_at"]),
+            ]
+            for a in found
+        ],
+    )
+
+
+def info(
+    name: Annotated[str | None, typer.Argument(metavar="[NAME]")] = None,
+    app: AppOption = None,
+    json_: JsonOption = False,
+) -> None:
+    """What an app runs and where it answers."""
+    target = name or resolve_app(app)
+    api = client()
+    found = api.get(path_of(target))
+    if wants_json(json_):
+        emit_json(found)
+        return
+    release = "none"
+    if found.get("current_release_id"):
+        versions = release_versions(api, target)
+        version = versions.get(found["current_release_id"])
+        release = f"v{version}" if version else found["current_release_id"]
+    pairs(
+        found["name"],
+        [
+            ("ID", found["id"]),
+            ("Status", found["status"]),
+            ("Runtime", found["runtime"]),
+            ("Release", release),
+            ("Formation", formation_text(found["formation"])),
+            ("URL", app_url(api, found["name"])),
+            ("Created", when(found["created_at"])),
+        ],
+    )
+
+
+def delete(
+    name: Annotated[str, typer.Argument(help="The app to delete.")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Really delete it.")] = False,
+) -> None:
+    """Delete an app with its releases, config, secrets and domains."""
+    if not yes:
+        fail(f"deleting {name} cannot be undone: run again with --yes to confirm")
+    client().delete(path_of(name))
+    line(f"Deleted app {name}.")
+
+
+def open_app(
+    app: AppOption = None,
+    print_only: Annotated[
+        bool, typer.Option("--print", help="Print the URL without opening a browser.")
+    ] = False,
+) -> None:
+    """Open the app in a browser (and print its URL)."""
+    target = resolve_app(app)
+    api = client()
+    name = api.get(path_of(target))["name"]
+    url = app_url(api, name)
+    line(url)
+    if not print_only:
+        webbrowser.open(url)

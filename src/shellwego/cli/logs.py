@@ -1,0 +1,58 @@
+"""``logs``: the app's recent lines, or a live stream with ``-f``."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+import typer
+
+from shellwego.cli.client import sse_events
+from shellwego.cli.context import AppOption, client, path_of, resolve_app
+from shellwego.cli.output import line
+
+
+def register(app: typer.Typer) -> None:
+    app.command("logs")(logs)
+
+
+def render(event: dict[str, Any]) -> str:
+    """``<timestamp> <source>[<instance>]: <line>``."""
+    stamp = str(event.get("timestamp") or "")
+    try:
+        moment = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+        stamp = moment.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    except ValueError:
+        pass
+    source = event.get("source") or event.get("process_type") or "app"
+    instance = event.get("instance_id")
+    where = f"{source}[{str(instance)[-6:]}]" if instance else str(source)
+    return f"{stamp} {where}: {event.get('line', '')}"
+
+
+def logs(
+    app: AppOption = None,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep streaming.")] = False,
+    tail: Annotated[int, typer.Option("--tail", "-n", help="Lines of history.")] = 100,
+    process: Annotated[
+        str | None, typer.Option("--process", "-p", help="Only this process type (or build).")
+    ] = None,
+) -> None:
+    """Print the app's logs (build and instances)."""
+    target = resolve_app(app)
+    params: dict[str, Any] = {"tail": tail, "follow": 1 if follow else 0}
+    if process:
+        params["process"] = process
+    api = client()
+    try:
+        with api.stream(
+            "GET",
+            f"{path_of(target)}/logs",
+            params=params,
+            headers={"Accept": "text/event-stream"},
+            read_timeout=None if follow else 60.0,
+        ) as response:
+            for event in sse_events(response):
+                line(render(event))
+    except KeyboardInterrupt:
+        raise typer.Exit(0) from None

@@ -1,0 +1,148 @@
+"""The real API under uvicorn in a background thread, and a CLI runner pointed at it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from typer.testing import CliRunner, Result
+
+from shellwego.api import create_app
+from shellwego.cli.config import save_login
+from shellwego.cli.main import app as cli_app
+from shellwego.controllers import loops
+from shellwego.roles.server import equip
+from shellwego.services.context import Context
+
+EMAIL = "owner@example.com"
+PASSWORD = "correct horse battery staple"
+
+
+@pytest.fixture(params=["sqlite"])
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@dataclass
+class Api:
+    url: str
+    token: str
+    ctx: Context
+
+
+@pytest.fixture
+def api(ctx: Context) -> Iterator[Api]:
+    equip(ctx)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(ctx), log_level="warning", lifespan="off", timeout_graceful_shutdown=1
+        )
+    )
+    stopping = asyncio.Event()
+
+    async def serve() -> None:
+        # the rollout loop finishes deployments, as in `shellwego server`
+        rollout = asyncio.create_task(loops.rollout_loop(ctx, stopping))
+        try:
+            await server.serve(sockets=[sock])
+        finally:
+            stopping.set()
+            await asyncio.wait_for(rollout, 5)
+
+    thread = threading.Thread(target=lambda: asyncio.run(serve()), daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the API did not start"
+        time.sleep(0.01)
+    url = f"http://127.0.0.1:{port}"
+    r = httpx.post(
+        f"{url}/v1/bootstrap",
+        json={
+            "user": {"email": EMAIL, "password": PASSWORD, "name": "Owner"},
+            "organization": {"name": "Acme", "slug": "acme"},
+        },
+    )
+    assert r.status_code == 201, r.text
+    try:
+        yield Api(url=url, token=r.json()["token"]["token"], ctx=ctx)
+    finally:
+        server.should_exit = True
+        server.force_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
+class Cli:
+    """Runs ``shellwego …`` in-process against the test API, in a work directory."""
+
+    def __init__(self, api: Api, config_dir: Path, workdir: Path) -> None:
+        self.api = api
+        self.config_dir = config_dir
+        self.workdir = workdir
+        self.runner = CliRunner()
+
+    def env(self) -> dict[str, str | None]:
+        return {
+            "SHELLWEGO_CONFIG_DIR": str(self.config_dir),
+            "SHELLWEGO_API_URL": self.api.url,
+            "SHELLWEGO_TOKEN": None,
+            "SHELLWEGO_APP": None,
+            "XDG_CONFIG_HOME": None,
+        }
+
+    def __call__(
+        self, *args: str, input: str | None = None, env: dict[str, str | None] | None = None
+    ) -> Result:
+
+        before = Path.cwd()
+        os.chdir(self.workdir)
+        try:
+            return self.runner.invoke(
+                cli_app, list(args), input=input, env={**self.env(), **(env or {})}
+            )
+        finally:
+            os.chdir(before)
+
+    def login(self) -> None:
+        save_login(self.api.url, self.api.token, self.config_dir)
+
+
+@pytest.fixture
+def cli(api: Api, tmp_path: Path) -> Cli:
+    work = tmp_path / "work"
+    work.mkdir()
+    return Cli(api, tmp_path / "config", work)
+
+
+@pytest.fixture
+def logged_in(cli: Cli) -> Cli:
+    cli.login()
+    return cli
+
+
+def stamp(value: str) -> str:
+    """How the CLI shows an API timestamp: UTC to the second."""
+    from datetime import UTC, datetime
+
+    return datetime.fromisoformat(value).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def api_get(api: Api, path: str) -> Any:
+    r = httpx.get(f"{api.url}{path}", headers={"Authorization": f"Bearer {api.token}"})
+    assert r.status_code == 200, r.text
+    return r.json()

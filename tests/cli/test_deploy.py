@@ -1,0 +1,70 @@
+"""deploy a directory through the real build system, then releases, logs and rollback."""
+
+from __future__ import annotations
+
+import json
+
+from .conftest import Cli
+
+
+def _source(cli: Cli) -> None:
+    src = cli.workdir
+    (src / "Procfile").write_text("web: python3 -m http.server $PORT\n")
+    (src / "index.txt").write_text("hello\n")
+
+
+def test_deploy_streams_the_build_and_releases(logged_in: Cli) -> None:
+    assert logged_in("apps", "create", "hello").exit_code == 0
+    _source(logged_in)
+    # no agent runs here: with no web instances the rollout finishes at once
+    assert logged_in("scale", "web=0").exit_code == 0
+
+    r = logged_in("deploy")
+    assert r.exit_code == 0, r.stdout + r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].startswith("-----> Uploading work (") and lines[0].endswith(") to hello")
+    assert "-----> Procfile app detected" in lines
+    assert "-----> Released v1" in lines
+    assert lines[-1] == "-----> Deployed v1 to http://hello.localhost/"
+    assert lines.index("-----> Procfile app detected") < lines.index("-----> Released v1")
+
+    releases = json.loads(logged_in("releases", "-a", "hello", "--json").stdout)
+    assert [(r["version"], r["process_types"]) for r in releases] == [
+        (1, {"web": "python3 -m http.server $PORT"})
+    ]
+    assert logged_in("apps", "info").stdout.splitlines()[4] == "Release:   v1"
+
+    # a second deploy and a rollback; the list is newest first
+    assert logged_in("deploy", ".").exit_code == 0
+    r = logged_in("rollback", "v1")
+    assert (r.exit_code, r.stdout) == (
+        0,
+        "Rolled back hello to v1: release v3 is rolling out.\n",
+    )
+    versions = [r["version"] for r in json.loads(logged_in("releases", "--json").stdout)]
+    assert versions == [3, 2, 1]
+    r = logged_in("releases")
+    assert [line.split()[0] for line in r.stdout.splitlines()[2:]] == ["v3", "v2", "v1"]
+    r = logged_in("rollback", "vx")
+    assert (r.exit_code, r.stderr) == (1, "Error: 'vx' is not a release version (e.g. v3 or 3)\n")
+
+    # a one-off command runs in the release's environment and passes on its exit code
+    r = logged_in("run", "--", "sh", "-c", "echo one-off; exit 3")
+    assert (r.exit_code, r.stdout) == (3, "one-off\n"), r.stderr
+
+    # the build log is kept: logs shows it with its source
+    r = logged_in("logs", "--process", "build", "--tail", "500")
+    assert r.exit_code == 0, r.stderr
+    build_lines = [line for line in r.stdout.splitlines() if "Procfile app detected" in line]
+    assert build_lines, r.stdout
+    assert build_lines[0].split(" ", 1)[1] == "build: -----> Procfile app detected"
+
+
+def test_failed_build_exits_1(logged_in: Cli) -> None:
+    assert logged_in("apps", "create", "hello").exit_code == 0
+    (logged_in.workdir / "Procfile").write_text("this is not a procfile\n")
+    r = logged_in("deploy")
+    assert r.exit_code == 1
+    assert r.stderr.startswith("Error: deploy failed: ")
+    assert r.stderr.count("\n") == 1
+    assert json.loads(logged_in("releases", "--json").stdout) == []

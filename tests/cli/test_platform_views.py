@@ -1,0 +1,113 @@
+"""domains, nodes, status, ps/scale, and the one-line errors."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+from .conftest import Cli, api_get
+
+
+def test_domains_add_list(logged_in: Cli) -> None:
+    assert logged_in("apps", "create", "hello").exit_code == 0
+    assert logged_in("domains", "list").stdout == "hello has no custom domains.\n"
+    r = logged_in("domains", "add", "www.example.com")
+    assert r.exit_code == 0, r.stderr
+    made = json.loads(logged_in("domains", "list", "--json").stdout)
+    assert [d["hostname"] for d in made] == ["www.example.com"]
+    shown = api_get(logged_in.api, "/v1/domains/www.example.com")
+    assert isinstance(shown, dict)
+    txt = next(d for d in shown["dns"] if d["record_type"] == "TXT")
+    lines = r.stdout.splitlines()
+    assert lines[:2] == [
+        "Added www.example.com to hello (status: pending).",
+        "Add these DNS records, then run: shellwego domains verify www.example.com",
+    ]
+    assert lines[2].split() == ["TYPE", "NAME", "VALUE"]
+    assert lines[4].split() == ["TXT", txt["name"], txt["value"]]
+    assert lines[5].split() == ["CNAME", "www.example.com", "hello.localhost"]
+    r = logged_in("domains", "list")
+    assert r.stdout.splitlines()[2].split() == ["www.example.com", "pending", "pending", "-"]
+    r = logged_in("domains", "rm", "www.example.com")
+    assert (r.exit_code, r.stdout) == (0, "Removed www.example.com.\n")
+
+
+def test_nodes_and_status(logged_in: Cli) -> None:
+    r = logged_in("nodes", "list")
+    assert (r.exit_code, r.stdout) == (
+        0,
+        "No nodes have joined yet. Start one with: shellwego agent (or shellwego up)\n",
+    )
+    assert json.loads(logged_in("nodes", "list", "--json").stdout) == []
+    assert logged_in("apps", "create", "hello").exit_code == 0
+    r = logged_in("status")
+    settings = logged_in.api.ctx.settings
+    assert r.exit_code == 0, r.stderr
+    assert r.stdout == (
+        "=== ShellWeGo 0.1.0\n"
+        f"API:       {settings.api_url}\n"
+        "Database:  sqlite\n"
+        "Apps URL:  http://{app}.localhost/\n"
+        "Nodes:     none\n"
+        "Apps:      1\n"
+        "Instances: none\n"
+    )
+    assert json.loads(logged_in("--json", "status").stdout)["apps"] == 1
+    r = logged_in("top", "--once")
+    assert r.stdout.splitlines()[2].split() == ["hello", "0", "0.00", "0", "B", "0", "0", "-", "-"]
+
+
+def test_ps_and_scale(logged_in: Cli) -> None:
+    assert logged_in("apps", "create", "hello").exit_code == 0
+    r = logged_in("ps", "-a", "hello", "--json")
+    assert (r.exit_code, json.loads(r.stdout)) == (0, [])
+    assert logged_in("ps").stdout == "hello has no instances.\n"
+    r = logged_in("scale", "web=0", "worker=2:medium")
+    assert (r.exit_code, r.stdout) == (0, "Scaled hello: web=0:small, worker=2:medium\n")
+    formation = json.loads(logged_in("apps", "info", "--json").stdout)["formation"]
+    assert {k: (v["count"], v["size"]) for k, v in formation.items()} == {
+        "web": (0, "small"),
+        "worker": (2, "medium"),
+    }
+    for bad in ("web3", "web=x", "=3", "web=1:"):
+        r = logged_in("scale", "web=1", bad)
+        assert (r.exit_code, r.stdout) == (1, "")
+        assert r.stderr == (
+            f"Error: {bad!r} is not TYPE=COUNT[:SIZE] (e.g. web=3 or worker=2:medium)\n"
+        )
+    # nothing changed
+    formation = json.loads(logged_in("apps", "info", "--json").stdout)["formation"]
+    assert formation["web"]["count"] == 0
+
+
+def test_unknown_app_is_one_line(logged_in: Cli) -> None:
+    for args in (("ps", "-a", "ghost"), ("config", "-a", "ghost"), ("releases", "-a", "ghost")):
+        r = logged_in(*args)
+        assert (r.exit_code, r.stdout, r.stderr) == (1, "", "Error: app 'ghost' not found\n")
+
+
+def test_unreachable_api(cli: Cli) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    r = cli("apps", "list", env={"SHELLWEGO_API_URL": url, "SHELLWEGO_TOKEN": "swg_x"})
+    assert (r.exit_code, r.stdout) == (1, "")
+    assert r.stderr == (
+        f"Error: cannot reach the ShellWeGo API at {url}. Is it running? "
+        "Start one with: shellwego up\n"
+    )
+
+
+def test_not_logged_in_hint(cli: Cli) -> None:
+    r = cli("apps", "list")
+    assert r.exit_code == 1
+    assert r.stderr.startswith("Error: ") and r.stderr.endswith(" (run: shellwego login)\n")
+    assert r.stderr.count("\n") == 1
+
+
+def test_image_deploy_is_refused(logged_in: Cli) -> None:
+    r = logged_in("deploy", "--image", "nginx:1.27", "-a", "hello")
+    assert (r.exit_code, r.stdout) == (1, "")
+    assert r.stderr == (
+        "Error: image deploys need the oci runtime, which this installation does not offer yet\n"
+    )
