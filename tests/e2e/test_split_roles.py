@@ -161,4 +161,4 @@ def test_server_and_agent_on_postgresql_survive_an_agent_crash(
             stop(agent)
         stop(server)
         # instances outlive the agent by design; stop what this test started
-        subprocess.run(["pkill", "-f", str(tmp_path / "node")], check=False)
+        subprocess.run(["pkill", "-KILL", "-f", str(tmp_path / "node")], check=False)
