@@ -76,6 +76,54 @@ def live_rows(s: Session) -> list[LiveInstance]:
     ]
 
 
+def usage_snapshot(s: Session, nodes: list[Node]) -> scheduler.Snapshot:
+    """The scheduler's view, with instances summed per (node, app, process type) by the
+    database: the same free capacity and replica groups as one row per instance, at a
+    cost that does not grow with the number of instances of a group."""
+    t = Instance.__table__.c  # type: ignore[attr-defined]
+    resources = sa.type_coerce(t.resources, sa.JSON)
+    query = (
+        sa.select(
+            t.node_id,
+            t.app_id,
+            t.process_type,
+            sa.func.sum(resources["cpu_millis"].as_integer()),
+            sa.func.sum(resources["memory_bytes"].as_integer()),
+        )
+        .where(t.desired_state == DesiredState.RUNNING.value)
+        .group_by(t.node_id, t.app_id, t.process_type)
+    )
+    base = take_snapshot(s, nodes, live=[])
+    return scheduler.Snapshot(
+        nodes=base.nodes,
+        instances=[
+            scheduler.InstanceSnapshot(
+                id=f"{node_id}/{app_id}/{process_type}",
+                app_id=app_id,
+                process_type=process_type,
+                release_id="",
+                node_id=node_id,
+                resources=scheduler.Resources(cpu_millis=int(cpu), memory_bytes=int(memory)),
+            )
+            for node_id, app_id, process_type, cpu, memory in s.execute(query)
+        ],
+    )
+
+
+def used_ports(s: Session, node_ids: set[str]) -> dict[str, set[int]]:
+    """Ports taken by instances meant to run on ``node_ids``."""
+    t = Instance.__table__.c  # type: ignore[attr-defined]
+    used: dict[str, set[int]] = defaultdict(set)
+    if not node_ids:
+        return used
+    query = sa.select(t.node_id, t.port).where(
+        t.desired_state == DesiredState.RUNNING.value, t.node_id.in_(sorted(node_ids))
+    )
+    for node_id, port in s.execute(query):
+        used[node_id].add(port)
+    return used
+
+
 def take_snapshot(
     s: Session, nodes: list[Node], live: list[LiveInstance] | None = None
 ) -> scheduler.Snapshot:
@@ -124,14 +172,6 @@ def touch_nodes(
     wake_after_commit(ctx, s, *topics)
 
 
-def _used_ports(live: list[LiveInstance], node_ids: set[str]) -> dict[str, set[int]]:
-    used: dict[str, set[int]] = defaultdict(set)
-    for inst in live:
-        if inst.node_id in node_ids:
-            used[inst.node_id].add(inst.port)
-    return used
-
-
 def place(
     ctx: Context,
     s: Session,
@@ -147,8 +187,7 @@ def place(
     if count <= 0:
         return []
     nodes = repo.lock_all(s, Node)
-    live = live_rows(s)
-    snap = take_snapshot(s, nodes, live)
+    snap = usage_snapshot(s, nodes)
     request = scheduler.PlacementRequest(
         app_id=app.id,
         process_type=process_type,
@@ -169,7 +208,7 @@ def place(
     if over:
         raise CapacityError(f"placement would overcommit nodes {', '.join(over)}; retry")
     node_ids = {p.node_id for p in plan.placements}
-    used = _used_ports(live, node_ids)
+    used = used_ports(s, node_ids)
     now = ctx.clock.now()
     created = []
     for p in plan.placements:
