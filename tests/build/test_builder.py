@@ -223,7 +223,8 @@ def _gone(pid: int) -> bool:
 
 
 async def test_timeout_kills_the_whole_step(tmp_path: Path) -> None:
-    builder = Builder(tmp_path / "cache", timeout_seconds=1.5)
+    # unsandboxed, so the child's pid is a host pid the test can watch
+    builder = Builder(tmp_path / "cache", timeout_seconds=1.5, sandbox=False)
     pid_file = tmp_path / "child.pid"
     started = time.monotonic()
     with pytest.raises(BuildFailed) as raised:
@@ -240,6 +241,24 @@ async def test_timeout_kills_the_whole_step(tmp_path: Path) -> None:
     child = int(pid_file.read_text())
     deadline = time.monotonic() + 10
     while not _gone(child):
+        assert time.monotonic() < deadline, "the step's child survived the timeout"
+        await asyncio.sleep(0.05)
+
+
+async def test_timeout_kills_a_sandboxed_step_and_its_children(tmp_path: Path) -> None:
+    builder = Builder(tmp_path / "cache", timeout_seconds=1.5)
+    token = f"{60 + os.getpid() % 1000 / 1000:.3f}"  # a sleep only this test runs
+    with pytest.raises(BuildFailed, match="timed out"):
+        await builder._run(
+            ["/bin/sh", "-c", f"sleep {token} & wait"],
+            cwd=tmp_path,
+            env={"PATH": os.environ["PATH"]},
+            log=Lines(),
+            what="pip install",
+            deadline=asyncio.get_running_loop().time() + builder.timeout_seconds,
+        )
+    deadline = time.monotonic() + 10
+    while subprocess.run(["pgrep", "-f", f"sleep {token}"], capture_output=True).returncode == 0:
         assert time.monotonic() < deadline, "the step's child survived the timeout"
         await asyncio.sleep(0.05)
 

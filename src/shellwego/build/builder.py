@@ -25,11 +25,12 @@ import signal
 import sys
 import tarfile
 import tempfile
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from shellwego.errors import BuildFailed
+from shellwego.runtime.process import Sandbox
 
 from .archive import SKIP_NAMES, tar_info, walk
 from .detect import GENERIC, LABELS, NODE, PYTHON, STATIC, BuildPlan, detect
@@ -304,15 +305,40 @@ class Builder:
     """Builds slugs; build steps run as subprocesses under a memory cap and a time limit."""
 
     def __init__(
-        self, cache_dir: Path, *, memory_bytes: int = 2 * GiB, timeout_seconds: float = 900
+        self,
+        cache_dir: Path,
+        *,
+        memory_bytes: int = 2 * GiB,
+        timeout_seconds: float = 900,
+        hidden_paths: Sequence[Path] = (),
+        sandbox: bool | None = None,
     ) -> None:
+        """``hidden_paths``: what build steps (which run the app's own install code) must not
+        see, e.g. the platform's data directory. ``sandbox``: None = bubblewrap when it
+        works here, False = never."""
         self.cache_dir = Path(cache_dir)
         self.memory_bytes = memory_bytes
         self.timeout_seconds = timeout_seconds
+        self.hidden_paths = tuple(hidden_paths)
+        self._want_sandbox = sandbox
+        self._sandbox: Sandbox | None = None
+
+    def sandbox(self) -> Sandbox:
+        """How build steps are isolated on this host (detected once)."""
+        if self._sandbox is None:
+            self._sandbox = (
+                Sandbox(None, note="disabled")
+                if self._want_sandbox is False
+                else (Sandbox.detect())
+            )
+        return self._sandbox
 
     async def build(self, src: Path, out: Path, log: Log) -> BuildResult:
         """Build the app in ``src`` (in place) and write ``out/slug.tar.gz``."""
         deadline = asyncio.get_running_loop().time() + self.timeout_seconds
+        sandbox = await asyncio.to_thread(self.sandbox)
+        if sandbox.binary is None:
+            await log(f"-----> Build sandbox unavailable: {sandbox.note}")
         plan: BuildPlan = await asyncio.to_thread(detect, src)
         await log(f"-----> {LABELS[plan.stack]} detected")
         await asyncio.to_thread(_clear, src / PLATFORM_DIR)
@@ -473,8 +499,17 @@ class Builder:
         what: str,
         deadline: float,
     ) -> None:
-        """Run one build step, streaming its output line by line into ``log``."""
+        """Run one build step, streaming its output line by line into ``log``.
+
+        With bubblewrap, the step sees the host read-only, its own source and the build
+        cache writable, a private /tmp as HOME, and none of ``hidden_paths``.
+        """
         full, preexec = self._limited(argv)
+        sandbox = self.sandbox()
+        if sandbox.binary is not None:
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            full = sandbox.argv(cwd, self.hidden_paths, full, binds=[self.cache_dir])
+            env = {**env, "HOME": "/tmp"}
         try:
             proc = await asyncio.create_subprocess_exec(
                 *full,

@@ -30,7 +30,8 @@ def equip(ctx: Context) -> None:
     data = ctx.settings.data_dir
     (data / "tmp").mkdir(parents=True, exist_ok=True)
     ctx.extras["artifacts"] = ArtifactStore(data / "artifacts")
-    ctx.extras["builder"] = Builder(data / "cache" / "build")
+    # build steps run the app's own install code: they never see the platform's data
+    ctx.extras["builder"] = Builder(data / "cache" / "build", hidden_paths=[data])
     ctx.extras["oneoff_driver"] = ProcessDriver(data / "oneoff" / "state")
 
 

@@ -487,8 +487,15 @@ class Sandbox:
             error = lines[-1] if lines else f"exit code {done.returncode}"
         return cls(None, note=f"bubblewrap cannot create a sandbox here ({error}): not sandboxed")
 
-    def argv(self, app_dir: Path, hidden: Iterable[Path], inner: Sequence[str]) -> list[str]:
-        """bwrap argv: read-only host, private /dev /proc /tmp, ``hidden`` masked, app rw."""
+    def argv(
+        self,
+        app_dir: Path,
+        hidden: Iterable[Path],
+        inner: Sequence[str],
+        binds: Sequence[Path] = (),
+    ) -> list[str]:
+        """bwrap argv: read-only host, private /dev /proc /tmp, ``hidden`` masked, app rw
+        (and ``binds`` rw too: they may lie inside a hidden path)."""
         assert self.binary is not None
         app_dir = app_dir.resolve()
         argv = [self.binary, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
@@ -509,6 +516,8 @@ class Sandbox:
             target = inside if path.is_relative_to(app_dir) and path != app_dir else outside
             target += mask
         argv += [*outside, "--bind", str(app_dir), str(app_dir), *inside]
+        for extra in binds:
+            argv += ["--bind", str(extra.resolve()), str(extra.resolve())]
         argv += ["--chdir", str(app_dir), *_BWRAP_ISOLATION, *self.extra, "--", *inner]
         return argv
 
