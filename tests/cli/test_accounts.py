@@ -43,11 +43,23 @@ def test_login_prompts_for_missing_credentials(cli: Cli) -> None:
     assert cli("whoami").stdout == f"{EMAIL}\n"
 
 
+def test_login_to_a_given_api_url(cli: Cli) -> None:
+    other_dir = cli.config_dir.parent / "elsewhere"
+    env = {"SHELLWEGO_API_URL": None, "SHELLWEGO_CONFIG_DIR": str(other_dir)}
+    r = cli("login", "--api-url", cli.api.url + "/", "-e", EMAIL, "-p", PASSWORD, env=env)
+    assert r.exit_code == 0, r.stderr
+    assert r.stdout.splitlines()[0] == f"Logged in as {EMAIL} at {cli.api.url}."
+    saved = json.loads((other_dir / "config.json").read_text())
+    assert saved["api_url"] == cli.api.url
+    # later commands use the saved URL without being told
+    assert cli("whoami", env=env).stdout == f"{EMAIL}\n"
+
+
 def test_wrong_password_is_one_line(cli: Cli) -> None:
     r = cli("login", "-e", EMAIL, "-p", "not the password")
     assert r.exit_code == 1
     assert r.stdout == ""
-    assert r.stderr.startswith("Error: ") and r.stderr.count("\n") == 1
+    assert r.stderr == "Error: Authentication required: invalid email or password\n"
     assert not (cli.config_dir / "config.json").exists()
 
 

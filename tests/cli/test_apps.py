@@ -67,7 +67,7 @@ def test_create_list_info_delete(logged_in: Cli) -> None:
     r = logged_in("apps", "delete", "other", "--yes")
     assert (r.exit_code, r.stdout) == (0, "Deleted app other.\n")
     r = logged_in("apps", "info", "other")
-    assert (r.exit_code, r.stdout, r.stderr) == (1, "", "Error: app 'other' not found\n")
+    assert (r.exit_code, r.stdout, r.stderr) == (1, "", "Error: Not found: app 'other' not found\n")
 
 
 def test_app_resolution_order(logged_in: Cli) -> None:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
+
+from shellwego.cli.logs import render
 
 from .conftest import Cli
 
@@ -56,8 +59,34 @@ def test_deploy_streams_the_build_and_releases(logged_in: Cli) -> None:
     r = logged_in("logs", "--process", "build", "--tail", "500")
     assert r.exit_code == 0, r.stderr
     build_lines = [line for line in r.stdout.splitlines() if "Procfile app detected" in line]
-    assert build_lines, r.stdout
-    assert build_lines[0].split(" ", 1)[1] == "build: -----> Procfile app detected"
+    assert len(build_lines) == 2, r.stdout  # one per deploy
+    for shown in build_lines:
+        stamp, rest = shown.split(" ", 1)
+        assert rest == "app[build]: -----> Procfile app detected"
+        moment = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+        assert abs((datetime.now(UTC) - moment).total_seconds()) < 120
+    r = logged_in("logs", "--process", "build", "--tail", "1")
+    assert len(r.stdout.splitlines()) == 1
+
+
+def test_log_line_format() -> None:
+    event = {
+        "id": "01JDQ0000000000000000000AA",
+        "timestamp": "2026-11-25T03:00:00.512345+00:00",
+        "source": "web",
+        "instance_id": "01JDQ7Y3V0K6B1ZP3M4N5Q6R7S",
+        "stream": "stdout",
+        "line": "GET / HTTP/1.1 200",
+    }
+    assert render(event) == (
+        "2026-11-25T03:00:00Z app[web.01JDQ7Y3V0K6B1ZP3M4N5Q6R7S]: GET / HTTP/1.1 200"
+    )
+    build = {**event, "source": "build", "instance_id": None, "line": "-----> Released v2"}
+    assert render(build) == "2026-11-25T03:00:00Z app[build]: -----> Released v2"
+    # an offset other than UTC is shown in UTC
+    assert render({**build, "timestamp": "2026-11-25T05:00:09+02:00"}).startswith(
+        "2026-11-25T03:00:09Z "
+    )
 
 
 def test_failed_build_exits_1(logged_in: Cli) -> None:

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Annotated
 
 import typer
 
 from shellwego.cli import config
 from shellwego.cli.client import ApiError
-from shellwego.cli.context import JsonOption, api_url, client, globals_, wants_json
+from shellwego.cli.context import (
+    JsonOption,
+    api_url,
+    client,
+    globals_,
+    set_globals,
+    wants_json,
+)
 from shellwego.cli.output import emit_json, fail, line
 
 
@@ -26,8 +34,14 @@ def login(
     organization: Annotated[
         str | None, typer.Option("--org", help="Organization slug (when you are in several).")
     ] = None,
+    url: Annotated[
+        str | None,
+        typer.Option("--api-url", help="The API to log in to (default: saved login or local)."),
+    ] = None,
 ) -> None:
     """Log in with email and password; the token is saved for later commands."""
+    if url:
+        set_globals(replace(globals_(), api_url=url))
     if not email:
         email = typer.prompt("Email")
     if not password:
@@ -36,7 +50,10 @@ def login(
     if organization:
         body["organization"] = organization
     api = client(anonymous=True)
-    answer = api.post("/v1/auth/token", body)
+    try:
+        answer = api.send("POST", "/v1/auth/token", json_body=body)
+    except ApiError as error:
+        fail(error.message)  # no "run: shellwego login" hint: this is the login
     path = config.save_login(api.base_url, str(answer["token"]))
     line(f"Logged in as {email} at {api.base_url}.")
     line(f"Token saved in {path}")

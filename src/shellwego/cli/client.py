@@ -15,7 +15,7 @@ DEFAULT_API_URL = "http://127.0.0.1:8400"
 
 
 class ApiError(Exception):
-    """An API answer with an error status; ``message`` is the problem's detail or title."""
+    """An API answer with an error status; ``message`` is ``<title>: <detail>`` of the problem."""
 
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
@@ -24,14 +24,18 @@ class ApiError(Exception):
 
 
 def problem_message(response: httpx.Response) -> str:
+    """``<title>: <detail>`` of a problem+json answer (either alone when the other is missing)."""
     try:
         body = response.json()
     except ValueError:
         body = None
     if isinstance(body, dict):
-        text = body.get("detail") or body.get("title")
-        if text:
-            return str(text)
+        title = str(body.get("title") or "").strip()
+        detail = str(body.get("detail") or "").strip()
+        if title and detail and detail.lower() != title.lower():
+            return f"{title}: {detail}"
+        if title or detail:
+            return title or detail
     return f"the API answered {response.status_code} {response.reason_phrase}".strip()
 
 
@@ -58,7 +62,7 @@ class Client:
         )
 
     def failed(self, error: ApiError) -> NoReturn:
-        if error.status == 401:
+        if error.status == 401 and "shellwego login" not in error.message:
             fail(f"{error.message} (run: shellwego login)")
         fail(error.message)
 

@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Annotated, Any, BinaryIO
 
 import typer
+from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
-from shellwego.build.archive import make_tarball
 from shellwego.cli.client import json_lines
 from shellwego.cli.context import AppOption, JsonOption, client, path_of, resolve_app, wants_json
 from shellwego.cli.output import emit_json, fail, line, size, table, when
@@ -32,7 +32,12 @@ def _chunks(handle: BinaryIO, total: int, show_progress: bool) -> Iterator[bytes
             yield chunk
         return
     with Progress(
-        "Uploading", BarColumn(), DownloadColumn(), TransferSpeedColumn(), transient=True
+        "Uploading",
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        console=Console(stderr=True),
+        transient=True,
     ) as progress:
         task = progress.add_task("upload", total=total)
         while chunk := handle.read(CHUNK):
@@ -79,7 +84,12 @@ def deploy(
 ) -> None:
     """Build the source in PATH and roll it out; streams the build log."""
     if image:
-        fail("image deploys need the oci runtime, which this installation does not offer yet")
+        fail(
+            f"cannot deploy image {image}: image deploys need the oci runtime, "
+            "which this installation does not offer"
+        )
+    from shellwego.build.archive import make_tarball
+
     target = resolve_app(app)
     if not path.is_dir():
         fail(f"{path} is not a directory")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
@@ -17,17 +17,23 @@ def register(app: typer.Typer) -> None:
 
 
 def render(event: dict[str, Any]) -> str:
-    """``<timestamp> <source>[<instance>]: <line>``."""
+    """``<timestamp> app[<type>.<instance>]: <line>`` (``app[build]`` for build output).
+
+    The timestamp is UTC to the second, e.g. ``2026-11-25T03:00:00Z``.
+    """
     stamp = str(event.get("timestamp") or "")
     try:
         moment = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
-        stamp = moment.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
     except ValueError:
         pass
-    source = event.get("source") or event.get("process_type") or "app"
+    else:
+        if moment.tzinfo is not None:
+            moment = moment.astimezone(UTC)
+        stamp = moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+    source = str(event.get("source") or event.get("process_type") or "app")
     instance = event.get("instance_id")
-    where = f"{source}[{str(instance)[-6:]}]" if instance else str(source)
-    return f"{stamp} {where}: {event.get('line', '')}"
+    where = f"{source}.{instance}" if instance else source
+    return f"{stamp} app[{where}]: {event.get('line', '')}"
 
 
 def logs(
