@@ -58,13 +58,25 @@ class Platform:
             )
         return result
 
-    def get(self, app: str, path: str = "/", timeout: float = 5.0) -> httpx.Response:
-        """GET through the edge, as a browser asking for http://<app>.localhost would."""
-        return httpx.get(
-            f"http://127.0.0.1:{self.http_port}{path}",
-            headers={"Host": f"{app}.localhost"},
-            timeout=timeout,
-        )
+    def get(
+        self, app: str, path: str = "/", timeout: float = 5.0, retry: bool = False
+    ) -> httpx.Response:
+        """GET through the edge, as a browser asking for http://<app>.localhost would.
+
+        ``retry``: like a browser, retry once when the connection is closed before any
+        response (an edge reload can close a connection it just accepted).
+        """
+        for attempt in (1, 2):
+            try:
+                return httpx.get(
+                    f"http://127.0.0.1:{self.http_port}{path}",
+                    headers={"Host": f"{app}.localhost"},
+                    timeout=timeout,
+                )
+            except httpx.RemoteProtocolError:
+                if not retry or attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
 
     def wait_for(self, app: str, text: str, deadline: float = 60.0) -> httpx.Response:
         end = time.monotonic() + deadline

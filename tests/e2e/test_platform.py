@@ -74,7 +74,7 @@ def test_python_app_lifecycle(platform: Platform) -> None:
     wait_instances(platform, "hello", "web", 3)
     ports = set()
     for _ in range(30):
-        body = platform.get("hello").text
+        body = platform.get("hello", retry=True).text
         ports.add(re.search(r"port (\d+)", body).group(1))  # type: ignore[union-attr]
     assert len(ports) == 3, f"the edge should balance across 3 instances, saw {ports}"
 

@@ -3,116 +3,26 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import os
 import signal
 import socket
 import ssl
+import stat
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
-import pytest
 
 from shellwego.edge.certificates import certificate_for
 from shellwego.edge.metrics import traffic_for_app
 from shellwego.edge.process import CaddyProcess
 from shellwego.edge.render import is_local_name, render, storage_root
-from shellwego.edge.routes import AppRoute, EdgeSettings, RouteTable, Upstream
+from shellwego.edge.routes import RouteTable, Upstream
 from support.load import Load
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Backend:
-    """A small threaded HTTP server answering its own name."""
-
-    def __init__(self, name: str) -> None:
-        body = name.encode()
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_GET(self) -> None:
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: object) -> None:
-                return
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    @property
-    def upstream(self) -> Upstream:
-        return Upstream(address=f"127.0.0.1:{self.server.server_port}")
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture
-def backends() -> Iterator[dict[str, Backend]]:
-    made = {name: Backend(name) for name in ("A", "B")}
-    yield made
-    for b in made.values():
-        b.close()
-
-
-def settings_for(data: Path, **over: object) -> EdgeSettings:
-    base = EdgeSettings(
-        http_port=free_port(),
-        https_port=free_port(),
-        admin_socket=data / "admin.sock",
-        base_domain="localhost",
-        acme_email=None,
-        acme_ca=None,
-        acme_staging=False,
-        ask_url="http://127.0.0.1:8400/v1/edge/ask",
-        data_dir=data,
-    )
-    return dataclasses.replace(base, **over)  # type: ignore[arg-type]
-
-
-@pytest.fixture
-async def caddy(tmp_path: Path) -> AsyncIterator[CaddyProcess]:
-    proc = CaddyProcess(settings_for(tmp_path / "caddy"))
-    await proc.start()
-    yield proc
-    await proc.stop()
-
-
-def route(name: str, *upstreams: Upstream, **kw: object) -> AppRoute:
-    return AppRoute(
-        app_id=f"id-{name}",
-        app_name=name,
-        hostnames=[f"{name}.localhost", *kw.pop("extra", [])],  # type: ignore[list-item]
-        upstreams=list(upstreams),
-        **kw,  # type: ignore[arg-type]
-    )
-
-
-async def get(
-    caddy: CaddyProcess, host: str, client: httpx.AsyncClient | None = None
-) -> httpx.Response:
-    url = f"http://127.0.0.1:{caddy.settings.http_port}/"
-    if client is not None:
-        return await client.get(url, headers={"Host": host})
-    async with httpx.AsyncClient(timeout=5) as c:
-        return await c.get(url, headers={"Host": host})
-
+from .realparts import Backend, get, listening_ports, route, settings_for
 
 # -- the pure renderer ----------------------------------------------------------------------
 
@@ -128,7 +38,7 @@ def test_render_routes_hosts_to_upstreams_with_retries_and_fallbacks(tmp_path: P
         ]
     )
     config = render(table, s)
-    assert config["admin"]["listen"] == f"unix/{s.admin_socket}"
+    assert config["admin"]["listen"] == f"unix/{s.admin_socket}|0600"
     https = config["apps"]["http"]["servers"]["https"]["routes"]
     assert https[0]["match"] == [{"host": ["blog.localhost"]}]
     proxy = https[0]["handle"][0]
@@ -138,6 +48,7 @@ def test_render_routes_hosts_to_upstreams_with_retries_and_fallbacks(tmp_path: P
     assert proxy["health_checks"]["active"]["uri"] == "/up"
     idle = https[1]["handle"][0]
     assert (idle["handler"], idle["status_code"]) == ("static_response", 503)
+    assert idle["headers"]["Retry-After"] == ["5"]
     fallback = https[-1]
     assert "match" not in fallback and fallback["handle"][0]["status_code"] == 404
     assert config["apps"]["pki"]["certificate_authorities"]["local"]["install_trust"] is False
@@ -156,6 +67,17 @@ def test_render_tls_policies_internal_for_local_names_acme_on_demand_for_public(
     assert public["on_demand"] is True
     assert public["issuers"][0]["email"] == "ops@example.com"
     assert "staging" in public["issuers"][0]["ca"]
+    # ACME challenges are answered on the edge's own ports, never on 80/443
+    assert public["issuers"][0]["challenges"] == {
+        "http": {"alternate_port": s.http_port},
+        "tls-alpn": {"alternate_port": s.https_port},
+    }
+    servers = render(table, s)["apps"]["http"]["servers"]
+    assert servers["https"]["automatic_https"] == {"disable_redirects": True}
+    assert {tuple(srv["listen"]) for srv in servers.values()} == {
+        (f":{s.http_port}",),
+        (f":{s.https_port}",),
+    }
     assert tls["on_demand"]["permission"]["endpoint"] == s.ask_url
     assert is_local_name("10.0.0.1") and is_local_name("x.internal") and not is_local_name("a.io")
 
@@ -194,6 +116,26 @@ async def test_balances_across_two_instances(
     assert set(seen) == {"A", "B"}
 
 
+async def test_active_health_checks_take_a_failing_instance_out(
+    caddy: CaddyProcess, backends: dict[str, Backend]
+) -> None:
+    sick = Backend("sick", healthy=False)
+    try:
+        await caddy.apply(
+            RouteTable([route("blog", backends["A"].upstream, sick.upstream, health_path="/up")])
+        )
+        end = time.monotonic() + 10
+        async with httpx.AsyncClient(timeout=5) as client:
+            while True:
+                seen = [(await get(caddy, "blog.localhost", client)).text for _ in range(6)]
+                if seen == ["A"] * 6:
+                    break
+                assert time.monotonic() < end, f"the failing instance still gets requests: {seen}"
+                await asyncio.sleep(0.2)
+    finally:
+        sick.close()
+
+
 async def test_tls_handshake_verified_against_the_internal_ca(
     caddy: CaddyProcess, backends: dict[str, Backend]
 ) -> None:
@@ -224,6 +166,101 @@ async def test_tls_handshake_verified_against_the_internal_ca(
     assert cert is not None and cert.managed_by == "internal"
     assert "Caddy Local Authority" in (cert.issuer or "") and cert.not_after
     assert certificate_for(storage_root(caddy.settings), "other.localhost") is None
+
+
+class AskEndpoint:
+    """The control plane's on-demand TLS gate: records every question, allows no name."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+        asked = self.asked
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                asked.append(self.path)
+                self.send_response(403)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: object) -> None:
+                return
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_port}/v1/edge/ask"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+async def test_private_admin_socket_own_ports_only_and_on_demand_tls_asks_first(
+    tmp_path: Path, backends: dict[str, Backend]
+) -> None:
+    ask = AskEndpoint()
+    s = settings_for(
+        tmp_path / "edge",
+        ask_url=ask.url,
+        acme_email="ops@example.com",
+        acme_ca="http://127.0.0.1:9/acme/directory",  # never reached: the gate says no
+    )
+    caddy = CaddyProcess(s)
+    await caddy.start()
+    try:
+        await caddy.apply(
+            RouteTable([route("shop", backends["A"].upstream, extra=["www.shop-example.com"])])
+        )
+        assert stat.S_IMODE(os.stat(s.admin_socket).st_mode) == 0o600
+        assert caddy.pid is not None
+        assert listening_ports(caddy.pid) == {s.http_port, s.https_port}
+
+        def handshake() -> None:
+            context = ssl.create_default_context()
+            with (
+                socket.create_connection(("127.0.0.1", s.https_port), 5) as raw,
+                context.wrap_socket(raw, server_hostname="www.shop-example.com"),
+            ):
+                pass
+
+        try:
+            await asyncio.to_thread(handshake)
+            raise AssertionError("a certificate was served without the control plane's yes")
+        except (OSError, ssl.SSLError):
+            pass
+        assert any("domain=www.shop-example.com" in q for q in ask.asked), ask.asked
+        # the public name is still routed over plain HTTP
+        assert (await get(caddy, "www.shop-example.com")).text == "A"
+    finally:
+        await caddy.stop()
+        ask.close()
+
+
+async def test_traffic_is_counted_per_app_and_status_class(
+    caddy: CaddyProcess, backends: dict[str, Backend]
+) -> None:
+    a = backends["A"].upstream
+    await caddy.apply(
+        RouteTable([route("web", a), route("idle"), route("secure", a, redirect_https=True)])
+    )
+    async with httpx.AsyncClient(timeout=5) as client:
+        for host, n in (("web", 3), ("idle", 2), ("secure", 1), ("nobody", 2)):
+            for _ in range(n):
+                await get(caddy, f"{host}.localhost", client)
+    expected = {
+        "web": {"requests": 3, "status_2xx": 3, "status_5xx": 0},
+        "idle": {"requests": 2, "status_2xx": 0, "status_5xx": 2},
+        "secure": {"requests": 1, "status_3xx": 1, "status_2xx": 0},
+    }
+    end = time.monotonic() + 5
+    while True:
+        seen = {app: await traffic_for_app(caddy, app) for app in expected}
+        if all(all(seen[app][k] == v for k, v in want.items()) for app, want in expected.items()):
+            break
+        assert time.monotonic() < end, seen
+        await asyncio.sleep(0.05)
+    assert seen["web"]["latency_p50_ms"] is not None
+    assert seen["web"]["latency_p50_ms"] <= seen["web"]["latency_p99_ms"]
+    assert (await traffic_for_app(caddy, "nobody"))["requests"] == 0
 
 
 async def test_unknown_host_404_and_app_without_instances_503_fast(caddy: CaddyProcess) -> None:

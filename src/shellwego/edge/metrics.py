@@ -1,24 +1,33 @@
 """Per-app traffic figures from Caddy's JSON access log.
 
-The meter reads the log incrementally (from where it stopped), so calling it every second
-costs only the new lines. Counts are cumulative since the edge started; latency
-percentiles are over the most recent requests (up to ``window`` per app).
+Caddy writes one JSON line per request to ``<data_dir>/access.log``. The meter keeps the
+file open and reads only what was appended since its last call, so asking every second
+costs the new lines only. When Caddy rolls the file, the meter finishes the old one and
+continues with the new one.
+
+Request and status counts are cumulative since the edge supervisor started (lines written
+before it started are skipped). Latency percentiles are over the most recent requests of
+each app (up to ``window`` of them). Latency is Caddy's own measure: from reading the
+request to writing the last byte of the response, including the time spent in the app.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import IO, Any, Protocol
+
+STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx")
 
 
 @dataclass(slots=True)
 class AppTraffic:
     requests: int = 0
-    status: dict[str, int] = field(default_factory=lambda: {"2xx": 0, "3xx": 0, "4xx": 0, "5xx": 0})
+    status: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STATUS_CLASSES, 0))
     latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=2000))
 
     def figures(self) -> dict[str, Any]:
@@ -41,31 +50,59 @@ class AppTraffic:
 
 
 class TrafficMeter:
+    """Counts the requests of every app from Caddy's access log, incrementally."""
+
     def __init__(self, path: Path, window: int = 2000) -> None:
         self.path = path
         self.window = window
-        self.hosts: dict[str, str] = {}  # hostname → app name
+        self.hosts: dict[str, str] = {}  # hostname (lower case) → app name
         self.apps: dict[str, AppTraffic] = {}
-        self._offset = 0
+        self._handle: IO[bytes] | None = None
         self._inode: int | None = None
         self._partial = b""
+
+    def learn(self, hosts: dict[str, str]) -> None:
+        """Add the hostnames of a new route table (earlier names stay known, so requests
+        logged just before a route was removed still count for their app)."""
+        self.hosts.update(hosts)
+
+    def skip_existing(self) -> None:
+        """Start counting from the current end of the log."""
+        self.close()
+        with contextlib.suppress(FileNotFoundError):
+            handle = self.path.open("rb")
+            handle.seek(0, os.SEEK_END)
+            self._handle, self._inode = handle, os.fstat(handle.fileno()).st_ino
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+        self._handle, self._inode, self._partial = None, None, b""
 
     def poll(self) -> None:
         """Read the lines written since the last call."""
         try:
-            st = os.stat(self.path)
+            inode = os.stat(self.path).st_ino
+        except FileNotFoundError:
+            inode = None
+        if self._handle is not None:
+            self._consume(self._handle.read())
+            if inode == self._inode:
+                return
+            self.close()  # rolled: the old file is finished, go on with the new one
+        if inode is None:
+            return
+        try:
+            self._handle = self.path.open("rb")
         except FileNotFoundError:
             return
-        if st.st_ino != self._inode or st.st_size < self._offset:  # rolled or new file
-            self._inode, self._offset, self._partial = st.st_ino, 0, b""
-        if st.st_size == self._offset:
+        self._inode = os.fstat(self._handle.fileno()).st_ino
+        self._consume(self._handle.read())
+
+    def _consume(self, chunk: bytes) -> None:
+        if not chunk:
             return
-        with self.path.open("rb") as handle:
-            handle.seek(self._offset)
-            chunk = handle.read(st.st_size - self._offset)
-        self._offset += len(chunk)
-        data = self._partial + chunk
-        lines = data.split(b"\n")
+        lines = (self._partial + chunk).split(b"\n")
         self._partial = lines.pop()
         for line in lines:
             self._record(line)
@@ -73,7 +110,7 @@ class TrafficMeter:
     def _record(self, line: bytes) -> None:
         try:
             entry = json.loads(line)
-            host = str(entry["request"]["host"]).split(":")[0].lower()
+            host = _hostname(str(entry["request"]["host"]))
             status = int(entry["status"])
             duration = float(entry["duration"])
         except (ValueError, KeyError, TypeError):
@@ -95,10 +132,19 @@ class TrafficMeter:
         return (self.apps.get(app_name) or AppTraffic()).figures()
 
 
+def _hostname(host: str) -> str:
+    """The Host header without its port, lower case ("[::1]:80" → "[::1]")."""
+    if host.startswith("["):
+        return host[: host.find("]") + 1].lower()
+    return host.split(":", 1)[0].lower()
+
+
 class HasMeter(Protocol):
     meter: TrafficMeter
 
 
 async def traffic_for_app(caddy: HasMeter, app_name: str) -> dict[str, Any]:
-    """requests, status_2xx…5xx (cumulative), latency_p50_ms / p99_ms (recent requests)."""
+    """requests and status_2xx…status_5xx (cumulative since the edge supervisor started),
+    latency_p50_ms and latency_p99_ms (over the app's most recent requests; None before
+    its first request)."""
     return caddy.meter.figures(app_name)

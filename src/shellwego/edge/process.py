@@ -1,4 +1,10 @@
-"""Caddy as a supervised child process: started, programmed, restarted if it dies."""
+"""Caddy as a supervised process: started, programmed, restarted if it dies.
+
+Caddy runs in its own session, so it outlives the supervisor: when the control plane
+crashes, the edge keeps serving the last table. A supervisor that starts later with the
+same data directory adopts that Caddy (no restart, no dropped connection) instead of
+starting a second one. Only :meth:`CaddyProcess.stop` ends it.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +20,7 @@ import sys
 import tempfile
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from shellwego.errors import EdgeError
 
@@ -25,9 +32,12 @@ from .routes import EdgeSettings, RouteTable
 log = logging.getLogger(__name__)
 
 SOCKET_PATH_LIMIT = 100  # unix socket paths are limited to 108 bytes
+START_TIMEOUT = 15.0
+STOP_TIMEOUT = 10.0
 
 
 def find_caddy(explicit: str | None = None) -> str:
+    """The caddy binary: the configured path, else on PATH, else next to this Python."""
     if explicit:
         return explicit
     found = shutil.which("caddy") or shutil.which("caddy", path=str(Path(sys.executable).parent))
@@ -43,8 +53,30 @@ def _short_socket(path: Path) -> Path:
     return Path(tempfile.gettempdir()) / f"shellwego-caddy-{digest}.sock"
 
 
+def _alive(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    """Signal Caddy's process group (it leads its own session), or the process alone."""
+    with contextlib.suppress(ProcessLookupError):
+        try:
+            group = os.getpgid(pid)
+        except ProcessLookupError:
+            return
+        if group == pid:
+            os.killpg(pid, sig)
+        else:
+            os.kill(pid, sig)
+
+
 class CaddyProcess:
-    """One Caddy child. ``apply`` loads a route table through the admin API (no restart)."""
+    """One Caddy. ``apply`` loads a route table through the admin API (no restart)."""
 
     def __init__(self, settings: EdgeSettings, *, restart_delay: float = 0.5) -> None:
         self.settings = replace(settings, admin_socket=_short_socket(settings.admin_socket))
@@ -53,21 +85,28 @@ class CaddyProcess:
         self.restart_delay = restart_delay
         self.table = RouteTable()
         self.restarts = 0
+        self.adopted = False  # True when start() found a Caddy left running earlier
         self._proc: asyncio.subprocess.Process | None = None
+        self._orphan: int | None = None  # pid of an adopted Caddy (not our child)
         self._supervisor: asyncio.Task[None] | None = None
         self._stopping = False
         self._lock = asyncio.Lock()
 
     @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.returncode is None
+    def pid(self) -> int | None:
+        if self._proc is not None:
+            return self._proc.pid
+        return self._orphan
 
     @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
+    def running(self) -> bool:
+        if self._proc is not None:
+            return self._proc.returncode is None
+        return self._orphan is not None and _alive(self._orphan)
 
     @property
     def internal_root(self) -> Path:
+        """The internal CA's root certificate (exists once Caddy issued a local cert)."""
         return internal_root_cert(self.settings)
 
     @property
@@ -78,11 +117,20 @@ class CaddyProcess:
     def table_file(self) -> Path:
         return self.settings.data_dir / "last-table.json"
 
+    @property
+    def pid_file(self) -> Path:
+        return self.settings.data_dir / "caddy.pid"
+
     async def start(self) -> None:
+        """Serve the last table (empty at first), adopting a Caddy that is still running."""
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         self._stopping = False
         self.table = self._load_table()
-        await self._launch()
+        self.meter.learn(self.table.app_for_host())
+        self.meter.skip_existing()
+        async with self._lock:
+            if not await self._adopt():
+                await self._launch()
         self._supervisor = asyncio.create_task(self._supervise(), name="caddy-supervisor")
 
     async def apply(self, table: RouteTable) -> None:
@@ -91,29 +139,48 @@ class CaddyProcess:
         async with self._lock:
             await self.admin.load(config)
             self.table = table
-            self.meter.hosts = table.app_for_host()
+            self.meter.learn(table.app_for_host())
             self._persist(config, table)
 
     async def stop(self) -> None:
+        """Stop Caddy: SIGTERM (it finishes in-flight requests), SIGKILL after a while."""
         self._stopping = True
         if self._supervisor is not None:
             self._supervisor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._supervisor
-        proc = self._proc
-        if proc is not None and proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                await asyncio.wait_for(proc.wait(), 10)
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                await proc.wait()
+            self._supervisor = None
+        async with self._lock:
+            pid = self.pid
+            if pid is not None and self.running:
+                _signal_group(pid, signal.SIGTERM)
+                if not await self._wait_gone(STOP_TIMEOUT):
+                    _signal_group(pid, signal.SIGKILL)
+                    await self._wait_gone(None)
+            self._orphan = None
+            with contextlib.suppress(FileNotFoundError):
+                self.pid_file.unlink()
+        self.meter.close()
 
     # -- internals -------------------------------------------------------------------------
 
-    def _persist(self, config: dict[str, object], table: RouteTable) -> None:
+    async def _wait_gone(self, timeout: float | None) -> bool:
+        """Wait for the current Caddy to exit; False if it is still there after ``timeout``."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        if self._proc is not None:
+            try:
+                await asyncio.wait_for(self._proc.wait(), timeout)
+            except TimeoutError:
+                return False
+            return True
+        while self._orphan is not None and _alive(self._orphan):
+            if deadline is not None and loop.time() > deadline:
+                return False
+            await asyncio.sleep(0.05)
+        return True
+
+    def _persist(self, config: dict[str, Any], table: RouteTable) -> None:
         from .tables import dump_table
 
         for path, text in (
@@ -132,10 +199,43 @@ class CaddyProcess:
                 return load_table(self.table_file.read_text())
         return RouteTable()
 
+    def _left_running(self) -> int | None:
+        """The pid of a Caddy an earlier supervisor started on this data directory."""
+        try:
+            pid = int(self.pid_file.read_text().strip())
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            return None
+        if str(self.config_file).encode() not in argv or not _alive(pid):
+            return None
+        return pid
+
+    async def _adopt(self) -> bool:
+        """Take over a Caddy left running by an earlier supervisor; False if there is none."""
+        pid = self._left_running()
+        if pid is None:
+            return False
+        config = render(self.table, self.settings)
+        try:
+            await self.admin.load(config)  # unchanged config: Caddy keeps it as it is
+        except EdgeError as exc:
+            log.warning(
+                "caddy %s was left running but does not answer (%s); replacing it", pid, exc
+            )
+            _signal_group(pid, signal.SIGKILL)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + STOP_TIMEOUT
+            while _alive(pid) and loop.time() < deadline:  # it must let go of the ports
+                await asyncio.sleep(0.05)
+            return False
+        self._proc, self._orphan, self.adopted = None, pid, True
+        self._persist(config, self.table)
+        log.info("adopted the running caddy (pid %s)", pid)
+        return True
+
     async def _launch(self) -> None:
         """Start Caddy with the last table it served, and wait for its admin API."""
         config = render(self.table, self.settings)
-        self.meter.hosts = self.table.app_for_host()
         self._persist(config, self.table)
         sock = self.settings.admin_socket
         with contextlib.suppress(FileNotFoundError):
@@ -148,10 +248,10 @@ class CaddyProcess:
             "XDG_DATA_HOME": str(home / "xdg-data"),
             "XDG_CONFIG_HOME": str(home / "xdg-config"),
         }
-        logfile = (home / "caddy.log").open("ab")
-        try:
-            self._proc = await asyncio.create_subprocess_exec(
-                find_caddy(self.settings.caddy_binary),
+        binary = find_caddy(self.settings.caddy_binary)
+        with (home / "caddy.log").open("ab") as logfile:
+            proc = await asyncio.create_subprocess_exec(
+                binary,
                 "run",
                 "--config",
                 str(self.config_file),
@@ -161,20 +261,22 @@ class CaddyProcess:
                 env=env,
                 start_new_session=True,
             )
-        finally:
-            logfile.close()
+        self._proc, self._orphan = proc, None
+        self.pid_file.write_text(f"{proc.pid}\n")
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + 15
+        deadline = loop.time() + START_TIMEOUT
         while loop.time() < deadline:
-            if self._proc.returncode is not None:
+            if proc.returncode is not None:
                 raise EdgeError(
-                    f"caddy exited with code {self._proc.returncode} at start: {self._tail_log()}"
+                    f"caddy exited with code {proc.returncode} at start: {self._tail_log()}"
                 )
             if sock.exists() and await self.admin.ping():
-                log.info("caddy running (pid %s)", self._proc.pid)
+                log.info("caddy running (pid %s)", proc.pid)
                 return
             await asyncio.sleep(0.05)
-        raise EdgeError(f"caddy did not start within 15 s: {self._tail_log()}")
+        _signal_group(proc.pid, signal.SIGKILL)
+        await proc.wait()
+        raise EdgeError(f"caddy did not start within {START_TIMEOUT:.0f} s: {self._tail_log()}")
 
     def _tail_log(self) -> str:
         path = self.settings.data_dir / "caddy.log"
@@ -185,20 +287,19 @@ class CaddyProcess:
         return " | ".join(lines[-3:])[-800:]
 
     async def _supervise(self) -> None:
-        """Restart Caddy when it dies; the last table is loaded on start."""
+        """Restart Caddy when it dies; the restarted Caddy serves the last table."""
         while not self._stopping:
-            proc = self._proc
-            if proc is None:
-                return
-            code = await proc.wait()
+            await self._wait_gone(None)
             if self._stopping:
                 return
             self.restarts += 1
-            log.warning("caddy exited with code %s; restarting", code)
+            code = self._proc.returncode if self._proc is not None else None
+            log.warning("caddy exited (code %s); restarting", code)
             await asyncio.sleep(self.restart_delay)
             try:
                 async with self._lock:
-                    await self._launch()
+                    if not self._stopping:
+                        await self._launch()
             except EdgeError:
                 log.exception("caddy restart failed; retrying")
                 await asyncio.sleep(2)

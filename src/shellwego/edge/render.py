@@ -39,7 +39,9 @@ def access_log_path(settings: EdgeSettings) -> Path:
     return settings.data_dir / "access.log"
 
 
-def _page(status: int, title: str, message: str) -> dict[str, Any]:
+def _page(
+    status: int, title: str, message: str, headers: dict[str, list[str]] | None = None
+) -> dict[str, Any]:
     body = (
         "<!doctype html><html><head><meta charset='utf-8'>"
         f"<title>{html.escape(title)}</title></head>"
@@ -49,13 +51,19 @@ def _page(status: int, title: str, message: str) -> dict[str, Any]:
     return {
         "handler": "static_response",
         "status_code": status,
-        "headers": {"Content-Type": ["text/html; charset=utf-8"]},
+        "headers": {
+            "Content-Type": ["text/html; charset=utf-8"],
+            "Cache-Control": ["no-store"],
+            **(headers or {}),
+        },
         "body": body,
     }
 
 
 def _proxy(route: AppRoute) -> dict[str, Any]:
-    health: dict[str, Any] = {"passive": {"fail_duration": "5s", "max_fails": 1}}
+    # an instance that refuses a connection is skipped for a few seconds; shorter than
+    # RETRY_FOR, so an app whose only instance blipped is tried again within one request
+    health: dict[str, Any] = {"passive": {"fail_duration": "3s", "max_fails": 1}}
     if route.health_path:
         health["active"] = {
             "uri": route.health_path,
@@ -84,6 +92,7 @@ def _app_handler(route: AppRoute) -> dict[str, Any]:
         503,
         "Service unavailable",
         f"{route.app_name} has no running instances right now.",
+        {"Retry-After": ["5"]},
     )
 
 
@@ -131,6 +140,11 @@ def _tls(table: RouteTable, settings: EdgeSettings) -> dict[str, Any]:
             acme["ca"] = settings.acme_ca
         elif settings.acme_staging:
             acme["ca"] = LETSENCRYPT_STAGING
+        # challenges are answered by our own listeners: Caddy never binds 80/443 itself
+        acme["challenges"] = {
+            "http": {"alternate_port": settings.http_port},
+            "tls-alpn": {"alternate_port": settings.https_port},
+        }
         policies.append({"subjects": public, "issuers": [acme], "on_demand": True})
     automation: dict[str, Any] = {"policies": policies}
     if public:
@@ -143,7 +157,8 @@ def render(table: RouteTable, settings: EdgeSettings) -> dict[str, Any]:
     host = settings.bind_host
     access = {"default_logger_name": "access"}
     return {
-        "admin": {"listen": f"unix/{settings.admin_socket}", "config": {"persist": False}},
+        # the socket file is created 0600: only the supervisor's user may program the edge
+        "admin": {"listen": f"unix/{settings.admin_socket}|0600", "config": {"persist": False}},
         "storage": {"module": "file_system", "root": str(storage_root(settings))},
         "logging": {
             "logs": {
