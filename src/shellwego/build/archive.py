@@ -20,7 +20,7 @@ import stat
 import tarfile
 import tempfile
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -359,13 +359,20 @@ def make_tarball(src_dir: Path, out: BinaryIO | Path) -> int:
         gzip.GzipFile(fileobj=counter, mode="wb", mtime=0, filename="") as gz,
         tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
     ):
-        for path, rel in walk(src_dir, SKIP_NAMES, keep):
-            info = tar_info(path, rel, reproducible=False)
-            if info is None:
-                continue
-            if info.isreg():
-                with path.open("rb") as data:
-                    tar.addfile(info, data)
-            else:
-                tar.addfile(info)
+        add_tree(tar, walk(src_dir, SKIP_NAMES, keep), reproducible=False)
     return counter.written
+
+
+def add_tree(
+    tar: tarfile.TarFile, entries: Iterable[tuple[Path, str]], *, reproducible: bool
+) -> None:
+    """Add walked ``(path, archive name)`` entries to ``tar`` (files with their content)."""
+    for path, rel in entries:
+        info = tar_info(path, rel, reproducible=reproducible)
+        if info is None:
+            continue
+        if info.isreg():
+            with path.open("rb") as data:
+                tar.addfile(info, data)
+        else:
+            tar.addfile(info)

@@ -32,7 +32,7 @@ from pathlib import Path
 from shellwego.errors import BuildFailed
 from shellwego.runtime.process import Sandbox
 
-from .archive import SKIP_NAMES, tar_info, walk
+from .archive import SKIP_NAMES, add_tree, walk
 from .detect import GENERIC, LABELS, NODE, PYTHON, STATIC, BuildPlan, detect
 
 Log = Callable[[str], Awaitable[None]]
@@ -271,15 +271,7 @@ def write_slug(app: Path, slug: Path) -> tuple[int, str]:
             ) as gz,
             tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
         ):
-            for path, rel in walk(app, frozenset({".git"})):
-                info = tar_info(path, rel, reproducible=True)
-                if info is None:
-                    continue
-                if info.isreg():
-                    with path.open("rb") as data:
-                        tar.addfile(info, data)
-                else:
-                    tar.addfile(info)
+            add_tree(tar, walk(app, frozenset({".git"})), reproducible=True)
     return hashing.size, hashing.digest.hexdigest()
 
 
