@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tarfile
@@ -162,6 +163,7 @@ async def test_static_site_serves_with_its_default_command(tmp_path: Path) -> No
         env={"HOME": str(app_dir), "PATH": os.environ["PATH"], "PORT": str(port)},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        start_new_session=True,  # sh does not exec the server: stop the whole group
     )
     try:
         deadline = time.monotonic() + 20
@@ -176,7 +178,7 @@ async def test_static_site_serves_with_its_default_command(tmp_path: Path) -> No
         assert r.status_code == 200
         assert "static ok" in r.text
     finally:
-        proc.kill()
+        os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
 
 
