@@ -3,17 +3,19 @@ platform's data (hidden paths), while the build itself still works."""
 
 from __future__ import annotations
 
+import asyncio
+import os
 import shutil
 from pathlib import Path
 
 import pytest
 
 from shellwego.build.builder import Builder
-from shellwego.runtime.process import Sandbox
+from shellwego.runtime.sandbox import Sandbox
 
 from .helpers import Lines, run_in_slug, write
 
-SETUP = '''
+SETUP = """
 from pathlib import Path
 from setuptools import setup
 
@@ -25,7 +27,7 @@ except OSError as exc:
 Path("peek").mkdir(exist_ok=True)
 Path("peek/__init__.py").write_text("SEEN = " + repr(seen) + "\\n")
 setup(name="peek", version="1.0", packages=["peek"])
-'''
+"""
 
 
 def _app(root: Path, marker: Path) -> Path:
@@ -69,3 +71,62 @@ async def test_without_the_sandbox_the_same_build_would_see_it(tmp_path: Path) -
     seen, log = await _build(tmp_path, "open", sandbox=False)
     assert seen == "TOP-SECRET"  # what the sandbox prevents
     assert "-----> Build sandbox unavailable: disabled" in log.text
+
+
+async def test_server_layout_source_and_cache_inside_the_hidden_data_dir(tmp_path: Path) -> None:
+    """As the control plane runs it: the data directory is hidden, yet the build's source
+    (``data/tmp/...``) and the build cache (``data/cache/build``) live inside it."""
+    if Sandbox.detect().binary is None:
+        pytest.skip("bubblewrap cannot create a sandbox on this host")
+    data = tmp_path / "data"
+    marker = data / "master.key"
+    write(data, {"master.key": "TOP-SECRET", "shellwego.db": "TOP-SECRET-DB"})
+    builder = Builder(data / "cache" / "build", hidden_paths=[data])
+    logs = []
+    for n in (1, 2):
+        work = data / "tmp" / f"build-{n}"
+        log = Lines()
+        result = await builder.build(_app(work / "src", marker), work / "out", log)
+        slug = work / "slug"
+        shutil.unpack_archive(result.slug_path, slug, format="gztar")
+        done = run_in_slug(slug, "python3 -c 'import peek; print(peek.SEEN)'")
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip().startswith("hidden:"), done.stdout
+        logs.append(log.text)
+    assert "Installing dependencies from requirements.txt" in logs[0]
+    assert "Reusing cached Python dependencies" in logs[1]
+    assert all("sandbox unavailable" not in text and "TOP-SECRET" not in text for text in logs)
+
+
+async def test_a_step_writes_only_its_source_and_the_cache(tmp_path: Path) -> None:
+    if Sandbox.detect().binary is None:
+        pytest.skip("bubblewrap cannot create a sandbox on this host")
+    data = tmp_path / "data"
+    other = "tmp/build-0/src/app.py"  # another app's build in progress
+    write(data, {"master.key": "TOP-SECRET", other: "OTHER-APP-SOURCE"})
+    cache = data / "cache" / "build"
+    builder = Builder(cache, hidden_paths=[data])
+    src = data / "tmp" / "build-1" / "src"
+    src.mkdir(parents=True)
+    escape = Path(f"/var/tmp/sw-escape-{tmp_path.name}")
+    script = (
+        f"echo built > built.txt; echo cached > {cache}/probe; "
+        f"cat {data}/master.key {data}/{other}; "
+        f"echo escaped > {tmp_path}/outside.txt; echo escaped > {escape}; "
+        "echo HOME=$HOME PWD=$(pwd); exit 0"
+    )
+    log = Lines()
+    await builder._run(
+        ["/bin/sh", "-c", script],
+        cwd=src,
+        env={"PATH": os.environ["PATH"]},
+        log=log,
+        what="npm install",
+        deadline=asyncio.get_running_loop().time() + 60,
+    )
+    assert (src / "built.txt").read_text() == "built\n"
+    assert (cache / "probe").read_text() == "cached\n"
+    assert "TOP-SECRET" not in log.text and "OTHER-APP-SOURCE" not in log.text
+    assert not (tmp_path / "outside.txt").exists()
+    assert not escape.exists()
+    assert f"HOME=/tmp PWD={src.resolve()}" in log.text

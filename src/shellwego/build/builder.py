@@ -30,7 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from shellwego.errors import BuildFailed
-from shellwego.runtime.process import Sandbox
+from shellwego.runtime.command import BASE_PATH
+from shellwego.runtime.sandbox import Sandbox
 
 from .archive import SKIP_NAMES, add_tree, walk
 from .detect import GENERIC, LABELS, NODE, PYTHON, STATIC, BuildPlan, detect
@@ -102,8 +103,6 @@ def build_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
 def host_python() -> str:
     """The ``python3`` apps run with: the first on the runtime's PATH, else the platform's
     PATH (skipping the platform's own virtualenv), so dependencies match the interpreter."""
-    from shellwego.runtime.process import BASE_PATH
-
     venv = Path(sys.prefix).resolve() if sys.prefix != sys.base_prefix else None
     search = f"{BASE_PATH}{os.pathsep}{os.environ.get('PATH', os.defpath)}"
     for entry in search.split(os.pathsep):
@@ -319,9 +318,9 @@ class Builder:
         """How build steps are isolated on this host (detected once)."""
         if self._sandbox is None:
             self._sandbox = (
-                Sandbox(None, note="disabled")
+                Sandbox(None, note="disabled by configuration")
                 if self._want_sandbox is False
-                else (Sandbox.detect())
+                else Sandbox.detect()
             )
         return self._sandbox
 
