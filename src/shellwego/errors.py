@@ -122,3 +122,18 @@ class Unavailable(ShellWeGoError):
     status = 503
     slug = "unavailable"
     title = "Service unavailable"
+
+
+class DnsLookupFailed(Unavailable):
+    """No DNS resolver gave an answer (timeout, SERVFAIL, no resolver configured)."""
+
+    slug = "dns-lookup-failed"
+    title = "DNS lookup failed"
+
+
+class DnsNameNotFound(DnsLookupFailed):
+    """The name looked up does not exist (NXDOMAIN)."""
+
+    status = 404
+    slug = "dns-name-not-found"
+    title = "DNS name not found"

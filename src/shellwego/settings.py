@@ -28,6 +28,8 @@ class Settings:
     nats_url: str | None = None
     master_key: str | None = None  # base64; otherwise a key file under data_dir
     master_key_file: Path | None = None
+    # older master keys (base64) that still unwrap until `shellwego keys rotate` re-wraps
+    master_keys_old: tuple[str, ...] = ()
     production: bool = False
     max_body_bytes: int = 1024 * 1024
     max_upload_bytes: int = 512 * 1024 * 1024
@@ -41,6 +43,7 @@ class Settings:
     acme_email: str | None = None
     acme_ca: str | None = None
     acme_staging: bool = False
+    dns_resolver: str | None = None  # "host[:port]" for domain verification; None = system's
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -109,6 +112,9 @@ class Settings:
             return first, last
 
         key_file = env.get("SHELLWEGO_MASTER_KEY_FILE")
+        old_keys = tuple(
+            k.strip() for k in env.get("SHELLWEGO_MASTER_KEY_OLD", "").split(",") if k.strip()
+        )
         settings = cls(
             data_dir=data_dir,
             database_url=url,
@@ -121,11 +127,13 @@ class Settings:
             nats_url=env.get("NATS_URL"),
             master_key=env.get("SHELLWEGO_MASTER_KEY"),
             master_key_file=Path(key_file) if key_file else None,
+            master_keys_old=old_keys,
             production=env.get("SHELLWEGO_ENV", "").lower() == "production",
             join_token=env.get("SHELLWEGO_JOIN_TOKEN"),
             acme_email=env.get("SHELLWEGO_ACME_EMAIL"),
             acme_ca=env.get("SHELLWEGO_ACME_CA"),
             acme_staging=env.get("SHELLWEGO_ACME_STAGING", "") in ("1", "true", "yes"),
+            dns_resolver=env.get("SHELLWEGO_DNS_RESOLVER") or None,
             cpu_overcommit=ratio("SHELLWEGO_CPU_OVERCOMMIT", 4.0),
             instance_ports=port_range("SHELLWEGO_INSTANCE_PORTS", (20000, 29999)),
         )

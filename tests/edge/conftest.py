@@ -1,4 +1,5 @@
-"""Fixtures for the edge tests: a real Caddy under supervision, real upstream servers."""
+"""Fixtures for the edge tests: a real Caddy under supervision, real upstream servers, a
+real DNS server, and the API on a real database (both backends)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,15 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 
+from shellwego.api import create_app
 from shellwego.edge.process import CaddyProcess
+from shellwego.services.context import Context
+from shellwego.settings import Settings
+from support.dns_server import DnsServer
 
-from .realparts import Backend, settings_for
+from .realparts import Api, Backend, settings_for
 
 
 @pytest.fixture
@@ -26,3 +32,26 @@ async def caddy(tmp_path: Path) -> AsyncIterator[CaddyProcess]:
     await proc.start()
     yield proc
     await proc.stop()
+
+
+@pytest.fixture
+def dns_server() -> Iterator[DnsServer]:
+    server = DnsServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str, dns_server: DnsServer) -> Settings:
+    """The platform's settings on both backends, verifying domains against ``dns_server``."""
+    return Settings.from_env(
+        {"SHELLWEGO_DNS_RESOLVER": dns_server.address},
+        data_dir=tmp_path / "data",
+        database_url=database_url,
+    )
+
+
+@pytest.fixture
+def api(ctx: Context) -> Iterator[Api]:
+    with TestClient(create_app(ctx), raise_server_exceptions=False) as client:
+        yield Api.bootstrap(client)

@@ -1,15 +1,21 @@
-"""Real parts for the edge tests: upstream HTTP servers, free ports, settings, requests."""
+"""Real parts for the edge tests: upstream HTTP servers, free ports, settings, requests, the
+in-process API."""
 
 from __future__ import annotations
 
 import dataclasses
 import os
 import socket
+import ssl
 import threading
+import time
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import httpx
+from fastapi.testclient import TestClient
 
 from shellwego.edge.process import CaddyProcess
 from shellwego.edge.routes import AppRoute, EdgeSettings, Upstream
@@ -118,3 +124,55 @@ def listening_ports(pid: int) -> set[int]:
             if fields[3] == "0A" and fields[9] in inodes:  # 0A = LISTEN
                 ports.add(int(fields[1].rsplit(":", 1)[1], 16))
     return ports
+
+
+@dataclass
+class Api:
+    """The in-process API with one organization, called as its owner."""
+
+    client: TestClient
+    token: str
+
+    @classmethod
+    def bootstrap(cls, client: TestClient) -> Api:
+        r = client.post(
+            "/v1/bootstrap",
+            json={
+                "user": {"email": "owner@example.com", "password": "a long enough password"},
+                "organization": {"name": "Edge", "slug": "edge"},
+            },
+        )
+        assert r.status_code == 201, r.text
+        return cls(client, r.json()["token"]["token"])
+
+    def call(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {self.token}", **kw.pop("headers", {})}
+        return self.client.request(method, path, headers=headers, **kw)
+
+    def ok(self, method: str, path: str, **kw: Any) -> Any:
+        r = self.call(method, path, **kw)
+        assert r.status_code < 300, f"{method} {path}: {r.status_code} {r.text}"
+        return r.json() if r.content else None
+
+
+def https_get(caddy: CaddyProcess, host: str, deadline: float = 20) -> bytes:
+    """GET / over TLS with SNI ``host``, verified against the edge's internal CA (retried
+    while the certificate is being issued); the raw response."""
+    end = time.monotonic() + deadline
+    while True:
+        try:
+            context = ssl.create_default_context(cafile=str(caddy.internal_root))
+            port = caddy.settings.https_port
+            with (
+                socket.create_connection(("127.0.0.1", port), 5) as raw,
+                context.wrap_socket(raw, server_hostname=host) as tls,
+            ):
+                tls.sendall(f"GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+                chunks = []
+                while chunk := tls.recv(65536):
+                    chunks.append(chunk)
+                return b"".join(chunks)
+        except (OSError, ssl.SSLError):
+            if time.monotonic() > end:
+                raise
+            time.sleep(0.2)

@@ -80,7 +80,7 @@ async def test_a_crashed_supervisors_caddy_keeps_serving_and_is_adopted(
             assert second.adopted and second.pid == caddy_pid and second.running
             await second.apply(RouteTable([route("blog", b.upstream)]))
             await asyncio.sleep(0.3)
-        assert load.result.failures == [], load.result.failures[:5]
+        assert load.result.failed == 0, load.result.summary()
         assert load.result.answers["A"] > 0 and load.result.answers["B"] > 0
         assert (await get(second, "blog.localhost")).text == "B"
         # the adopted Caddy is supervised like a child: killed, it comes back with its routes

@@ -3,27 +3,20 @@
 from __future__ import annotations
 
 import html
-import ipaddress
 from pathlib import Path
 from typing import Any
+
+from shellwego.models.hostnames import is_local_name
 
 from .routes import AppRoute, EdgeSettings, RouteTable
 
 LETSENCRYPT_STAGING = "https://acme-staging-v02.api.letsencrypt.org/directory"
-LOCAL_SUFFIXES = (".localhost", ".local", ".internal", ".test", ".lan", ".home.arpa")
-RETRY_FOR = "5s"  # how long a request may wait for a healthy upstream before failing
-
-
-def is_local_name(hostname: str) -> bool:
-    """Names no public CA will certify: served with Caddy's internal CA."""
-    name = hostname.lower().rstrip(".")
-    if name == "localhost" or name.endswith(LOCAL_SUFFIXES) or "." not in name:
-        return True
-    try:
-        ipaddress.ip_address(name)
-    except ValueError:
-        return False
-    return True
+# how long a request may wait for a reachable instance before it gets the 503 page: longer
+# than a dial timeout plus a passive-failure period, so one retry always fits in it
+RETRY_FOR = "2s"
+DIAL_TIMEOUT = "1s"
+FAIL_DURATION = "1s"  # an instance that refused a connection is skipped this long
+RETRY_AFTER = {"Retry-After": ["5"]}
 
 
 def storage_root(settings: EdgeSettings) -> Path:
@@ -40,7 +33,7 @@ def access_log_path(settings: EdgeSettings) -> Path:
 
 
 def _page(
-    status: int, title: str, message: str, headers: dict[str, list[str]] | None = None
+    status: int | str, title: str, message: str, headers: dict[str, list[str]] | None = None
 ) -> dict[str, Any]:
     body = (
         "<!doctype html><html><head><meta charset='utf-8'>"
@@ -61,9 +54,9 @@ def _page(
 
 
 def _proxy(route: AppRoute) -> dict[str, Any]:
-    # an instance that refuses a connection is skipped for a few seconds; shorter than
-    # RETRY_FOR, so an app whose only instance blipped is tried again within one request
-    health: dict[str, Any] = {"passive": {"fail_duration": "3s", "max_fails": 1}}
+    # shorter than RETRY_FOR: an app whose only instance blipped is tried again within the
+    # same request
+    health: dict[str, Any] = {"passive": {"fail_duration": FAIL_DURATION, "max_fails": 1}}
     if route.health_path:
         health["active"] = {
             "uri": route.health_path,
@@ -81,7 +74,7 @@ def _proxy(route: AppRoute) -> dict[str, Any]:
             "try_interval": "50ms",
         },
         "health_checks": health,
-        "transport": {"protocol": "http", "dial_timeout": "2s"},
+        "transport": {"protocol": "http", "dial_timeout": DIAL_TIMEOUT},
     }
 
 
@@ -92,8 +85,47 @@ def _app_handler(route: AppRoute) -> dict[str, Any]:
         503,
         "Service unavailable",
         f"{route.app_name} has no running instances right now.",
-        {"Retry-After": ["5"]},
+        RETRY_AFTER,
     )
+
+
+def _errors(table: RouteTable) -> dict[str, Any]:
+    """What a request gets when the proxy fails: every instance of the app is unreachable
+    (refused, timed out, gone) even after retrying for RETRY_FOR."""
+    routes: list[Any] = []
+    for route in table.routes:
+        if not route.hostnames or not route.upstreams:
+            continue
+        routes.append(
+            {
+                "match": [
+                    {
+                        "host": sorted({h.lower() for h in route.hostnames}),
+                        "expression": "{http.error.status_code} in [502, 503, 504]",
+                    }
+                ],
+                "handle": [
+                    _page(
+                        503,
+                        "Service unavailable",
+                        f"{route.app_name} is not answering right now; try again shortly.",
+                        RETRY_AFTER,
+                    )
+                ],
+                "terminal": True,
+            }
+        )
+    routes.append(
+        {
+            "handle": [
+                _page(
+                    "{http.error.status_code}", "Error", "The edge could not complete this request."
+                )
+            ],
+            "terminal": True,
+        }
+    )
+    return {"routes": routes}
 
 
 def _routes(table: RouteTable, settings: EdgeSettings, *, plain_http: bool) -> list[Any]:
@@ -185,6 +217,7 @@ def render(table: RouteTable, settings: EdgeSettings) -> dict[str, Any]:
                     "https": {
                         "listen": [f"{host}:{settings.https_port}"],
                         "routes": _routes(table, settings, plain_http=False),
+                        "errors": _errors(table),
                         "automatic_https": {"disable_redirects": True},
                         "protocols": ["h1", "h2"],
                         "logs": access,
@@ -192,6 +225,7 @@ def render(table: RouteTable, settings: EdgeSettings) -> dict[str, Any]:
                     "http": {
                         "listen": [f"{host}:{settings.http_port}"],
                         "routes": _routes(table, settings, plain_http=True),
+                        "errors": _errors(table),
                         "automatic_https": {"disable": True},
                         "protocols": ["h1", "h2c"],
                         "logs": access,

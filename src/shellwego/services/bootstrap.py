@@ -5,17 +5,27 @@ from __future__ import annotations
 from shellwego.bus import make_bus
 from shellwego.clock import Clock, SystemClock
 from shellwego.crypto import Envelope, FileKeyProvider, KeyProvider, StaticKeyProvider
+from shellwego.crypto.keys import read_keyring
 from shellwego.settings import Settings
 from shellwego.store import Database
 
 from .context import Context
-from .dns import system_resolver
+from .dns import DnsResolver
 
 
-def key_provider(settings: Settings) -> KeyProvider:
+def key_provider(settings: Settings, *, create: bool = True) -> KeyProvider:
+    """The configured master keys.
+
+    ``SHELLWEGO_MASTER_KEY`` wins; a keyring file named by ``SHELLWEGO_MASTER_KEY_FILE``
+    next to it is then read for older keys only (moving from a key file to an env key).
+    ``SHELLWEGO_MASTER_KEY_OLD`` adds older keys to either provider.
+    """
     if settings.master_key:
-        return StaticKeyProvider(settings.master_key)
-    return FileKeyProvider(settings.key_file)
+        older: dict[str, bytes] = {}
+        if settings.master_key_file is not None and settings.master_key_file.exists():
+            older, _ = read_keyring(settings.master_key_file)
+        return StaticKeyProvider(settings.master_key, *settings.master_keys_old, older_keys=older)
+    return FileKeyProvider(settings.key_file, older=settings.master_keys_old, create=create)
 
 
 def build_context(
@@ -33,5 +43,5 @@ def build_context(
         clock=clock or SystemClock(),
         bus=make_bus(settings.nats_url),
     )
-    ctx.extras["resolver"] = system_resolver
+    ctx.extras["resolver"] = DnsResolver(settings.dns_resolver)
     return ctx

@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable
 
-from shellwego.errors import InvalidInput, NotFound
+from shellwego.errors import DnsLookupFailed, DnsNameNotFound, InvalidInput, NotFound
 from shellwego.models import (
     Domain,
     DomainCreate,
@@ -14,6 +14,7 @@ from shellwego.models import (
     TlsStatus,
     new_id,
 )
+from shellwego.models.hostnames import is_local_name
 from shellwego.models.values import DnsInstructions
 from shellwego.store import repository as repo
 
@@ -21,15 +22,9 @@ from . import apps as app_service
 from .context import Context, Principal
 from .organizations import require_role
 
-# resolver(kind, name) → the TXT strings or CNAME targets published for ``name``
+# resolver(kind, name) → the TXT strings or CNAME targets published for ``name`` (raises
+# DnsNameNotFound for a name that does not exist, DnsLookupFailed when no resolver answers)
 Resolver = Callable[[str, str], list[str]]
-
-LOCAL_SUFFIXES = (".localhost", ".local", ".test", ".internal")
-
-
-def is_local(hostname: str) -> bool:
-    return hostname == "localhost" or hostname.endswith(LOCAL_SUFFIXES)
-
 
 def challenge_name(hostname: str) -> str:
     return f"_shellwego-challenge.{hostname}"
@@ -100,6 +95,23 @@ def create(ctx: Context, who: Principal, body: DomainCreate) -> Domain:
         return repo.add(s, domain, conflict=f"domain {hostname} is already registered")
 
 
+def _check(resolver: Resolver, kind: str, name: str, expected: str) -> tuple[bool, str]:
+    """Look ``name`` up; (True, "") when ``expected`` is published, else (False, why not).
+    Raises :class:`DnsLookupFailed` when no resolver answers."""
+    try:
+        found = resolver(kind, name)
+    except DnsNameNotFound as exc:
+        return False, exc.detail
+    if kind == "CNAME":
+        found = [c.lower().rstrip(".") for c in found]
+    if expected in found:
+        return True, ""
+    if not found:
+        return False, f"{name} has no {kind} record"
+    shown = ", ".join(f'"{v}"' for v in found[:3])
+    return False, f'{kind} {name} is {shown}, expected "{expected}"'
+
+
 def verify(ctx: Context, who: Principal, ref: str, resolver: Resolver) -> Domain:
     """Check DNS: the TXT token, or a CNAME to the app's platform hostname."""
     require_role(who, Role.MEMBER)
@@ -111,21 +123,25 @@ def verify(ctx: Context, who: Principal, ref: str, resolver: Resolver) -> Domain
         expected_cname = f"{app.name}.{ctx.settings.base_domain}".lower()
         now = ctx.clock.now()
         try:
-            txt = resolver("TXT", challenge_name(domain.hostname))
-            cname = [c.lower().rstrip(".") for c in resolver("CNAME", domain.hostname)]
-        except OSError as exc:
-            txt, cname = [], []
-            domain.last_error = f"DNS lookup failed: {exc}"
-        if expected_txt in txt or expected_cname in cname:
+            ok, txt_problem = _check(
+                resolver, "TXT", challenge_name(domain.hostname), expected_txt
+            )
+            cname_problem = ""
+            if not ok:
+                ok, cname_problem = _check(resolver, "CNAME", domain.hostname, expected_cname)
+        except DnsLookupFailed as exc:
+            ok, problem = False, f"DNS lookup failed: {exc.detail}"
+        else:
+            problem = f"not verified yet: {txt_problem}; {cname_problem}"
+        if ok:
             domain.status = DomainStatus.ACTIVE
-            domain.tls_status = TlsStatus.INTERNAL if is_local(domain.hostname) else TlsStatus.ACME
+            domain.tls_status = (
+                TlsStatus.INTERNAL if is_local_name(domain.hostname) else TlsStatus.ACME
+            )
             domain.verified_at = now
             domain.last_error = None
-        elif domain.last_error is None or not domain.last_error.startswith("DNS lookup"):
-            domain.last_error = (
-                f"no TXT record {challenge_name(domain.hostname)} = {expected_txt} "
-                f"and no CNAME to {expected_cname} found yet"
-            )
+        else:
+            domain.last_error = problem[:500]
         domain.updated_at = now
         ctx.bus.notify("edge")
         return domain
