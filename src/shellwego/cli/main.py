@@ -12,6 +12,7 @@ from shellwego.cli import (
     configs,
     deploys,
     domains,
+    keys,
     logs,
     nodes,
     platform,
@@ -70,6 +71,7 @@ def build() -> typer.Typer:
     ):
         module.register(app)
     platform.register(app)
+    keys.register(app)
     return app
 
 

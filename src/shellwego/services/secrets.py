@@ -9,12 +9,13 @@ AES-256-GCM ciphertext under its own data key.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
-from shellwego.crypto import Sealed
-from shellwego.errors import Conflict, InvalidInput, NotFound
+from shellwego.crypto import Envelope, KeyProvider, Sealed
+from shellwego.errors import ConfigError, Conflict, InvalidInput, NotFound
 from shellwego.models import (
     App,
     Role,
@@ -26,6 +27,7 @@ from shellwego.models import (
     SecretVersionInfo,
     new_id,
 )
+from shellwego.store import Database
 from shellwego.store import repository as repo
 
 from . import apps as app_service
@@ -298,13 +300,72 @@ def set_config(
             _store(ctx, s, who, app, name, value, SecretKind.CONFIG)
 
 
-def rotate_master_key(ctx: Context) -> int:
-    """Re-wrap every data key under the provider's current master key; values untouched."""
-    done = 0
-    with ctx.db.session() as s:
-        current = ctx.envelope.provider.current_key_id
-        rows = repo.find_all(s, SecretVersion, SecretVersion.key_id != current)  # type: ignore[arg-type]
-        for row in rows:
-            row.wrapped_key, row.key_id = ctx.envelope.rewrap(row.wrapped_key, row.key_id)
-            done += 1
-    return done
+# ---- master-key rotation ----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRotation:
+    current_key_id: str
+    new_key: bool  # False: the current key came from the environment, or a rotation resumed
+    rewrapped: int
+    retired: list[str]  # keys dropped from the keyring file
+    still_given: list[str]  # older keys still passed in (wrap nothing now: stop passing them)
+
+
+def key_usage(db: Database) -> dict[str, int]:
+    """How many data keys each master key wraps (key ids only, never key material)."""
+    with db.session() as s:
+        return {str(k): n for k, n in repo.count_by(s, SecretVersion, "key_id").items()}
+
+
+def rotate_master_key(
+    db: Database,
+    provider: KeyProvider,
+    *,
+    batch_size: int = 500,
+    after_batch: Callable[[int], None] | None = None,
+) -> KeyRotation:
+    """Re-wrap every data key under the current master key; values are never touched.
+
+    Crash-safe and resumable: the new key joins the keyring (an atomic file replace)
+    before any data key moves, each batch commits on its own, and older keys leave the
+    keyring only once no data key is wrapped by them, checked while writers are held
+    off. Running it again after a crash finishes the same rotation.
+    """
+    if batch_size < 1:
+        raise InvalidInput("batch size must be at least 1")
+    with db.exclusive("master-key-rotation"):
+        missing = sorted(set(key_usage(db)) - set(provider.key_ids))
+        if missing:
+            raise ConfigError(
+                f"data keys are wrapped by master key(s) {', '.join(missing)} that are not "
+                "configured: give them in SHELLWEGO_MASTER_KEY_OLD and run again"
+            )
+        new_key = provider.begin_rotation()
+        current = provider.current_key_id
+        envelope = Envelope(provider)
+        done = 0
+        while True:
+            with db.session() as s:
+                rows = repo.lock_batch(
+                    s, SecretVersion, SecretVersion.key_id != current, limit=batch_size
+                )
+                if not rows:
+                    repo.hold_writes(s, SecretVersion)
+                    if repo.count(s, SecretVersion, SecretVersion.key_id != current) == 0:
+                        retired = provider.retire_others()
+                        break
+                    continue  # a writer slipped one in under an older key
+                for row in rows:
+                    row.wrapped_key, row.key_id = envelope.rewrap(row.wrapped_key, row.key_id)
+                done += len(rows)
+            if after_batch is not None:
+                after_batch(done)
+    still = [k for k in provider.key_ids if k != current]
+    return KeyRotation(
+        current_key_id=current,
+        new_key=new_key,
+        rewrapped=done,
+        retired=retired,
+        still_given=still,
+    )

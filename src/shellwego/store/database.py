@@ -7,6 +7,9 @@ migrations run on both.
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,9 +24,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlmodel import SQLModel
 
 from shellwego import models as _models  # noqa: F401  (registers every table)
-from shellwego.errors import ConfigError
+from shellwego.errors import ConfigError, Unavailable
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+_memory_lock = threading.Lock()
 
 
 def normalise_url(url: str) -> str:
@@ -94,14 +98,52 @@ class Database:
         return config
 
     def migrate(self) -> None:
-        """Bring the schema to the newest revision (idempotent)."""
-        command.upgrade(self.alembic_config(), "head")
+        """Bring the schema to the newest revision (idempotent).
+
+        Replicas starting together take turns: the first upgrades, the others then find
+        the schema current and do nothing.
+        """
+        with self.exclusive("migrate"), reachable(self.url):
+            command.upgrade(self.alembic_config(), "head")
 
     def current_revision(self) -> str | None:
         from alembic.runtime.migration import MigrationContext
 
-        with self.engine.connect() as conn:
+        with reachable(self.url), self.engine.connect() as conn:
             return MigrationContext.configure(conn).get_current_revision()
+
+    @contextmanager
+    def exclusive(self, name: str) -> Iterator[None]:
+        """Hold a lock named ``name`` across every process using this database.
+
+        PostgreSQL: a session advisory lock (released by the server if this process
+        dies). SQLite: an ``flock`` on a file beside the database.
+        """
+        if self.backend == "postgresql":
+            digest = hashlib.sha256(f"shellwego:{name}".encode()).digest()
+            key = int.from_bytes(digest[:8], "big", signed=True)  # a bigint
+            with reachable(self.url):
+                conn = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+            try:
+                conn.execute(sa.text("SELECT pg_advisory_lock(:key)"), {"key": key})
+                try:
+                    yield
+                finally:
+                    conn.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+            finally:
+                conn.close()
+            return
+        path = sa.engine.make_url(self.url).database
+        if not path or path == ":memory:":
+            with _memory_lock:
+                yield
+            return
+        with open(f"{path}.{name}.lock", "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -117,6 +159,18 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+@contextmanager
+def reachable(url: str) -> Iterator[None]:
+    """Turn a failure to reach the database into one readable :class:`Unavailable`."""
+    try:
+        yield
+    except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+        where = sa.engine.make_url(url).render_as_string(hide_password=True)
+        where = where.replace("postgresql+psycopg://", "postgresql://", 1)
+        reason = (str(exc.orig or exc).strip().splitlines() or ["unknown error"])[0]
+        raise Unavailable(f"cannot use the database at {where}: {reason}") from None
 
 
 def after_commit(session: Session, action: Callable[[], None]) -> None:

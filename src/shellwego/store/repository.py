@@ -121,6 +121,36 @@ def lock_all(session: Session, model: type[T]) -> list[T]:
     return list(session.execute(stmt).scalars())
 
 
+def lock_batch(session: Session, model: type[T], *where: Any, limit: int) -> list[T]:
+    """Up to ``limit`` rows matching ``where``, in id order, FOR UPDATE (PostgreSQL)."""
+    id_column = model.id  # type: ignore[attr-defined]
+    stmt = sa.select(model)
+    for clause in where:
+        stmt = stmt.where(clause)
+    stmt = stmt.order_by(id_column).limit(limit)
+    if session.get_bind().dialect.name == "postgresql":
+        stmt = stmt.with_for_update()
+    return list(session.execute(stmt).scalars())
+
+
+def hold_writes(session: Session, model: type[SQLModel]) -> None:
+    """Block other writers of ``model``'s table until this transaction ends.
+
+    PostgreSQL takes a SHARE lock (waits for writers in flight, then keeps new ones out);
+    SQLite's write transaction (``BEGIN IMMEDIATE``) already excludes every other writer.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        table = model.__table__.name  # type: ignore[attr-defined]
+        session.execute(sa.text(f'LOCK TABLE "{table}" IN SHARE MODE'))
+
+
+def count_by(session: Session, model: type[SQLModel], column: str) -> dict[Any, int]:
+    """How many rows hold each value of ``column``."""
+    col = getattr(model, column)
+    stmt = sa.select(col, sa.func.count()).select_from(model).group_by(col)
+    return {value: int(n) for value, n in session.execute(stmt).all()}
+
+
 def max_of(session: Session, model: type[SQLModel], column: str, **filters: Any) -> Any:
     stmt = sa.select(sa.func.max(getattr(model, column))).filter_by(**filters)
     return session.execute(stmt).scalar_one()

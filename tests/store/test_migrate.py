@@ -1,0 +1,126 @@
+"""Schema upgrades: ``shellwego db upgrade`` as a real command, and replicas racing on start."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlmodel import SQLModel
+
+from conftest import PG_ADMIN_URL, _pg_server_url
+from shellwego.store import Database
+
+SHELLWEGO = str(Path(sys.executable).with_name("shellwego"))
+TABLES = set(SQLModel.metadata.tables)
+
+
+@pytest.fixture
+def fresh_url(backend: str, tmp_path: Path) -> Iterator[str]:
+    """An empty database: a new SQLite file or a new PostgreSQL database."""
+    if backend == "sqlite":
+        yield f"sqlite:///{tmp_path / 'fresh.db'}"
+        return
+    name = f"shellwego_fresh_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield _pg_server_url(name)
+    finally:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _upgrade(url: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHELLWEGO_")}
+    env.update(DATABASE_URL=url, SHELLWEGO_DATA_DIR=str(tmp_path / "data"))
+    return subprocess.run(
+        [SHELLWEGO, "db", "upgrade"], env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+def _check_schema(url: str) -> None:
+    db = Database(url)
+    try:
+        assert set(sa.inspect(db.engine).get_table_names()) == TABLES | {"alembic_version"}
+        with db.engine.connect() as conn:
+            context = MigrationContext.configure(conn, opts={"compare_type": True})
+            assert compare_metadata(context, SQLModel.metadata) == []
+        assert db.current_revision() == "0001"
+    finally:
+        db.dispose()
+
+
+def test_db_upgrade_creates_the_schema_and_a_second_run_changes_nothing(
+    fresh_url: str, backend: str, tmp_path: Path
+) -> None:
+    first = _upgrade(fresh_url, tmp_path)
+    assert (first.returncode, first.stderr) == (0, "")
+    name = "sqlite" if backend == "sqlite" else "postgresql"
+    assert first.stdout == f"database at revision 0001 ({name})\n"
+    _check_schema(fresh_url)
+
+    db = Database(fresh_url)
+    try:
+        with db.engine.begin() as conn:
+            conn.execute(sa.text(
+                "insert into organizations (id, created_at, updated_at, name, slug, plan) values "
+                "('01JMARKER00000000000000000', '2026-01-01T00:00:00+00:00', "
+                "'2026-01-01T00:00:00+00:00', 'Kept', 'kept', 'free')"))
+        second = _upgrade(fresh_url, tmp_path)
+        assert (second.returncode, second.stdout, second.stderr) == (0, first.stdout, "")
+        with db.engine.connect() as conn:
+            assert conn.execute(sa.text("select name from organizations")).scalars().all() == [
+                "Kept"]
+    finally:
+        db.dispose()
+    _check_schema(fresh_url)
+
+
+@pytest.mark.parametrize("url", [
+    "postgresql://postgres:hunter2@127.0.0.1:1/shellwego",
+    "mysql://root@127.0.0.1/shellwego",
+    "not a url",
+])
+def test_db_upgrade_with_a_bad_database_url_says_so_in_one_line(url: str, tmp_path: Path) -> None:
+    out = _upgrade(url, tmp_path)
+    assert out.returncode == 1
+    assert out.stdout == ""
+    assert out.stderr.startswith("Error: ") and out.stderr.count("\n") == 1, out.stderr
+    assert "Traceback" not in out.stderr and "hunter2" not in out.stderr
+    if url.startswith("postgresql"):
+        assert out.stderr.startswith(
+            "Error: cannot use the database at postgresql://postgres:***@127.0.0.1:1/shellwego: ")
+
+
+REPLICA = """
+import sys, time
+from shellwego.store import Database
+db = Database(sys.argv[1])
+time.sleep(max(0.0, float(sys.argv[2]) - time.time()))  # start together
+db.migrate()
+print(db.current_revision())
+"""
+
+
+def test_replicas_migrating_at_once_both_succeed(fresh_url: str) -> None:
+    """Two `shellwego server` replicas migrate on start against the same empty database."""
+    start = f"{time.time() + 3:.3f}"
+    replicas = [
+        subprocess.Popen([sys.executable, "-c", REPLICA, fresh_url, start],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    results = [r.communicate(timeout=120) for r in replicas]
+    for replica, (out, err) in zip(replicas, results, strict=True):
+        assert (replica.returncode, out, err) == (0, "0001\n", "")
+    _check_schema(fresh_url)
