@@ -38,6 +38,8 @@ class Settings:
     heartbeat_interval: float = 5.0
     drain_seconds: float = 2.0
     instance_ports: tuple[int, int] = (20000, 29999)  # ports instances listen on, per node
+    # uid:gid that instances and one-off commands run as when ShellWeGo runs as root
+    instance_user: tuple[int, int] = (65534, 65534)
     cpu_overcommit: float = 4.0  # the all-in-one's local node offers this many times its CPUs
     join_token: str | None = None
     acme_email: str | None = None
@@ -111,6 +113,19 @@ class Settings:
                 raise ConfigError(f"{name} must look like 20000-29999, got {raw!r}")
             return first, last
 
+        def user(name: str, default: tuple[int, int]) -> tuple[int, int]:
+            raw = env.get(name)
+            if raw is None:
+                return default
+            uid_text, _, gid_text = raw.strip().partition(":")
+            try:
+                uid, gid = int(uid_text), int(gid_text or uid_text)
+            except ValueError:
+                uid = gid = 0
+            if not (0 < uid < 2**32 - 1 and 0 < gid < 2**32 - 1):
+                raise ConfigError(f"{name} must be a non-root uid:gid (65534:65534), got {raw!r}")
+            return uid, gid
+
         key_file = env.get("SHELLWEGO_MASTER_KEY_FILE")
         old_keys = tuple(
             k.strip() for k in env.get("SHELLWEGO_MASTER_KEY_OLD", "").split(",") if k.strip()
@@ -136,5 +151,6 @@ class Settings:
             dns_resolver=env.get("SHELLWEGO_DNS_RESOLVER") or None,
             cpu_overcommit=ratio("SHELLWEGO_CPU_OVERCOMMIT", 4.0),
             instance_ports=port_range("SHELLWEGO_INSTANCE_PORTS", (20000, 29999)),
+            instance_user=user("SHELLWEGO_INSTANCE_USER", (65534, 65534)),
         )
         return settings.with_overrides(**overrides)

@@ -100,3 +100,16 @@ async def test_gc_keeps_used_and_most_recent(tmp_path: Path, store: Store) -> No
     assert sorted(removed) == sorted([digests[1], digests[2]])
     assert sorted(cache.cached()) == sorted([digests[0], digests[3], digests[4]])
     assert cache.gc(in_use={digests[0]}) == []
+
+
+async def test_the_cache_is_private_to_the_agent(tmp_path: Path, store: Store) -> None:
+    """Instances never reach a cached slug by its path: they get a layer over it."""
+    digest, _ = make_slug(store.root, {"Procfile": b"web: serve\n"})
+    previous = os.umask(0)
+    try:
+        cache = SlugCache(tmp_path / "agent" / "slugs", store.download)
+        await cache.ensure(digest)
+    finally:
+        os.umask(previous)
+    for path in (tmp_path / "agent", tmp_path / "agent" / "slugs"):
+        assert path.stat().st_mode & 0o777 == 0o700, path

@@ -265,12 +265,12 @@ async def test_timeout_kills_a_sandboxed_step_and_its_children(tmp_path: Path) -
         await asyncio.sleep(0.05)
 
 
-async def test_memory_cap_applies_to_steps(tmp_path: Path) -> None:
-    builder = Builder(tmp_path / "cache", memory_bytes=1024**3)
+async def test_memory_cap_applies_to_steps_without_cgroups(tmp_path: Path) -> None:
+    builder = Builder(tmp_path / "cache", memory_bytes=256 * 1024**2, cgroups=False)
     log = Lines()
     with pytest.raises(BuildFailed, match=r"failed \(exit 1\)"):
         await builder._run(
-            ["python3", "-c", "bytearray(3 * 1024**3)"],
+            ["python3", "-c", "bytearray(1024**3)"],
             cwd=tmp_path,
             env={"PATH": os.environ["PATH"]},
             log=log,
@@ -278,6 +278,41 @@ async def test_memory_cap_applies_to_steps(tmp_path: Path) -> None:
             deadline=asyncio.get_running_loop().time() + 60,
         )
     assert "MemoryError" in log.text
+
+
+# Three processes of about 80 MiB each: every one fits a 160 MiB address-space limit,
+# together they are over a 160 MiB cap on the whole step.
+GREEDY_CHILDREN = """
+import subprocess, sys
+hog = "import time; b = b'x' * (80 << 20); time.sleep(3)"
+children = [subprocess.Popen([sys.executable, "-c", hog]) for _ in range(3)]
+sys.exit(1 if any(child.wait() for child in children) else 0)
+"""
+
+
+@pytest.mark.parametrize("sandbox", [None, False], ids=["host-default", "unsandboxed"])
+async def test_memory_cap_bounds_a_whole_step_with_its_children(
+    tmp_path: Path, sandbox: bool | None
+) -> None:
+    builder = Builder(tmp_path / "cache", memory_bytes=160 * 1024**2, sandbox=sandbox)
+    if not builder.cgroups().available:
+        pytest.skip(f"no writable cgroups here: {builder.cgroups().note}")
+    with pytest.raises(BuildFailed) as raised:
+        await builder._run(
+            ["python3", "-c", GREEDY_CHILDREN],
+            cwd=tmp_path,
+            env={"PATH": os.environ["PATH"]},
+            log=Lines(),
+            what="pip install",
+            deadline=asyncio.get_running_loop().time() + 60,
+        )
+    assert str(raised.value) == (
+        "pip install ran out of memory: the build memory limit is 160 MiB for all of a "
+        "step's processes"
+    )
+    # the step's cgroup is gone with it
+    parents = builder.cgroups().parents.values()
+    assert not [d for parent in parents if parent.is_dir() for d in parent.glob("build-*")]
 
 
 def test_fix_shebangs_makes_scripts_relocatable(tmp_path: Path) -> None:

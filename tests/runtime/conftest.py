@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
 import socket
+import tempfile
 import time
 import urllib.request
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -69,13 +72,17 @@ async def wait_http(port: int, timeout: float = 20.0) -> bytes:
 
 
 class Node:
-    """A scratch node: app directories under ``apps/``, driver state under ``instances/``."""
+    """A scratch node: app directories (slugs) under ``apps/``, private to root as the
+    agent keeps them, driver state under ``instances/``; ``signals/`` is a directory
+    outside both that instances can read."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
         self.apps = root / "apps"
         self.state_dir = root / "instances"
-        self.apps.mkdir(parents=True)
+        self.signals = root.parent / "signals"
+        self.apps.mkdir(parents=True, mode=0o700)
+        self.signals.mkdir(mode=0o755)
         self.drivers: list[ProcessDriver] = []
 
     def driver(self, **options: Any) -> ProcessDriver:
@@ -117,13 +124,30 @@ class Node:
 
 
 @pytest.fixture
-async def node(tmp_path: Path) -> AsyncIterator[Node]:
-    scratch = Node(tmp_path / "node")
-    yield scratch
-    for driver in scratch.drivers:
-        await driver.close()
-    cleaner = ProcessDriver(scratch.state_dir)
-    for status in await cleaner.recover():
-        await cleaner.stop(status.instance_id, grace_seconds=0.5)
-        await cleaner.remove(status.instance_id)
-    await cleaner.close()
+def open_umask() -> Iterator[None]:
+    """Nothing from the process umask helps: files are created as permissive as it allows."""
+    previous = os.umask(0)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
+@pytest.fixture
+async def node() -> AsyncIterator[Node]:
+    # not under pytest's private tmp dirs: unsandboxed instances of the unprivileged
+    # instance user must be able to reach their app directories (this one is 0711)
+    base = Path(tempfile.mkdtemp(prefix="shellwego-node-", dir="/var/tmp"))
+    base.chmod(0o711)
+    try:
+        scratch = Node(base / "node")
+        yield scratch
+        for driver in scratch.drivers:
+            await driver.close()
+        cleaner = ProcessDriver(scratch.state_dir)
+        for status in await cleaner.recover():
+            await cleaner.stop(status.instance_id, grace_seconds=0.5)
+            await cleaner.remove(status.instance_id)
+        await cleaner.close()
+    finally:
+        shutil.rmtree(base, ignore_errors=True)

@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 
 from shellwego.runtime import microvm
-from shellwego.runtime.host import available_runtimes, host_capacity
+from shellwego.runtime.fake import FakeDriver
+from shellwego.runtime.host import host_capacity, offered_runtimes
+from shellwego.runtime.process import ProcessDriver
 
 
 def test_microvm_probe_without_kvm_says_why(tmp_path: Path) -> None:
@@ -18,35 +20,69 @@ def test_microvm_probe_without_kvm_says_why(tmp_path: Path) -> None:
     assert "KVM" in caps.notes[0]
 
 
+def _cpuinfo(tmp_path: Path, flags: str) -> Path:
+    path = tmp_path / "cpuinfo"
+    path.write_text(f"processor\t: 0\nflags\t\t: fpu sse2 {flags}\n")
+    return path
+
+
+def _fake_kvm(tmp_path: Path) -> Path:
+    kvm = tmp_path / "kvm"
+    kvm.write_text("")
+    return kvm
+
+
+def _kvm_answers(path: Path) -> int:
+    return microvm.KVM_API_VERSION
+
+
+def test_microvm_probe_of_a_device_that_is_not_kvm_says_so(tmp_path: Path) -> None:
+    caps = microvm.probe(_fake_kvm(tmp_path), _cpuinfo(tmp_path, "vmx"))
+    assert not caps.available
+    assert caps.notes[0].startswith(f"{tmp_path / 'kvm'} is not a usable KVM device (")
+
+
+def test_microvm_probe_of_paravirtualised_kvm_says_guests_will_not_boot(tmp_path: Path) -> None:
+    caps = microvm.probe(_fake_kvm(tmp_path), _cpuinfo(tmp_path, "hypervisor"), _kvm_answers)
+    assert not caps.available
+    assert "paravirtualised" in caps.notes[0]
+    assert "stock guest kernels do not boot" in caps.notes[0]
+
+
+def test_microvm_probe_of_this_host_says_why_not_when_it_cannot() -> None:
+    caps = microvm.probe()
+    if not caps.available:
+        assert caps.notes and caps.notes[0]
+    if Path("/dev/kvm").exists() and "vmx" not in Path("/proc/cpuinfo").read_text():
+        assert not caps.available  # e.g. nested PVM on the project's machines
+
+
 def test_microvm_probe_without_firecracker_says_why(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    kvm = tmp_path / "kvm"
-    kvm.write_text("")
     monkeypatch.setenv("PATH", str(tmp_path / "bin"))
-    caps = microvm.probe(kvm)
+    caps = microvm.probe(_fake_kvm(tmp_path), _cpuinfo(tmp_path, "svm"), _kvm_answers)
     assert not caps.available
-    assert caps.notes[0] == "firecracker binary not found on PATH"
+    assert caps.notes == ("firecracker binary not found on PATH",)
 
 
 def test_microvm_probe_with_kvm_and_firecracker_is_available(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    kvm = tmp_path / "kvm"
-    kvm.write_text("")
     bindir = tmp_path / "bin"
     bindir.mkdir()
     (bindir / "firecracker").write_text("#!/bin/sh\n")
     (bindir / "firecracker").chmod(0o755)
     monkeypatch.setenv("PATH", str(bindir))
-    caps = microvm.probe(kvm)
+    caps = microvm.probe(_fake_kvm(tmp_path), _cpuinfo(tmp_path, "vmx"), _kvm_answers)
     assert caps.available and caps.memory_limit
 
 
-def test_host_offers_the_process_runtime_and_microvm_only_when_probed_available() -> None:
-    runtimes = available_runtimes()
-    assert runtimes[0] == "process"
-    assert ("microvm" in runtimes) == microvm.probe().available
+async def test_an_agent_offers_only_the_runtimes_it_has_drivers_for(tmp_path: Path) -> None:
+    process = ProcessDriver(tmp_path / "instances", run_as=None)
+    fake = FakeDriver()
+    assert offered_runtimes([process]) == ["process"]
+    assert offered_runtimes([process, fake]) == ["process", fake.name]
 
 
 def test_host_capacity_is_within_what_the_machine_has() -> None:

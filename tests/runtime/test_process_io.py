@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 
 import pytest
 
 from shellwego.errors import InvalidInput, RuntimeFailure
 from shellwego.runtime.driver import LogLine
-from shellwego.runtime.process import EXEC_OUTPUT_LIMIT, LOG_LIMIT_BYTES
+from shellwego.runtime.logfile import LOG_LIMIT_BYTES
+from shellwego.runtime.process import EXEC_OUTPUT_LIMIT
 
 from .conftest import Node, wait_http, wait_until
 
@@ -19,7 +21,7 @@ print("first", flush=True)
 print("second", flush=True)
 print("third", flush=True)
 print("problem", file=sys.stderr, flush=True)
-while not os.path.exists("go"):
+while not os.path.exists(sys.argv[1]):
     time.sleep(0.02)
 print("after go", flush=True)
 time.sleep(1000)
@@ -29,7 +31,8 @@ time.sleep(1000)
 async def test_logs_tail_and_follow_with_streams_and_timestamps(node: Node) -> None:
     driver = node.driver()
     app = node.app("chatty", {"chatty.py": CHATTY})
-    await driver.start(node.spec("chatty-1", app, "python3 chatty.py"))
+    go = node.signals / "go"
+    await driver.start(node.spec("chatty-1", app, f"python3 chatty.py {go}"))
 
     async def backlog() -> list[LogLine]:
         lines = [line async for line in driver.logs("chatty-1")]
@@ -57,7 +60,7 @@ async def test_logs_tail_and_follow_with_streams_and_timestamps(node: Node) -> N
 
     follower = asyncio.create_task(follow())
     await asyncio.sleep(0.3)
-    (app / "go").touch()
+    go.touch()
 
     async def saw_new_line() -> bool:
         return any(ln.line == "after go" for ln in followed)
@@ -101,7 +104,9 @@ async def test_exec_runs_a_one_off_in_the_instance_environment(node: Node) -> No
     script = 'echo "out $PORT $HOME $RELEASE_VAR $FROM_PROFILE"; echo err >&2; exit 7'
     result = await driver.exec(spec, ["sh", "-c", script])
     assert result.exit_code == 7
-    assert f"out {spec.port} {app} v1 profiled" in result.output
+    # HOME is the command's own writable layer over the app's slug
+    home = re.escape(str(node.state_dir / "oneoff-1.exec-"))
+    assert re.search(rf"^out {spec.port} {home}[0-9a-f]{{8}}/app v1 profiled$", result.output, re.M)
     assert "err" in result.output
 
     ok = await driver.exec(spec, ["python3", "-c", "print('migrated')"])

@@ -15,7 +15,8 @@ import pytest
 
 from shellwego.errors import RuntimeFailure
 from shellwego.runtime.driver import Driver, InstanceState, InstanceStatus
-from shellwego.runtime.process import ProcessDriver, process_start_time
+from shellwego.runtime.process import ProcessDriver
+from shellwego.runtime.procfs import process_start_time
 
 from .conftest import Node, wait_http, wait_until
 
@@ -57,11 +58,12 @@ async def test_instance_serves_on_its_port_with_only_its_own_environment(
 
     env = json.loads(await wait_http(spec.port))
     assert env["PORT"] == str(spec.port)
-    assert env["HOME"] == str(app)
+    home = node.state_dir / "web-1" / "app"  # the instance's own layer over the slug
+    assert env["HOME"] == str(home)
     assert env["GREETING"] == "hello"
     assert env["LANG"] == "C.UTF-8"
     assert env["FROM_PROFILE"] == "set by .profile.d"
-    assert env["PATH"] == f"{app}/bin:/usr/local/bin:/usr/bin:/bin"
+    assert env["PATH"] == f"{home}/bin:/usr/local/bin:/usr/bin:/bin"
     assert "AGENT_ONLY_VARIABLE" not in env
 
     state = json.loads((node.state_dir / "web-1" / "state.json").read_text())
@@ -245,10 +247,16 @@ async def test_capabilities_say_what_isolation_this_host_gives(node: Node) -> No
     assert caps.memory_limit == any(i.startswith("cgroup") for i in caps.isolation)
     if "bwrap" not in caps.isolation or not caps.memory_limit:
         assert caps.notes  # says why
-    bare = ProcessDriver(node.state_dir, sandbox=False, cgroups=False)
-    assert bare.capabilities().isolation == ("process-group",)
+    layer = "overlay" if os.geteuid() == 0 else "private-copy"
+    if "bwrap" in caps.isolation:
+        assert caps.isolation[-2:] == ((layer, "uid-65534") if os.geteuid() == 0 else (layer,))
+    bare = ProcessDriver(node.state_dir, sandbox=False, cgroups=False, run_as=None)
+    assert bare.capabilities().isolation == ("process-group", layer)
     assert not bare.capabilities().memory_limit
-    assert len(bare.capabilities().notes) == 2
+    assert bare.capabilities().notes[:2] == (
+        "cgroup limits are disabled by configuration",
+        "sandboxing is disabled by configuration",
+    )
 
 
 AGENT = """
@@ -312,3 +320,67 @@ async def test_failed_restart_keeps_backing_off_until_the_app_can_start_again(
 
     await wait_until(serving)
     await wait_http(spec.port)
+
+
+# Shuts down 1.5 s after the first SIGTERM, whatever comes next.
+SLOW_TO_STOP = """
+import signal, sys, time
+deadline = None
+def on_term(*_):
+    global deadline
+    deadline = deadline or time.monotonic() + 1.5
+signal.signal(signal.SIGTERM, on_term)
+print("up", flush=True)
+while deadline is None or time.monotonic() < deadline:
+    time.sleep(0.02)
+"""
+
+
+def _copies(token: str) -> list[int]:
+    """Live python processes started with ``token`` among their arguments."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv[0].endswith(b"python3") and token.encode() in argv:
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.parametrize("sandbox", [None, False], ids=["host-default", "unsandboxed"])
+async def test_an_instance_left_stopping_by_a_dead_agent_never_runs_twice(
+    node: Node, sandbox: bool | None
+) -> None:
+    """Unsandboxed, the app is the instance's main process and outlives the agent; in the
+    sandbox, bubblewrap (the main process) ends at the SIGTERM while the app lingers."""
+    app = node.app("slow", {"slow.py": SLOW_TO_STOP})
+    token = f"token-{os.getpid()}-{time.monotonic_ns()}"
+    spec = node.spec("slow-1", app, f"python3 slow.py {token}")
+    first = node.driver(sandbox=sandbox)
+    await first.start(spec)
+
+    async def up() -> bool:
+        return "up" in [line.line async for line in first.logs("slow-1")]
+
+    await wait_until(up)
+    [old] = _copies(token)
+    # the agent dies while stopping the instance: "stopped" is on disk, the app still runs
+    stopping = asyncio.create_task(first.stop("slow-1", grace_seconds=30))
+    await asyncio.sleep(0.3)
+    stopping.cancel()
+    await asyncio.gather(stopping, return_exceptions=True)
+    await first.close()
+    assert _copies(token) == [old]
+
+    second = node.driver(sandbox=sandbox)
+    again = await second.start(spec)
+    assert again.state == InstanceState.RUNNING
+    assert old not in _copies(token)
+
+    async def restarted() -> list[int]:
+        return _copies(token)
+
+    assert len(await wait_until(restarted)) == 1
+    await second.stop("slow-1", grace_seconds=5)

@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from shellwego.runtime.driver import InstanceState
 
@@ -19,16 +16,6 @@ SECRET = "hunter2-database-password"
 
 def _mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
-
-
-@pytest.fixture
-def open_umask() -> Iterator[None]:
-    """Nothing from the process umask helps: files are created as permissive as it allows."""
-    previous = os.umask(0)
-    try:
-        yield
-    finally:
-        os.umask(previous)
 
 
 def _assert_private(node: Node, instance_id: str) -> None:

@@ -1,7 +1,10 @@
 """The node's slug cache: ``<state_dir>/slugs/<digest>/`` holds one extracted slug.
 
 A missing slug is downloaded from the control plane (sha256-verified), extracted
-safely and atomically, and shared by every instance of every release built from it.
+safely and atomically, and shared by every instance of every release built from it --
+read-only: instances never write to it nor even see it. The runtime gives each instance
+a private writable layer over it (see :mod:`shellwego.runtime.layer`), and the cache
+directory is private to the agent (0700), so no instance can reach a slug by its path.
 Slugs no instance uses are deleted, except the ``keep`` most recently used ones (so a
 rollback does not download again).
 """
@@ -20,6 +23,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 
 from shellwego.errors import InvalidInput, RuntimeFailure
+from shellwego.runtime.state import make_private_dir
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +101,7 @@ class SlugCache:
                 with contextlib.suppress(OSError):
                     os.utime(dest)  # most recently used: kept longest by gc
                 return dest
-            self.root.mkdir(parents=True, exist_ok=True)
+            make_private_dir(self.root)
             tarball = self.root / f".{digest}.tar.gz"
             try:
                 log.info("downloading slug %s", digest[:12])

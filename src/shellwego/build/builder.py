@@ -29,7 +29,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from shellwego.errors import BuildFailed
+from shellwego.errors import BuildFailed, RuntimeFailure
+from shellwego.runtime.cgroups import Cgroups
 from shellwego.runtime.command import BASE_PATH
 from shellwego.runtime.sandbox import Sandbox
 
@@ -293,7 +294,12 @@ def _clear(path: Path) -> None:
 
 
 class Builder:
-    """Builds slugs; build steps run as subprocesses under a memory cap and a time limit."""
+    """Builds slugs; build steps run as subprocesses under a memory cap and a time limit.
+
+    The memory cap bounds a whole step, every process it starts included: each step runs
+    in a cgroup of its own with that memory limit where the host's cgroups are writable,
+    else each of its processes gets that much address space (``prlimit --as``).
+    """
 
     def __init__(
         self,
@@ -303,16 +309,20 @@ class Builder:
         timeout_seconds: float = 900,
         hidden_paths: Sequence[Path] = (),
         sandbox: bool | None = None,
+        cgroups: bool | None = None,
     ) -> None:
         """``hidden_paths``: what build steps (which run the app's own install code) must not
         see, e.g. the platform's data directory. ``sandbox``: None = bubblewrap when it
-        works here, False = never."""
+        works here, False = never. ``cgroups``: None = a memory cgroup per step when the
+        host allows it, False = the per-process limit only."""
         self.cache_dir = Path(cache_dir)
         self.memory_bytes = memory_bytes
         self.timeout_seconds = timeout_seconds
         self.hidden_paths = tuple(hidden_paths)
         self._want_sandbox = sandbox
         self._sandbox: Sandbox | None = None
+        self._want_cgroups = cgroups
+        self._cgroups: Cgroups | None = None
 
     def sandbox(self) -> Sandbox:
         """How build steps are isolated on this host (detected once)."""
@@ -323,6 +333,16 @@ class Builder:
                 else Sandbox.detect()
             )
         return self._sandbox
+
+    def cgroups(self) -> Cgroups:
+        """How build steps' memory is capped on this host (detected once)."""
+        if self._cgroups is None:
+            self._cgroups = (
+                Cgroups(0, {}, "disabled by configuration")
+                if self._want_cgroups is False
+                else Cgroups.detect()
+            )
+        return self._cgroups
 
     async def build(self, src: Path, out: Path, log: Log) -> BuildResult:
         """Build the app in ``src`` (in place) and write ``out/slug.tar.gz``."""
@@ -495,12 +515,47 @@ class Builder:
         With bubblewrap, the step sees the host read-only, its own source and the build
         cache writable, a private /tmp as HOME, and none of ``hidden_paths``.
         """
-        full, preexec = self._limited(argv)
+        cgroups = await asyncio.to_thread(self.cgroups)
+        dirs: dict[str, str] = {}
+        if cgroups.available:
+            try:
+                dirs = cgroups.create(f"build-{os.urandom(6).hex()}", self.memory_bytes, None)
+            except RuntimeFailure as exc:
+                await log(f"{INDENT}no memory cgroup for this step ({exc.detail})")
+        full, preexec = (argv, None) if dirs else self._limited(argv)
         sandbox = self.sandbox()
         if sandbox.binary is not None:
             self.cache_dir.mkdir(parents=True, exist_ok=True)
             full = sandbox.argv(cwd, self.hidden_paths, full, binds=[self.cache_dir])
             env = {**env, "HOME": "/tmp"}
+        if dirs:
+            full = ["/bin/sh", "-c", Cgroups.join_script(dirs) + 'exec "$@"\n', "sh", *full]
+        try:
+            await self._step(
+                full, cwd=cwd, env=env, preexec=preexec, log=log, what=what, deadline=deadline
+            )
+        except BuildFailed:
+            if dirs and Cgroups.oom_kills(dirs):
+                raise BuildFailed(
+                    f"{what} ran out of memory: the build memory limit is "
+                    f"{self.memory_bytes // (1024 * 1024)} MiB for all of a step's processes"
+                ) from None
+            raise
+        finally:
+            if dirs:
+                await Cgroups.remove(dirs)  # and whatever the step left running in it
+
+    async def _step(
+        self,
+        full: list[str],
+        *,
+        cwd: Path,
+        env: dict[str, str],
+        preexec: Callable[[], None] | None,
+        log: Log,
+        what: str,
+        deadline: float,
+    ) -> None:
         try:
             proc = await asyncio.create_subprocess_exec(
                 *full,

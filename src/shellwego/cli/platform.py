@@ -181,7 +181,7 @@ def register(app: typer.Typer) -> None:
         """Run a node agent: registers once, then runs what the control plane assigns."""
         from shellwego.agent.daemon import Agent
         from shellwego.agent.settings import AgentSettings
-        from shellwego.runtime.host import available_runtimes
+        from shellwego.runtime.host import offered_runtimes
         from shellwego.runtime.process import ProcessDriver
         from shellwego.settings import Settings
 
@@ -195,6 +195,11 @@ def register(app: typer.Typer) -> None:
                 err=True,
             )
             raise typer.Exit(2)
+        driver = ProcessDriver(
+            state / "instances",
+            hidden_paths=[settings.data_dir, state],
+            run_as=settings.instance_user,
+        )
         daemon = Agent(
             AgentSettings(
                 server_url=server_url.rstrip("/"),
@@ -202,11 +207,11 @@ def register(app: typer.Typer) -> None:
                 state_dir=state,
                 hostname=socket.gethostname(),
                 labels=_labels(label or []),
-                runtimes=available_runtimes(),
+                runtimes=offered_runtimes([driver]),
                 address=address,
                 cpu_overcommit=cpu_overcommit,
             ),
-            ProcessDriver(state / "instances", hidden_paths=[settings.data_dir, state]),
+            driver,
         )
         task: dict[str, asyncio.Task[None]] = {}
 

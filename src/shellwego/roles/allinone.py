@@ -17,7 +17,7 @@ from shellwego.controllers import edge as edge_sync
 from shellwego.edge.metrics import traffic_for_app
 from shellwego.edge.process import CaddyProcess
 from shellwego.models import OrganizationCreate, User, UserCreate
-from shellwego.runtime.host import available_runtimes
+from shellwego.runtime.host import offered_runtimes
 from shellwego.runtime.process import ProcessDriver
 from shellwego.services import auth
 from shellwego.services.bootstrap import build_context
@@ -63,7 +63,9 @@ class AllInOne:
         self.first: FirstStart | None = None
         # apps never see the platform's data (database, master key, other apps' slugs)
         self.driver = ProcessDriver(
-            settings.data_dir / "agent" / "instances", hidden_paths=[settings.data_dir]
+            settings.data_dir / "agent" / "instances",
+            hidden_paths=[settings.data_dir],
+            run_as=settings.instance_user,
         )
         self.caddy = CaddyProcess(edge_settings(settings))
         self.plane = ControlPlane(
@@ -92,7 +94,7 @@ class AllInOne:
                 state_dir=self.settings.data_dir / "agent",
                 hostname=socket.gethostname(),
                 labels={},
-                runtimes=available_runtimes(),
+                runtimes=offered_runtimes([self.driver]),
                 heartbeat_interval=self.settings.heartbeat_interval,
                 cpu_overcommit=self.settings.cpu_overcommit,
             ),

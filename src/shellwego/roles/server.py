@@ -17,6 +17,7 @@ from shellwego.build.artifacts import ArtifactStore
 from shellwego.build.builder import Builder
 from shellwego.controllers import loops
 from shellwego.runtime.process import ProcessDriver
+from shellwego.runtime.state import make_private_dir
 from shellwego.services import nodes
 from shellwego.services.context import Context
 from shellwego.services.tokens import JOIN_PREFIX, new_token
@@ -32,7 +33,13 @@ def equip(ctx: Context) -> None:
     ctx.extras["artifacts"] = ArtifactStore(data / "artifacts")
     # build steps run the app's own install code: they never see the platform's data
     ctx.extras["builder"] = Builder(data / "cache" / "build", hidden_paths=[data])
-    ctx.extras["oneoff_driver"] = ProcessDriver(data / "oneoff" / "state")
+    # so do one-off commands: they see their release's slug (through a private writable
+    # layer) and nothing else of the data directory (master key, database, artifacts)
+    (data / "oneoff").mkdir(exist_ok=True)
+    make_private_dir(data / "oneoff" / "slugs")  # what they run from, out of their reach
+    ctx.extras["oneoff_driver"] = ProcessDriver(
+        data / "oneoff" / "state", hidden_paths=[data], run_as=ctx.settings.instance_user
+    )
 
 
 class ControlPlane:

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import shlex
 import signal
 import time
 from collections.abc import Mapping
@@ -91,9 +92,15 @@ class Cgroups:
         return "unified" in self.parents or "cpu" in self.parents
 
     @classmethod
-    def detect(cls) -> Cgroups:
-        mounts = cgroup_mounts()
-        own = own_cgroups()
+    def detect(
+        cls,
+        mounts: list[tuple[str, Path, set[str]]] | None = None,
+        own: dict[str, str] | None = None,
+    ) -> Cgroups:
+        """What this host offers; ``mounts`` and ``own`` default to this process's view
+        (:func:`cgroup_mounts`, :func:`own_cgroups`)."""
+        mounts = cgroup_mounts() if mounts is None else mounts
+        own = own_cgroups() if own is None else own
         notes = []
         for fstype, mount, _ in mounts:
             if fstype != "cgroup2":
@@ -140,8 +147,9 @@ class Cgroups:
                 with contextlib.suppress(OSError):
                     parent.rmdir()
 
-    def create(self, name: str, memory_bytes: int, cpu_millis: int) -> dict[str, str]:
-        """Create (or update) the cgroups of one instance; returns their paths by role."""
+    def create(self, name: str, memory_bytes: int, cpu_millis: int | None) -> dict[str, str]:
+        """Create (or update) the cgroups of one instance (or build); returns their paths
+        by role. ``cpu_millis`` None: no CPU quota."""
         dirs: dict[str, str] = {}
         try:
             for role, parent in self.parents.items():
@@ -154,10 +162,11 @@ class Cgroups:
                     _write(path / "memory.max", str(memory_bytes))
                     if (path / "memory.swap.max").exists():
                         _write(path / "memory.swap.max", "0")
-                    _write(path / "cpu.max", f"{cpu_millis * 100} 100000")
+                    if cpu_millis is not None:
+                        _write(path / "cpu.max", f"{cpu_millis * 100} 100000")
                 elif role == "memory":
                     self._v1_memory(path, memory_bytes)
-                elif role == "cpu":
+                elif role == "cpu" and cpu_millis is not None:
                     _write(path / "cpu.cfs_period_us", "100000")
                     _write(path / "cpu.cfs_quota_us", str(cpu_millis * 100))
         except OSError as exc:
@@ -180,6 +189,14 @@ class Cgroups:
     @staticmethod
     def procs_files(dirs: Mapping[str, str]) -> list[str]:
         return sorted({str(Path(d) / "cgroup.procs") for d in dirs.values()})
+
+    @classmethod
+    def join_script(cls, dirs: Mapping[str, str]) -> str:
+        """Shell lines that move the shell running them (and so what it ``exec``s and
+        starts) into ``dirs``; exit 125 when it cannot."""
+        return "".join(
+            f"echo $$ > {shlex.quote(procs)} || exit 125\n" for procs in cls.procs_files(dirs)
+        )
 
     @staticmethod
     def members(dirs: Mapping[str, str]) -> set[int]:

@@ -1,8 +1,10 @@
 """An instance's command line and environment.
 
-Each instance runs ``/bin/sh -c``: it joins its cgroups, enters the sandbox, changes to
-the app directory, sources ``$HOME/.profile.d/*.sh`` and then replaces itself with the
-command when that is one plain program invocation (so signals reach the app directly).
+Each instance runs ``/bin/sh -c``: it joins its cgroups, mounts its app layer, enters the
+sandbox, becomes the instance user, changes to the app directory, sources
+``$HOME/.profile.d/*.sh`` and then replaces itself with the command when that is one
+plain program invocation (so signals reach the app directly). Each step ``exec``s the
+next, so the instance keeps the pid it was started with.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from .cgroups import Cgroups
 from .driver import InstanceSpec
 from .procfs import group_members
 from .sandbox import Sandbox
+from .user import SWITCH_CAPS, RunUser
 
 BASE_PATH = "/usr/local/bin:/usr/bin:/bin"
 
@@ -56,39 +59,47 @@ def exec_form(command: str) -> str:
 
 
 def instance_argv(
-    spec: InstanceSpec,
-    cgroups: Mapping[str, str],
+    app_dir: Path,
     command: str | None,
     args: Sequence[str],
+    *,
+    cgroups: Mapping[str, str],
     sandbox: Sandbox,
     hidden: Iterable[Path],
+    user: RunUser | None = None,
+    prefix: Sequence[str] = (),
+    setup: str = "",
 ) -> list[str]:
-    """``/bin/sh -c`` joining the cgroups, entering the sandbox, sourcing .profile.d.
+    """``/bin/sh -c`` joining the cgroups, running ``setup`` (as root), entering the
+    sandbox, switching to ``user``, then sourcing .profile.d in ``app_dir``.
 
     ``command`` runs as the instance's process; without one, ``args`` are run as given.
+    ``prefix`` is what the launcher itself runs under (e.g. ``unshare --mount``).
     """
-    app_dir = shlex.quote(str(spec.app_dir))
+    quoted = shlex.quote(str(app_dir))
     run = exec_form(command) if command is not None else 'exec "$@"'
     inner = (
-        f"cd -- {app_dir} || exit 126\nunset OLDPWD\n"
+        f"cd -- {quoted} || exit 126\nunset OLDPWD\n"
         'for f in "$HOME"/.profile.d/*.sh; do if [ -r "$f" ]; then . "$f"; fi; done\n'
         f"{run}\n"
     )
-    join = "".join(
-        f"echo $$ > {shlex.quote(procs)} || exit 125\n" for procs in Cgroups.procs_files(cgroups)
-    )
-    if sandbox.binary is None:
+    join = Cgroups.join_script(cgroups) + setup
+    if sandbox.binary is None and user is None and not prefix:
         return ["/bin/sh", "-c", join + inner, "sh", *args]
-    sandboxed = sandbox.argv(spec.app_dir, hidden, ["/bin/sh", "-c", inner, "sh", *args])
-    return ["/bin/sh", "-c", join + 'exec "$@"\n', "sh", *sandboxed]
+    program = [*(user.argv() if user else ()), "/bin/sh", "-c", inner, "sh", *args]
+    if sandbox.binary is not None:
+        keep = SWITCH_CAPS if user is not None else ()
+        program = sandbox.argv(app_dir, hidden, program, keep_caps=keep)
+    return [*prefix, "/bin/sh", "-c", join + 'exec "$@"\n', "sh", *program]
 
 
-def instance_environment(spec: InstanceSpec) -> dict[str, str]:
-    """A clean environment: the release's config plus ``PORT``, ``HOME``, ``PATH``, ``LANG``."""
+def instance_environment(spec: InstanceSpec, home: Path | None = None) -> dict[str, str]:
+    """A clean environment: the release's config plus ``PORT``, ``HOME`` (the app
+    directory the instance sees), ``PATH`` and ``LANG``."""
     env = {"PATH": BASE_PATH, "LANG": "C.UTF-8"}
     env.update(spec.env)
     env["PORT"] = str(spec.port)
-    env["HOME"] = str(spec.app_dir)
+    env["HOME"] = str(home or spec.app_dir)
     return env
 
 

@@ -1,22 +1,22 @@
-"""What this host offers to runtimes: which runtimes work, and the capacity they share."""
+"""What this host offers to runtimes: which runtimes an agent runs, and the capacity they
+share."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
-from . import microvm
-from .process import cgroup_mounts, own_cgroups
+from .cgroups import cgroup_mounts, own_cgroups
+from .driver import Driver
 
 UNLIMITED_V1 = 1 << 62  # cgroup v1 reports "no limit" as a huge page-rounded number
 
 
-def available_runtimes() -> list[str]:
-    """Runtimes an agent on this host can offer: always ``process``; ``microvm`` with KVM."""
-    runtimes = ["process"]
-    if microvm.probe().available:
-        runtimes.append(microvm.RUNTIME)
-    return runtimes
+def offered_runtimes(drivers: Iterable[Driver]) -> list[str]:
+    """The runtimes an agent offers: exactly those it has a working driver for (a host
+    that could run microVMs offers none until a microvm driver runs them)."""
+    return [driver.name for driver in drivers if driver.capabilities().available]
 
 
 def _cgroup_dirs() -> dict[str, Path]:

@@ -27,7 +27,8 @@ LOG_FILE = "output.log"
 LOG_LIMIT_BYTES = 4 * 1024 * 1024
 
 # The log pump: reads the app's stdout (fd 0) and stderr (fd 3) until both are closed and
-# appends "<UTC timestamp> <stream> <line>" lines to the log file, rotating it to ".1".
+# appends "<UTC timestamp> <stream> <line>" lines to the log file (0600: apps log
+# secrets), rotating it to ".1".
 _LOG_PUMP = r"""
 import os, select, signal, sys, time
 signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -35,7 +36,9 @@ signal.signal(signal.SIGHUP, signal.SIG_IGN)
 path, limit = sys.argv[1], int(sys.argv[2])
 names = {0: b"stdout", 3: b"stderr"}
 pending = {0: b"", 3: b""}
-out = open(path, "ab")
+def reopen():
+    return os.fdopen(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab")
+out = reopen()
 def emit(fd, line):
     global out
     now = time.time()
@@ -44,7 +47,7 @@ def emit(fd, line):
     if out.tell() > limit:
         out.close()
         os.replace(path, path + ".1")
-        out = open(path, "ab")
+        out = reopen()
 open_fds = [0, 3]
 while open_fds:
     ready, _, _ = select.select(open_fds, [], [])

@@ -1,21 +1,28 @@
-"""The microvm runtime's host check: KVM and a Firecracker binary, or why not.
+"""The microvm runtime's host check: a working KVM and a Firecracker binary, or why not.
 
-Only the probe lives here: it tells the agent (and the node's advertised runtimes) whether
-this host can run microVMs at all, and in words why not when it cannot.
+Only the probe lives here (there is no microvm driver yet, so agents never offer the
+runtime): it tells an operator, in words, whether this host could run microVMs. ``/dev/kvm``
+must exist, be open to this user, answer the KVM API and come with hardware
+virtualisation: a paravirtualised KVM (nested, e.g. PVM, where the CPU shows no vmx/svm
+flags) does not boot stock guest kernels.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 from .driver import Capabilities
 
 RUNTIME = "microvm"
+KVM_GET_API_VERSION = 0xAE00  # _IO(KVMIO, 0x00)
+KVM_API_VERSION = 12  # the only stable KVM API version
 
 
-def _cpu_has_virtualisation(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool | None:
+def _cpu_has_virtualisation(cpuinfo: Path) -> bool | None:
     """Whether the CPU flags show VT-x/AMD-V; None when cpuinfo cannot be read."""
     try:
         text = cpuinfo.read_text()
@@ -28,39 +35,54 @@ def _cpu_has_virtualisation(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool | Non
     return None
 
 
-def probe(kvm_path: Path = Path("/dev/kvm")) -> Capabilities:
-    """Whether the microvm runtime can run here: ``kvm_path`` usable and ``firecracker`` found."""
+def kvm_api_version(kvm_path: Path) -> int | str:
+    """The KVM API version ``kvm_path`` answers, or why it answers none."""
+    try:
+        fd = os.open(kvm_path, os.O_RDWR | os.O_CLOEXEC)
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    try:
+        return int(fcntl.ioctl(fd, KVM_GET_API_VERSION))
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    finally:
+        os.close(fd)
+
+
+def _unavailable(*notes: str) -> Capabilities:
+    return Capabilities(runtime=RUNTIME, available=False, notes=notes)
+
+
+def probe(
+    kvm_path: Path = Path("/dev/kvm"),
+    cpuinfo: Path = Path("/proc/cpuinfo"),
+    api_version: Callable[[Path], int | str] = kvm_api_version,
+) -> Capabilities:
+    """Whether microVMs could run here: ``kvm_path`` usable and ``firecracker`` found."""
     if not kvm_path.exists():
-        return Capabilities(
-            runtime=RUNTIME,
-            available=False,
-            notes=(
-                f"{kvm_path} is not present on this host: the microvm runtime needs "
-                "hardware virtualisation (KVM)",
-            ),
+        return _unavailable(
+            f"{kvm_path} is not present on this host: the microvm runtime needs "
+            "hardware virtualisation (KVM)"
         )
     if not os.access(kvm_path, os.R_OK | os.W_OK):
-        return Capabilities(
-            runtime=RUNTIME,
-            available=False,
-            notes=(
-                f"{kvm_path} is not readable and writable by this user: add it to the kvm group",
-            ),
+        return _unavailable(
+            f"{kvm_path} is not readable and writable by this user: add it to the kvm group"
         )
-    notes: list[str] = []
-    if _cpu_has_virtualisation() is False:
-        notes.append(
-            f"{kvm_path} exists but the CPU shows no vmx/svm flags: KVM is paravirtualised "
-            "(nested, e.g. PVM) and stock guest kernels may not boot under it"
+    version = api_version(kvm_path)
+    if version != KVM_API_VERSION:
+        why = version if isinstance(version, str) else f"API version {version}"
+        return _unavailable(f"{kvm_path} is not a usable KVM device ({why})")
+    if _cpu_has_virtualisation(cpuinfo) is False:
+        return _unavailable(
+            f"{kvm_path} works but the CPU shows no vmx/svm flags: KVM is paravirtualised "
+            "here (nested, e.g. PVM) and stock guest kernels do not boot under it"
         )
     if shutil.which("firecracker") is None:
-        notes.insert(0, "firecracker binary not found on PATH")
-        return Capabilities(runtime=RUNTIME, available=False, notes=tuple(notes))
+        return _unavailable("firecracker binary not found on PATH")
     return Capabilities(
         runtime=RUNTIME,
         available=True,
         isolation=("kvm", "firecracker"),
         memory_limit=True,
         cpu_limit=True,
-        notes=tuple(notes),
     )

@@ -12,9 +12,17 @@ Where the host allows it the instance also gets:
   only the instance's own app directory writable. The network is the host's: the app
   listens on its ``PORT`` on the host.
 
+Every instance also gets:
+
+* its own writable layer over the read-only slug (:mod:`.layer`): an overlay in a private
+  mount namespace, or a private copy; writes stay private to the instance and are
+  discarded when it starts again. The instance's app directory (and ``HOME``) is
+  ``<state_dir>/<instance_id>/app``;
+* when the agent runs as root, an unprivileged user (:mod:`.user`, 65534 by default).
+
 Instances are not tied to the agent: no pipes lead back to it, output goes through a
 small log pump (its own session) into ``<state_dir>/<instance_id>/output.log``, each line
-stamped with the time it was written and its stream, rotated past :data:`LOG_LIMIT_BYTES`.
+stamped with the time it was written and its stream, rotated past ``LOG_LIMIT_BYTES``.
 Everything needed to find an instance again (spec, pid, the pid's start time, restart
 count, desired state, cgroup paths) is kept in ``state.json`` next to it, so a restarted
 agent re-adopts running instances through :meth:`ProcessDriver.recover`.
@@ -46,8 +54,8 @@ from pathlib import Path
 
 from shellwego.errors import InvalidInput, RuntimeFailure, RuntimeUnavailable
 
-from .cgroups import CGROUP_PARENT, Cgroups, cgroup_mounts, own_cgroups
-from .command import BASE_PATH, exec_form, instance_argv, instance_environment, run_collected
+from .cgroups import Cgroups
+from .command import instance_argv, instance_environment, run_collected
 from .driver import (
     Capabilities,
     ExecResult,
@@ -58,29 +66,21 @@ from .driver import (
     LogLine,
 )
 from .exits import POLL_SECONDS, describe_exit, reap, terminate, wait_exit
-from .logfile import LOG_FILE, LOG_LIMIT_BYTES, LogReader, parse_line, read_lines, spawn_with_log
-from .procfs import alive, group_usage, process_start_time, reused, signal_group
+from .layer import Layers
+from .logfile import LOG_FILE, LogReader, parse_line, read_lines, spawn_with_log
+from .procfs import (
+    alive,
+    group_usage,
+    instance_group,
+    process_start_time,
+    reused,
+    signal_group,
+)
 from .sandbox import Sandbox
 from .state import STATE_FILE, InstanceRecord, make_private_dir, read_state, write_state
+from .user import NOBODY, RunUser, run_user
 
-__all__ = [
-    "BASE_PATH",
-    "CGROUP_PARENT",
-    "EXEC_OUTPUT_LIMIT",
-    "EXEC_TIMEOUT_EXIT",
-    "LOG_FILE",
-    "LOG_LIMIT_BYTES",
-    "POLL_SECONDS",
-    "STABLE_AFTER_SECONDS",
-    "STATE_FILE",
-    "Cgroups",
-    "ProcessDriver",
-    "Sandbox",
-    "cgroup_mounts",
-    "exec_form",
-    "own_cgroups",
-    "process_start_time",
-]
+__all__ = ["EXEC_OUTPUT_LIMIT", "EXEC_TIMEOUT_EXIT", "STABLE_AFTER_SECONDS", "ProcessDriver"]
 
 log = logging.getLogger(__name__)
 
@@ -105,12 +105,16 @@ class ProcessDriver:
         backoff_base: float = 0.5,
         backoff_max: float = 30.0,
         hidden_paths: Sequence[Path] = (),
+        run_as: tuple[int, int] | None = NOBODY,
     ) -> None:
+        """``run_as``: the uid/gid instances run as when this process is root (None: as
+        root too). ``hidden_paths``: what instances must not see (the platform's data)."""
         self.state_dir = Path(state_dir).resolve()
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
         self.hidden_paths = tuple(Path(p) for p in hidden_paths)
         self._notes: list[str] = []
+        self._user: RunUser | None = run_user(run_as)
         if cgroups is False:
             self._cgroups = Cgroups(0, {}, "cgroup limits are disabled by configuration")
         else:
@@ -121,13 +125,21 @@ class ProcessDriver:
             self._notes.append(self._cgroups.note)
         if sandbox is False:
             self._sandbox = Sandbox(None, note="sandboxing is disabled by configuration")
-            self._notes.append("sandboxing is disabled by configuration")
+            self._notes.append(self._sandbox.note or "")
         else:
             self._sandbox = Sandbox.detect()
             if sandbox and self._sandbox.binary is None:
                 raise RuntimeUnavailable(f"a sandbox was requested: {self._sandbox.note}")
             if self._sandbox.note:
                 self._notes.append(f"{self._sandbox.note}: instances are not sandboxed")
+        # unsandboxed instances reach their app layer by its host path: instance
+        # directories are then searchable (0711), never listable, their files private
+        self._dir_mode = 0o711 if self._sandbox.binary is None and self._user else 0o700
+        make_private_dir(self.state_dir, self._dir_mode)
+        self._check_reachable()
+        self._layers = Layers.detect(self.state_dir)
+        if self._layers.note:
+            self._notes.append(self._layers.note)
         self._instances: dict[str, InstanceRecord] = {}
 
     # ---- protocol ------------------------------------------------------------------------
@@ -138,6 +150,9 @@ class ProcessDriver:
             isolation.append(f"cgroup-v{self._cgroups.version}")
         if self._sandbox.binary is not None:
             isolation.append("bwrap")
+        isolation.append(self._layers.label)
+        if self._user is not None:
+            isolation.append(self._user.label())
         return Capabilities(
             runtime=self.name,
             available=True,
@@ -150,11 +165,11 @@ class ProcessDriver:
     async def prepare(self, spec: InstanceSpec) -> None:
         inst = self._instances.get(spec.instance_id)
         if inst is None:
-            inst = self._load_known(spec.instance_id) or InstanceRecord(spec=spec)
+            inst = await self._load_known(spec.instance_id) or InstanceRecord(spec=spec)
             self._instances[spec.instance_id] = inst
         elif inst.state not in _ACTIVE:
             inst.spec = spec
-        make_private_dir(self._instance_dir(spec.instance_id))
+        make_private_dir(self._instance_dir(spec.instance_id), self._dir_mode)
         if self._cgroups.available and not inst.cgroups:
             inst.cgroups = self._cgroups.create(
                 spec.instance_id, spec.memory_bytes, spec.cpu_millis
@@ -171,7 +186,7 @@ class ProcessDriver:
             inst.desired = "running"
             inst.crashes = 0
             try:
-                self._spawn(inst)
+                await self._spawn(inst)
             except RuntimeFailure as exc:
                 inst.desired = "stopped"
                 inst.state = InstanceState.EXITED
@@ -272,22 +287,28 @@ class ProcessDriver:
     async def exec(
         self, spec: InstanceSpec, argv: Sequence[str], timeout: float = 60.0
     ) -> ExecResult:
+        """Run ``argv`` like an instance of ``spec`` would run: same user, sandbox and
+        limits, in a writable layer of its own that is discarded afterwards."""
         if not argv:
             raise InvalidInput("exec needs a command to run")
         self._check_app_dir(spec)
+        name = f"{self._instance_dir(spec.instance_id).name}.exec-{secrets.token_hex(4)}"
+        layer = self.state_dir / name
+        make_private_dir(layer, self._dir_mode)
         dirs: dict[str, str] = {}
-        if self._cgroups.available:
-            name = f"{spec.instance_id}.exec-{secrets.token_hex(4)}"
-            dirs = self._cgroups.create(name, spec.memory_bytes, spec.cpu_millis)
         try:
-            command = self._argv(spec, dirs, None, argv)
-            env = instance_environment(spec)
+            if self._cgroups.available:
+                dirs = self._cgroups.create(name, spec.memory_bytes, spec.cpu_millis)
+            app = await asyncio.to_thread(self._layers.prepare, spec.app_dir, layer, self._user)
+            command = self._argv(spec, app, layer, dirs, None, argv)
+            env = instance_environment(spec, app)
             code, output = await run_collected(
-                command, env, spec.app_dir, dirs, timeout, EXEC_OUTPUT_LIMIT, spec.instance_id
+                command, env, Path("/"), dirs, timeout, EXEC_OUTPUT_LIMIT, spec.instance_id
             )
         finally:
             if dirs:
                 await Cgroups.remove(dirs)
+            await asyncio.to_thread(shutil.rmtree, layer, True)
         if code is None:
             return ExecResult(exit_code=EXEC_TIMEOUT_EXIT, output=output)
         return ExecResult(exit_code=128 - code if code < 0 else code, output=output)
@@ -326,7 +347,7 @@ class ProcessDriver:
                 inst.crashes += 1
                 await asyncio.sleep(delay)
                 try:
-                    self._spawn(inst)
+                    await self._spawn(inst)
                 except RuntimeFailure as exc:
                     inst.last_error = exc.detail
                     self._persist(inst)
@@ -369,7 +390,7 @@ class ProcessDriver:
                 inst.last_error = f"{inst.last_error} while the agent was away"
             inst.crashes = 0
             try:
-                self._spawn(inst)
+                await self._spawn(inst)
             except RuntimeFailure as exc:
                 inst.last_error = exc.detail
                 inst.state = InstanceState.BACKOFF
@@ -379,12 +400,19 @@ class ProcessDriver:
             inst.restarts += 1
             self._persist(inst)
             inst.monitor = asyncio.create_task(self._supervise(inst))
-        elif live:
+        elif live or self._leftovers(inst):
             await self.stop(inst.spec.instance_id)
         else:
             inst.pid = inst.pid_start = None
             if inst.state in _ACTIVE:
                 inst.state = InstanceState.STOPPED
+
+    @staticmethod
+    def _leftovers(inst: InstanceRecord) -> bool:
+        """Whether processes of an instance whose main process is gone still run."""
+        if inst.pid is None:
+            return False
+        return bool(instance_group(inst.pid, inst.pid_start) or Cgroups.members(inst.cgroups))
 
     async def _cancel_monitor(self, inst: InstanceRecord) -> None:
         task, inst.monitor = inst.monitor, None
@@ -396,12 +424,13 @@ class ProcessDriver:
 
     # ---- spawning ------------------------------------------------------------------------
 
-    def _spawn(self, inst: InstanceRecord) -> None:
-        """Launch the instance's process tree and its log pump; no pipe leads to the agent."""
+    async def _spawn(self, inst: InstanceRecord) -> None:
+        """Launch the instance's process tree, on a fresh app layer, and its log pump;
+        no pipe leads to the agent."""
         spec = inst.spec
         self._check_app_dir(spec)
         idir = self._instance_dir(spec.instance_id)
-        make_private_dir(idir)
+        make_private_dir(idir, self._dir_mode)
         if self._cgroups.available:
             previous = inst.cgroups
             inst.cgroups = self._cgroups.create(
@@ -411,8 +440,10 @@ class ProcessDriver:
                 with contextlib.suppress(OSError):  # left by an agent under another cgroup
                     os.rmdir(stale)
             inst.oom_base = Cgroups.oom_kills(inst.cgroups)
-        argv = self._argv(spec, inst.cgroups, spec.command, ())
-        pid = spawn_with_log(argv, instance_environment(spec), idir / LOG_FILE, spec.instance_id)
+        app = await asyncio.to_thread(self._layers.prepare, spec.app_dir, idir, self._user)
+        argv = self._argv(spec, app, idir, inst.cgroups, spec.command, ())
+        env = instance_environment(spec, app)
+        pid = spawn_with_log(argv, env, idir / LOG_FILE, spec.instance_id)
         inst.pid = pid
         inst.pid_start = process_start_time(pid)
         inst.started_at = datetime.now(UTC)
@@ -421,12 +452,35 @@ class ProcessDriver:
     def _argv(
         self,
         spec: InstanceSpec,
+        app: Path,
+        layer: Path,
         cgroups: dict[str, str],
         command: str | None,
         args: Sequence[str],
     ) -> builtins.list[str]:
-        hidden = [*self.hidden_paths, self.state_dir, self.state_dir.parent]
-        return instance_argv(spec, cgroups, command, args, self._sandbox, hidden)
+        return instance_argv(
+            app,
+            command,
+            args,
+            cgroups=cgroups,
+            sandbox=self._sandbox,
+            hidden=[*self.hidden_paths, self.state_dir, self.state_dir.parent],
+            user=self._user,
+            prefix=self._layers.prefix(),
+            setup=self._layers.mount_script(spec.app_dir, layer),
+        )
+
+    def _check_reachable(self) -> None:
+        """Unsandboxed instances of another user must be able to enter ``state_dir``."""
+        if self._sandbox.binary is not None or self._user is None:
+            return
+        blocked = self._user.blocked_at(self.state_dir)
+        if blocked is not None:
+            raise RuntimeUnavailable(
+                f"instances run as uid {self._user.uid} without a sandbox and cannot reach "
+                f"their app directories under {self.state_dir}: {blocked} is not searchable "
+                f"by them (make it so with chmod o+x, or install bubblewrap)"
+            )
 
     @staticmethod
     def _check_app_dir(spec: InstanceSpec) -> None:
@@ -454,20 +508,26 @@ class ProcessDriver:
         if idir.is_dir():
             write_state(idir, inst)
 
-    def _load_known(self, instance_id: str) -> InstanceRecord | None:
+    async def _load_known(self, instance_id: str) -> InstanceRecord | None:
         """An instance this driver has no record of yet but that is on disk, live or not.
 
-        A live process is adopted (supervised again if it should be running) rather than
-        started twice; a dead one is only remembered, so that ``start`` starts it afresh.
+        A live process is adopted and supervised again when it should be running. One
+        that should not run (an agent died in the middle of stopping it), or whose main
+        process is gone while others of it live on, is stopped. So a ``start`` that
+        follows never runs a second copy; a dead one is only remembered, so that
+        ``start`` starts it afresh.
         """
         try:
             inst = read_state(self._instance_dir(instance_id) / STATE_FILE)
         except (OSError, ValueError, KeyError, TypeError):
             return None
-        if inst.pid is not None and alive(inst.pid, inst.pid_start):
-            if inst.desired == "running":
-                inst.state = InstanceState.RUNNING
-                inst.monitor = asyncio.create_task(self._supervise(inst))
+        self._instances[instance_id] = inst
+        live = inst.pid is not None and alive(inst.pid, inst.pid_start)
+        if live and inst.desired == "running":
+            inst.state = InstanceState.RUNNING
+            inst.monitor = asyncio.create_task(self._supervise(inst))
+        elif live or self._leftovers(inst):
+            await self.stop(instance_id)
         else:
             inst.pid = inst.pid_start = None
             if inst.state in _ACTIVE:

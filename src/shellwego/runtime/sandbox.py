@@ -1,8 +1,9 @@
 """The bubblewrap sandbox: whether it works on this host, and the argv that enters it.
 
 Inside, the host's root is read-only, ``/dev``, ``/proc`` (own PID namespace) and
-``/tmp`` are private, hidden paths are masked, and only the given directories are
-writable. The network is the host's.
+``/tmp`` (world-writable and sticky, like a host's) are private, hidden paths are masked,
+and only the given directories are writable. Every capability is dropped except those the
+caller keeps to switch to an unprivileged user inside. The network is the host's.
 """
 
 from __future__ import annotations
@@ -13,10 +14,34 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-_BWRAP_ISOLATION = (
-    "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
-    "--cap-drop", "ALL",
-)  # fmt: skip
+_BWRAP_ISOLATION = ("--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try")
+
+
+def _base(binary: str) -> list[str]:
+    """Read-only host, private /dev, /proc and /tmp."""
+    return [
+        binary, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
+        "--perms", "1777", "--tmpfs", "/tmp",
+    ]  # fmt: skip
+
+
+def _caps(keep: Sequence[str]) -> list[str]:
+    argv = ["--cap-drop", "ALL"]
+    for cap in keep:
+        argv += ["--cap-add", cap]
+    return argv
+
+
+def _way_in(target: Path, masked: Sequence[Path]) -> list[str]:
+    """Search-only (0711) directories leading to ``target`` inside the mask over it, so
+    that a user other than root can reach it (bwrap would create them 0700)."""
+    argv: list[str] = []
+    for mask in masked:
+        if target.is_relative_to(mask) and target != mask:
+            for depth in range(len(mask.parts) + 1, len(target.parts)):
+                argv += ["--perms", "0711", "--dir", str(Path(*target.parts[:depth]))]
+            break
+    return argv
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,8 +57,7 @@ class Sandbox:
         binary = shutil.which("bwrap")
         if binary is None:
             return cls(None, note="bubblewrap (bwrap) is not installed")
-        base = [binary, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
-        base += ["--tmpfs", "/tmp", *_BWRAP_ISOLATION]
+        base = [*_base(binary), *_BWRAP_ISOLATION, *_caps(())]
         error = ""
         for extra in ((), ("--unshare-user",)):
             try:
@@ -59,13 +83,14 @@ class Sandbox:
         hidden: Iterable[Path],
         inner: Sequence[str],
         binds: Sequence[Path] = (),
+        keep_caps: Sequence[str] = (),
     ) -> list[str]:
         """bwrap argv: read-only host, private /dev /proc /tmp, ``hidden`` masked, app rw
-        (and ``binds`` rw too: they may lie inside a hidden path)."""
+        (and ``binds`` rw too: they may lie inside a hidden path), capabilities dropped
+        but ``keep_caps``."""
         assert self.binary is not None
         app_dir = app_dir.resolve()
-        argv = [self.binary, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
-        argv += ["--tmpfs", "/tmp"]
+        argv = _base(self.binary)
         outside: list[str] = []
         inside: list[str] = []  # masks within the app dir go on top of its bind
         masked: list[Path] = []
@@ -81,8 +106,10 @@ class Sandbox:
             masked.append(path)
             target = inside if path.is_relative_to(app_dir) and path != app_dir else outside
             target += mask
-        argv += [*outside, "--bind", str(app_dir), str(app_dir), *inside]
+        argv += [*outside, *_way_in(app_dir, masked)]
+        argv += ["--bind", str(app_dir), str(app_dir), *inside]
         for extra in binds:
+            argv += [*_way_in(extra.resolve(), masked)]
             argv += ["--bind", str(extra.resolve()), str(extra.resolve())]
-        argv += ["--chdir", str(app_dir), *_BWRAP_ISOLATION, *self.extra, "--", *inner]
-        return argv
+        argv += ["--chdir", str(app_dir), *_BWRAP_ISOLATION, *_caps(keep_caps), *self.extra]
+        return [*argv, "--", *inner]

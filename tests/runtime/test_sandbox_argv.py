@@ -1,0 +1,57 @@
+"""The bubblewrap command line, checked without running it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from shellwego.runtime.sandbox import Sandbox
+
+
+def _pairs(argv: list[str], option: str) -> list[str]:
+    return [argv[i + 1] for i, arg in enumerate(argv) if arg == option]
+
+
+def test_argv_masks_hidden_paths_and_binds_only_the_app_writable(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    app = data / "agent" / "instances" / "i-1" / "app"
+    app.mkdir(parents=True)
+    (data / "master.key").write_text("k")
+    key_file = tmp_path / "key"
+    key_file.write_text("k")
+    cache = data / "cache"
+    cache.mkdir()
+    argv = Sandbox("/usr/bin/bwrap", ("--unshare-user",)).argv(
+        app,
+        [data, data / "agent", key_file, tmp_path / "missing"],
+        ["/bin/sh", "-c", "true"],
+        binds=[cache],
+        keep_caps=["CAP_SETUID"],
+    )
+    assert argv[:9] == [
+        "/usr/bin/bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--perms",
+    ]  # fmt: skip
+    assert argv[9:12] == ["1777", "--tmpfs", "/tmp"]
+    assert _pairs(argv, "--tmpfs") == ["/tmp", str(data)]  # data/agent is inside data
+    assert argv[argv.index(str(key_file)) - 2 :][:3] == ["--ro-bind", "/dev/null", str(key_file)]
+    # the way to the app inside the mask: search-only directories, then the bind
+    dirs = _pairs(argv, "--dir")
+    assert dirs == [str(data / "agent"), str(data / "agent" / "instances"), str(app.parent)]
+    for d in dirs:
+        assert argv[argv.index(d) - 3 : argv.index(d)] == ["--perms", "0711", "--dir"]
+    binds = [argv[i + 1 : i + 3] for i, arg in enumerate(argv) if arg == "--bind"]
+    assert binds == [[str(app), str(app)], [str(cache), str(cache)]]
+    assert argv.index(str(data)) < argv.index("--bind")  # masks first, then what shows through
+    assert argv[argv.index("--chdir") + 1] == str(app)
+    assert argv[argv.index("--cap-drop") : argv.index("--cap-drop") + 4] == [
+        "--cap-drop", "ALL", "--cap-add", "CAP_SETUID",
+    ]  # fmt: skip
+    assert "--unshare-pid" in argv and "--unshare-user" in argv
+    assert argv[-4:] == ["--", "/bin/sh", "-c", "true"]
+
+
+def test_a_hidden_path_inside_the_app_is_masked_on_top_of_its_bind(tmp_path: Path) -> None:
+    app = tmp_path / "app"
+    (app / "secrets").mkdir(parents=True)
+    argv = Sandbox("/usr/bin/bwrap").argv(app, [app / "secrets"], ["true"])
+    assert argv.index("--bind") < argv.index(str(app / "secrets"))
+    assert "--dir" not in argv
