@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from fastapi.testclient import TestClient
 
 from shellwego.edge.process import CaddyProcess
 from shellwego.edge.routes import AppRoute, EdgeSettings, Upstream
@@ -128,13 +127,13 @@ def listening_ports(pid: int) -> set[int]:
 
 @dataclass
 class Api:
-    """The in-process API with one organization, called as its owner."""
+    """The API (in-process or a real server) with one organization, called as its owner."""
 
-    client: TestClient
+    client: httpx.Client
     token: str
 
     @classmethod
-    def bootstrap(cls, client: TestClient) -> Api:
+    def bootstrap(cls, client: httpx.Client) -> Api:
         r = client.post(
             "/v1/bootstrap",
             json={

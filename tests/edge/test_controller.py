@@ -11,11 +11,12 @@ import pytest
 from fastapi.testclient import TestClient
 
 from shellwego.api import create_app
-from shellwego.controllers.edge import record_certificates, route_table
+from shellwego.controllers.edge import record_certificates
 from shellwego.edge.process import CaddyProcess
 from shellwego.edge.render import render, storage_root
 from shellwego.models import DesiredState
 from shellwego.services.context import Context
+from shellwego.services.edges import route_table
 from support.dns_server import DnsServer
 
 from .realparts import Api, Backend, get, https_get

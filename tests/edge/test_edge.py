@@ -19,7 +19,7 @@ from shellwego.edge.certificates import certificate_for
 from shellwego.edge.metrics import traffic_for_app
 from shellwego.edge.process import CaddyProcess
 from shellwego.edge.render import render, storage_root
-from shellwego.edge.routes import RouteTable, Upstream
+from shellwego.edge.routes import AppRoute, RouteTable, Upstream
 from shellwego.models.hostnames import is_local_name
 from support.load import Load
 
@@ -243,14 +243,23 @@ async def test_traffic_is_counted_per_app_and_status_class(
     }
     end = time.monotonic() + 5
     while True:
-        seen = {app: await traffic_for_app(caddy, app) for app in expected}
+        seen = {app: await traffic_for_app(caddy, f"id-{app}") for app in expected}
         if all(all(seen[app][k] == v for k, v in want.items()) for app, want in expected.items()):
             break
         assert time.monotonic() < end, seen
         await asyncio.sleep(0.05)
     assert seen["web"]["latency_p50_ms"] is not None
     assert seen["web"]["latency_p50_ms"] <= seen["web"]["latency_p99_ms"]
-    assert (await traffic_for_app(caddy, "nobody"))["requests"] == 0
+    assert (await traffic_for_app(caddy, "id-nobody"))["requests"] == 0
+    # figures belong to the app (its id), not to a name: renamed, it keeps counting
+    renamed = AppRoute("id-web", "site", ["site.localhost"], [a])
+    await caddy.apply(RouteTable([renamed]))
+    for _ in range(2):
+        assert (await get(caddy, "site.localhost")).status_code == 200
+    end = time.monotonic() + 5
+    while (await traffic_for_app(caddy, "id-web"))["requests"] != 5:
+        assert time.monotonic() < end, await traffic_for_app(caddy, "id-web")
+        await asyncio.sleep(0.05)
 
 
 async def test_unknown_host_404_and_app_without_instances_503_fast(caddy: CaddyProcess) -> None:
@@ -349,6 +358,6 @@ async def test_zero_failed_requests_while_instances_are_swapped(
     assert result.total > 100, result.summary()
     assert result.failed == 0, result.summary()
     assert {"A", "B", "C"} <= set(result.answers), result.summary()
-    figures = await traffic_for_app(caddy, "blog")
+    figures = await traffic_for_app(caddy, "id-blog")
     assert figures["requests"] >= result.total - 10  # the log may trail by a few lines
     assert figures["status_2xx"] == figures["requests"] and figures["latency_p50_ms"] is not None

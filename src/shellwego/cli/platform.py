@@ -228,6 +228,58 @@ def register(app: typer.Typer) -> None:
 
         _serve_until_signal(start, stop)
 
+    @app.command("edge")
+    def edge(
+        server_url: Annotated[str, typer.Option("--server", help="Control plane URL.")],
+        join_token: Annotated[
+            str | None,
+            typer.Option(
+                envvar="SHELLWEGO_JOIN_TOKEN",
+                help="Join token (printed by `shellwego server`) or a node's token.",
+            ),
+        ] = None,
+        data_dir: Annotated[
+            Path | None, typer.Option(help="Where the edge keeps Caddy's state and last table.")
+        ] = None,
+        http_port: Annotated[
+            int | None, typer.Option(help="HTTP port (80 as root, else 8080).")
+        ] = None,
+        https_port: Annotated[
+            int | None, typer.Option(help="HTTPS port (443 as root, else 8443).")
+        ] = None,
+        verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    ) -> None:
+        """Run an edge node: Caddy serving every app's hostnames, as the control plane says."""
+        from shellwego.roles.edge import EdgeNode, edge_node_settings
+        from shellwego.settings import Settings
+
+        _logging(verbose)
+        if not join_token:
+            typer.echo(
+                "Error: an edge node needs --join-token (printed by `shellwego server`)",
+                err=True,
+            )
+            raise typer.Exit(2)
+        try:
+            settings = Settings.from_env(
+                data_dir=data_dir, http_port=http_port, https_port=https_port
+            )
+        except ShellWeGoError as exc:
+            typer.echo(f"Error: {exc}", err=True)
+            raise typer.Exit(1) from None
+        node = EdgeNode(server_url, join_token, edge_node_settings(settings))
+
+        async def start() -> None:
+            await node.start()
+            typer.echo(
+                f"edge running for {server_url}: http port {settings.http_port}, "
+                f"https port {settings.https_port}, ask endpoint {node.ask.url} "
+                f"(state in {node.settings.data_dir})"
+            )
+
+        _serve_until_signal(start, node.stop)
+
+
 
 def _announce(platform: Any, first: Any) -> None:
     settings = platform.settings

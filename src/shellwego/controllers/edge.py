@@ -12,58 +12,15 @@ from starlette.concurrency import run_in_threadpool
 
 from shellwego.edge.certificates import certificate_for
 from shellwego.edge.render import storage_root
-from shellwego.edge.routes import AppRoute, RouteTable, Upstream
-from shellwego.models import (
-    App,
-    AppStatus,
-    DesiredState,
-    Domain,
-    DomainStatus,
-    Instance,
-    Node,
-    TlsStatus,
-)
+from shellwego.edge.routes import RouteTable
+from shellwego.models import Domain, DomainStatus, TlsStatus
 from shellwego.services.context import Context
+from shellwego.services.edges import route_table
 from shellwego.store import repository as repo
 
 log = logging.getLogger(__name__)
 
 COALESCE_SECONDS = 0.05
-
-
-def route_table(ctx: Context) -> RouteTable:
-    """The whole table from the database: only healthy, non-draining web instances serve."""
-    base = ctx.settings.base_domain
-    with ctx.db.session() as s:
-        nodes = {n.id: n for n in repo.find_all(s, Node)}
-        domains: dict[str, list[str]] = {}
-        for d in repo.find_all(s, Domain, status=DomainStatus.ACTIVE.value):
-            domains.setdefault(d.app_id, []).append(d.hostname.lower())
-        upstreams: dict[str, list[Upstream]] = {}
-        for inst in repo.find_all(
-            s, Instance, desired_state=DesiredState.RUNNING.value, process_type="web", healthy=True
-        ):
-            node = nodes.get(inst.node_id)
-            if inst.drain_started_at is None and node is not None:
-                upstreams.setdefault(inst.app_id, []).append(
-                    Upstream(address=f"{node.address}:{inst.port}")
-                )
-        routes = []
-        for app in repo.find_all(s, App):
-            serving = app.status != AppStatus.STOPPED
-            routes.append(
-                AppRoute(
-                    app_id=app.id,
-                    app_name=app.name,
-                    hostnames=[f"{app.name.lower()}.{base}", *sorted(domains.get(app.id, []))],
-                    upstreams=sorted(upstreams.get(app.id, []), key=lambda u: u.address)
-                    if serving
-                    else [],
-                    health_path=app.health_check.path,
-                    redirect_https=app.redirect_https,
-                )
-            )
-    return RouteTable(routes=routes)
 
 
 def record_certificates(ctx: Context, storage: Path) -> None:

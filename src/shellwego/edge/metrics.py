@@ -5,7 +5,8 @@ file open and reads only what was appended since its last call, so asking every 
 costs the new lines only. When Caddy rolls the file, the meter finishes the old one and
 continues with the new one.
 
-Request and status counts are cumulative since the edge supervisor started (lines written
+Figures are kept per app id (an app keeps its figures when it is renamed or its domains
+change). Request and status counts are cumulative since the edge supervisor started (lines written
 before it started are skipped). Latency percentiles are over the most recent requests of
 each app (up to ``window`` of them). Latency is Caddy's own measure: from reading the
 request to writing the last byte of the response, including the time spent in the app.
@@ -55,7 +56,7 @@ class TrafficMeter:
     def __init__(self, path: Path, window: int = 2000) -> None:
         self.path = path
         self.window = window
-        self.hosts: dict[str, str] = {}  # hostname (lower case) → app name
+        self.hosts: dict[str, str] = {}  # hostname (lower case) → app id
         self.apps: dict[str, AppTraffic] = {}
         self._handle: IO[bytes] | None = None
         self._inode: int | None = None
@@ -115,21 +116,21 @@ class TrafficMeter:
             duration = float(entry["duration"])
         except (ValueError, KeyError, TypeError):
             return
-        app = self.hosts.get(host)
-        if app is None:
+        app_id = self.hosts.get(host)
+        if app_id is None:
             return
-        traffic = self.apps.get(app)
+        traffic = self.apps.get(app_id)
         if traffic is None:
-            traffic = self.apps[app] = AppTraffic(latencies_ms=deque(maxlen=self.window))
+            traffic = self.apps[app_id] = AppTraffic(latencies_ms=deque(maxlen=self.window))
         traffic.requests += 1
         bucket = f"{status // 100}xx"
         if bucket in traffic.status:
             traffic.status[bucket] += 1
         traffic.latencies_ms.append(duration * 1000.0)
 
-    def figures(self, app_name: str) -> dict[str, Any]:
+    def figures(self, app_id: str) -> dict[str, Any]:
         self.poll()
-        return (self.apps.get(app_name) or AppTraffic()).figures()
+        return (self.apps.get(app_id) or AppTraffic()).figures()
 
 
 def _hostname(host: str) -> str:
@@ -143,8 +144,8 @@ class HasMeter(Protocol):
     meter: TrafficMeter
 
 
-async def traffic_for_app(caddy: HasMeter, app_name: str) -> dict[str, Any]:
+async def traffic_for_app(caddy: HasMeter, app_id: str) -> dict[str, Any]:
     """requests and status_2xx…status_5xx (cumulative since the edge supervisor started),
     latency_p50_ms and latency_p99_ms (over the app's most recent requests; None before
-    its first request)."""
-    return caddy.meter.figures(app_name)
+    its first request), of the app with id ``app_id``."""
+    return caddy.meter.figures(app_id)

@@ -126,7 +126,7 @@ class CaddyProcess:
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         self._stopping = False
         self.table = self._load_table()
-        self.meter.learn(self.table.app_for_host())
+        self.meter.learn(self.table.app_ids_by_host())
         self.meter.skip_existing()
         async with self._lock:
             if not await self._adopt():
@@ -139,7 +139,7 @@ class CaddyProcess:
         async with self._lock:
             await self.admin.load(config)
             self.table = table
-            self.meter.learn(table.app_for_host())
+            self.meter.learn(table.app_ids_by_host())
             self._persist(config, table)
 
     async def stop(self) -> None:

@@ -25,9 +25,9 @@ class AppRoute:
 class RouteTable:
     routes: list[AppRoute] = field(default_factory=list)
 
-    def app_for_host(self) -> dict[str, str]:
-        """hostname (lower case) → app name."""
-        return {h.lower(): r.app_name for r in self.routes for h in r.hostnames}
+    def app_ids_by_host(self) -> dict[str, str]:
+        """hostname (lower case) → app id."""
+        return {h.lower(): r.app_id for r in self.routes for h in r.hostnames}
 
 
 @dataclass(frozen=True, slots=True)

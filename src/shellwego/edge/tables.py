@@ -1,19 +1,21 @@
-"""Route tables to and from JSON, so the edge restarts with what it last served."""
+"""Route tables to and from JSON: the edge restarts with what it last served, and edge
+nodes receive the table from the control plane in this form."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import asdict
+from typing import Any
 
 from .routes import AppRoute, RouteTable, Upstream
 
 
-def dump_table(table: RouteTable) -> str:
-    return json.dumps(asdict(table), indent=1, sort_keys=True)
+def table_to_dict(table: RouteTable) -> dict[str, Any]:
+    return asdict(table)
 
 
-def load_table(text: str) -> RouteTable:
-    raw = json.loads(text)
+def table_from_dict(raw: Any) -> RouteTable:
+    """The table from its JSON form; KeyError, TypeError or ValueError when malformed."""
     return RouteTable(
         routes=[
             AppRoute(
@@ -27,3 +29,11 @@ def load_table(text: str) -> RouteTable:
             for r in raw["routes"]
         ]
     )
+
+
+def dump_table(table: RouteTable) -> str:
+    return json.dumps(table_to_dict(table), indent=1, sort_keys=True)
+
+
+def load_table(text: str) -> RouteTable:
+    return table_from_dict(json.loads(text))

@@ -81,8 +81,8 @@ class AllInOne:
         self.first = await run_in_threadpool(first_start, self.ctx, self.email)
         join = await run_in_threadpool(ensure_join_token, self.ctx)
 
-        async def traffic(app_name: str) -> dict[str, object]:
-            return await traffic_for_app(self.caddy, app_name)
+        async def traffic(app_id: str) -> dict[str, object]:
+            return await traffic_for_app(self.caddy, app_id)
 
         self.ctx.extras["traffic"] = traffic
         await self.caddy.start()

@@ -153,8 +153,8 @@ class ServerRole:
             self.caddy = CaddyProcess(edge_settings(settings))
             caddy = self.caddy
 
-            async def traffic(app_name: str) -> dict[str, object]:
-                return await traffic_for_app(caddy, app_name)
+            async def traffic(app_id: str) -> dict[str, object]:
+                return await traffic_for_app(caddy, app_id)
 
             self.ctx.extras["traffic"] = traffic
             extra.append(lambda: edge_sync.run(self.ctx, caddy, self.plane.stopping))

@@ -20,18 +20,18 @@ def record_stats(ctx: Context, instance_id: str, cpu_millis: float, memory_bytes
     stats[instance_id] = (cpu_millis, memory_bytes)
 
 
-def _usage(ctx: Context, who: Principal, app_ref: str) -> tuple[str, int, float, int]:
+def _usage(ctx: Context, who: Principal, app_ref: str) -> tuple[str, str, int, float, int]:
     with ctx.db.session() as s:
         app = app_service.find(s, who.organization_id, app_ref)
         rows = repo.find_all(s, Instance, app_id=app.id, desired_state=DesiredState.RUNNING.value)
     stats: dict[str, tuple[float, int]] = ctx.extras.get(STATS_KEY, {})
     cpu = sum(stats.get(i.id, (0.0, 0))[0] for i in rows)
     memory = sum(stats.get(i.id, (0.0, 0))[1] for i in rows)
-    return app.name, len(rows), cpu, memory
+    return app.id, app.name, len(rows), cpu, memory
 
 
 async def for_app(ctx: Context, who: Principal, app_ref: str) -> dict[str, Any]:
-    name, count, cpu, memory = await run_in_threadpool(_usage, ctx, who, app_ref)
+    app_id, name, count, cpu, memory = await run_in_threadpool(_usage, ctx, who, app_ref)
     figures: dict[str, Any] = {
         "app": name,
         "instances": count,
@@ -45,7 +45,7 @@ async def for_app(ctx: Context, who: Principal, app_ref: str) -> dict[str, Any]:
         "latency_p50_ms": None,
         "latency_p99_ms": None,
     }
-    traffic = ctx.extras.get("traffic")
+    traffic = ctx.extras.get("traffic")  # app id → the edge's figures
     if traffic is not None:
-        figures.update(await traffic(name))
+        figures.update(await traffic(app_id))
     return figures

@@ -1,0 +1,92 @@
+"""What the edge serves, from the database: the route table, for the control plane's own
+edge and for edge nodes (which fetch it with a blocking query)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+
+from starlette.concurrency import run_in_threadpool
+
+from shellwego.edge.routes import AppRoute, RouteTable, Upstream
+from shellwego.edge.tables import dump_table
+from shellwego.errors import Unauthenticated
+from shellwego.models import (
+    App,
+    AppStatus,
+    DesiredState,
+    Domain,
+    DomainStatus,
+    Instance,
+    Node,
+)
+from shellwego.store import repository as repo
+
+from . import nodes
+from .context import Context
+
+RECHECK_SECONDS = 2.0  # a blocking query re-reads the table at least this often
+
+
+def route_table(ctx: Context) -> RouteTable:
+    """The whole table: every app's hostnames (its platform host and its verified domains)
+    → its healthy, non-draining web instances; none for a stopped app."""
+    base = ctx.settings.base_domain
+    with ctx.db.session() as s:
+        addresses = {n.id: n.address for n in repo.find_all(s, Node)}
+        domains: dict[str, list[str]] = {}
+        for d in repo.find_all(s, Domain, status=DomainStatus.ACTIVE.value):
+            domains.setdefault(d.app_id, []).append(d.hostname.lower())
+        upstreams: dict[str, list[Upstream]] = {}
+        for inst in repo.find_all(
+            s, Instance, desired_state=DesiredState.RUNNING.value, process_type="web", healthy=True
+        ):
+            address = addresses.get(inst.node_id)
+            if inst.drain_started_at is None and address is not None:
+                upstreams.setdefault(inst.app_id, []).append(
+                    Upstream(address=f"{address}:{inst.port}")
+                )
+        routes = [
+            AppRoute(
+                app_id=app.id,
+                app_name=app.name,
+                hostnames=[f"{app.name.lower()}.{base}", *sorted(domains.get(app.id, []))],
+                upstreams=sorted(upstreams.get(app.id, []), key=lambda u: u.address)
+                if app.status != AppStatus.STOPPED
+                else [],
+                health_path=app.health_check.path,
+                redirect_https=app.redirect_https,
+            )
+            for app in repo.find_all(s, App)
+        ]
+    return RouteTable(routes=sorted(routes, key=lambda r: r.app_id))
+
+
+def table_version(table: RouteTable) -> str:
+    """A digest of the table: equal tables, equal versions (on every replica)."""
+    return hashlib.sha256(dump_table(table).encode()).hexdigest()[:32]
+
+
+def authenticate(ctx: Context, bearer: str | None) -> None:
+    """An edge node presents a join token, or the node token of an agent on its machine."""
+    for check in (nodes.authenticate_node, nodes.check_join_token):
+        try:
+            check(ctx, bearer)
+            return
+        except Unauthenticated:
+            continue
+    raise Unauthenticated("an edge node needs a valid join token or node token")
+
+
+async def table_after(ctx: Context, version: str, wait: float) -> RouteTable:
+    """Blocking query: the table as soon as its version differs from ``version`` (woken by
+    the bus; re-read every RECHECK_SECONDS all the same, so a lost wake-up costs latency
+    only), or the current one after ``wait`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    while True:
+        table = await run_in_threadpool(route_table, ctx)
+        remaining = deadline - loop.time()
+        if table_version(table) != version or remaining <= 0 or ctx.bus.closed:
+            return table
+        await ctx.bus.wait("edge", min(remaining, RECHECK_SECONDS))
