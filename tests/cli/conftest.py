@@ -1,10 +1,13 @@
-"""The real API under uvicorn in a background thread, and a CLI runner pointed at it."""
+"""The real API under uvicorn in a background thread, a CLI runner pointed at it, and (for
+the commands about instances and nodes) a real agent with the process runtime beside it."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -17,20 +20,36 @@ import pytest
 import uvicorn
 from typer.testing import CliRunner, Result
 
+from shellwego.agent.daemon import Agent, run_until_stopped
+from shellwego.agent.settings import AgentSettings
 from shellwego.api import create_app
 from shellwego.cli.config import save_login
 from shellwego.cli.main import app as cli_app
 from shellwego.controllers import loops
 from shellwego.roles.server import equip
+from shellwego.runtime.process import ProcessDriver
+from shellwego.services import nodes
 from shellwego.services.context import Context
+from shellwego.settings import Settings
 
 EMAIL = "owner@example.com"
 PASSWORD = "correct horse battery staple"
 
 
+GIB = 1024**3
+
+
 @pytest.fixture(params=["sqlite"])
 def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str) -> Settings:
+    # instance ports of their own: platforms of other test runs may share the machine
+    return Settings.from_env(
+        {}, data_dir=tmp_path / "data", database_url=database_url, instance_ports=(31000, 31999)
+    )
 
 
 @dataclass
@@ -87,6 +106,56 @@ def api(ctx: Context) -> Iterator[Api]:
         sock.close()
 
 
+@dataclass
+class LocalNode:
+    """A real agent (process runtime) registered as ``node-a``, running in its own thread."""
+
+    agent: Agent
+    driver: ProcessDriver
+
+
+@pytest.fixture
+def node(api: Api, tmp_path: Path) -> Iterator[LocalNode]:
+    join = nodes.create_join_token(api.ctx, "cli-tests")
+    state = tmp_path / "node"
+    driver = ProcessDriver(state / "instances", hidden_paths=[api.ctx.settings.data_dir])
+    agent = Agent(
+        AgentSettings(
+            server_url=api.url,
+            join_token=join,
+            state_dir=state,
+            hostname="node-a",
+            heartbeat_interval=0.5,
+            capacity_cpu_millis=4000,
+            capacity_memory_bytes=8 * GIB,
+        ),
+        driver,
+    )
+    stopping = asyncio.Event()
+
+    async def run() -> None:
+        try:
+            await run_until_stopped(agent, stopping.wait())
+        finally:
+            for status in await driver.list():
+                await driver.stop(status.instance_id, grace_seconds=2)
+
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=lambda: loop.run_until_complete(run()), daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while agent.heartbeats < 1:
+        assert thread.is_alive() and time.monotonic() < deadline, "the agent did not join"
+        time.sleep(0.02)
+    try:
+        yield LocalNode(agent, driver)
+    finally:
+        loop.call_soon_threadsafe(stopping.set)
+        thread.join(timeout=30)
+        assert not thread.is_alive(), "the agent and its instances did not stop"
+        loop.close()
+
+
 class Cli:
     """Runs ``shellwego …`` in-process against the test API, in a work directory."""
 
@@ -120,6 +189,19 @@ class Cli:
 
     def login(self) -> None:
         save_login(self.api.url, self.api.token, self.config_dir)
+
+    def spawn(self, *args: str) -> subprocess.Popen[str]:
+        """``shellwego …`` as a real process (for commands that run until Ctrl-C)."""
+        env = {k: v for k, v in {**os.environ, **self.env()}.items() if v is not None}
+        env["SHELLWEGO_TOKEN"] = self.api.token
+        return subprocess.Popen(
+            [str(Path(sys.executable).parent / "shellwego"), *args],
+            cwd=self.workdir,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
 
 
 @pytest.fixture

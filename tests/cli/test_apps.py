@@ -49,6 +49,7 @@ def test_create_list_info_delete(logged_in: Cli) -> None:
         "Release:   none\n"
         "Formation: web=1:small\n"
         "URL:       http://hello.localhost/\n"
+        "Redirect:  no\n"
         f"Created:   {created['hello']}\n"
     )
     assert (
@@ -68,6 +69,34 @@ def test_create_list_info_delete(logged_in: Cli) -> None:
     assert (r.exit_code, r.stdout) == (0, "Deleted app other.\n")
     r = logged_in("apps", "info", "other")
     assert (r.exit_code, r.stdout, r.stderr) == (1, "", "Error: Not found: app 'other' not found\n")
+
+
+def test_update_redirect_https(logged_in: Cli) -> None:
+    assert logged_in("apps", "create", "hello").exit_code == 0
+    r = logged_in("apps", "update", "--redirect-https")
+    assert (r.exit_code, r.stdout, r.stderr) == (
+        0,
+        "Updated hello: plain HTTP now redirects to HTTPS.\n",
+        "",
+    )
+    assert api_get(logged_in.api, "/v1/apps/hello")["redirect_https"] is True
+    assert "Redirect:  HTTP to HTTPS\n" in logged_in("apps", "info").stdout
+
+    r = logged_in("apps", "update", "hello", "--no-redirect-https")
+    assert (r.exit_code, r.stdout) == (
+        0,
+        "Updated hello: plain HTTP is served without a redirect.\n",
+    )
+    assert api_get(logged_in.api, "/v1/apps/hello")["redirect_https"] is False
+
+    r = logged_in("apps", "update")
+    assert (r.exit_code, r.stdout, r.stderr) == (
+        1,
+        "",
+        "Error: nothing to change: pass --redirect-https or --no-redirect-https\n",
+    )
+    r = logged_in("apps", "update", "ghost", "--redirect-https")
+    assert (r.exit_code, r.stderr) == (1, "Error: Not found: app 'ghost' not found\n")
 
 
 def test_app_resolution_order(logged_in: Cli) -> None:

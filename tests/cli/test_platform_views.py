@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import socket
 
+from shellwego.services.dns import DnsResolver
+from support.dns_server import DnsServer
+
 from .conftest import Cli, api_get
 
 
@@ -30,6 +33,49 @@ def test_domains_add_list(logged_in: Cli) -> None:
     assert r.stdout.splitlines()[2].split() == ["www.example.com", "pending", "pending", "-"]
     r = logged_in("domains", "rm", "www.example.com")
     assert (r.exit_code, r.stdout) == (0, "Removed www.example.com.\n")
+
+
+def test_domains_verify(logged_in: Cli) -> None:
+    dns = DnsServer()
+    logged_in.api.ctx.extras["resolver"] = DnsResolver(dns.address, timeout=2)
+    try:
+        assert logged_in("apps", "create", "hello").exit_code == 0
+        assert logged_in("domains", "add", "www.example.com").exit_code == 0
+        shown = api_get(logged_in.api, "/v1/domains/www.example.com")
+        txt = next(d for d in shown["dns"] if d["record_type"] == "TXT")
+
+        r = logged_in("domains", "verify", "www.example.com")
+        assert r.exit_code == 0, r.stderr
+        lines = r.stdout.splitlines()
+        assert lines[:3] == [
+            "www.example.com: pending (TLS: pending)",
+            "  not verified yet: _shellwego-challenge.www.example.com does not exist (NXDOMAIN); "
+            "www.example.com does not exist (NXDOMAIN)",
+            "Add these DNS records, then run: shellwego domains verify www.example.com",
+        ]
+        assert [row.split() for row in lines[3:4] + lines[5:]] == [
+            ["TYPE", "NAME", "VALUE"],
+            ["TXT", txt["name"], txt["value"]],
+            ["CNAME", "www.example.com", "hello.localhost"],
+        ]
+        assert ("TXT", txt["name"]) in dns.questions
+
+        dns.publish("TXT", txt["name"], txt["value"])
+        r = logged_in("domains", "verify", "www.example.com")
+        assert (r.exit_code, r.stdout, r.stderr) == (
+            0,
+            "www.example.com: active (TLS: acme)\n",
+            "",
+        )
+        r = logged_in("domains", "list")
+        assert r.stdout.splitlines()[2].split() == ["www.example.com", "active", "acme", "-"]
+        r = logged_in("domains", "verify", "nope.example.com")
+        assert (r.exit_code, r.stderr) == (
+            1,
+            "Error: Not found: domain 'nope.example.com' not found\n",
+        )
+    finally:
+        dns.close()
 
 
 def test_nodes_and_status(logged_in: Cli) -> None:
@@ -114,11 +160,3 @@ def test_not_logged_in_hint(cli: Cli) -> None:
         "Error: Authentication required: invalid or revoked token (run: shellwego login)\n"
     )
 
-
-def test_image_deploy_is_refused(logged_in: Cli) -> None:
-    r = logged_in("deploy", "--image", "nginx:1.27", "-a", "hello")
-    assert (r.exit_code, r.stdout) == (1, "")
-    assert r.stderr == (
-        "Error: cannot deploy image nginx:1.27: image deploys need the oci runtime, "
-        "which this installation does not offer\n"
-    )

@@ -26,9 +26,14 @@ def register(app: typer.Typer) -> None:
     group.command("create")(create)
     group.command("list")(list_apps)
     group.command("info")(info)
+    group.command("update")(update)
     group.command("delete")(delete)
     app.add_typer(group, name="apps")
     app.command("open")(open_app)
+    # the topic:command spellings of Heroku, Dokku and Piku
+    app.command("apps:create", hidden=True)(create)
+    app.command("apps:info", hidden=True)(info)
+    app.command("apps:destroy", hidden=True)(delete)
 
 
 def formation_text(formation: dict[str, Any]) -> str:
@@ -46,7 +51,7 @@ def release_versions(api: Client, app: str) -> dict[str, int]:
 
 
 def create(
-    name: Annotated[str, typer.Argument(help="Letters, digits and dashes.")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Letters, digits and dashes.")],
     runtime: Annotated[str | None, typer.Option(help="process (default), oci or microvm.")] = None,
     json_: JsonOption = False,
 ) -> None:
@@ -115,13 +120,40 @@ def info(
             ("Release", release),
             ("Formation", formation_text(found["formation"])),
             ("URL", app_url(api, found["name"])),
+            ("Redirect", "HTTP to HTTPS" if found.get("redirect_https") else "no"),
             ("Created", when(found["created_at"])),
         ],
     )
 
 
+def update(
+    name: Annotated[str | None, typer.Argument(metavar="[NAME]")] = None,
+    app: AppOption = None,
+    redirect_https: Annotated[
+        bool | None,
+        typer.Option(
+            "--redirect-https/--no-redirect-https",
+            help="Answer plain HTTP with a redirect to HTTPS (or serve it as is).",
+        ),
+    ] = None,
+    json_: JsonOption = False,
+) -> None:
+    """Change an app's settings; the edge applies them at once."""
+    if redirect_https is None:
+        fail("nothing to change: pass --redirect-https or --no-redirect-https")
+    target = name or resolve_app(app)
+    changed = client().patch(path_of(target), {"redirect_https": redirect_https})
+    if wants_json(json_):
+        emit_json(changed)
+        return
+    if changed["redirect_https"]:
+        line(f"Updated {changed['name']}: plain HTTP now redirects to HTTPS.")
+    else:
+        line(f"Updated {changed['name']}: plain HTTP is served without a redirect.")
+
+
 def delete(
-    name: Annotated[str, typer.Argument(help="The app to delete.")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="The app to delete.")],
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Really delete it.")] = False,
 ) -> None:
     """Delete an app with its releases, config, secrets and domains."""

@@ -22,6 +22,10 @@ def register(app: typer.Typer) -> None:
     group.command("unset")(unset_config)
     group.command("get")(get_config)
     app.add_typer(group, name="config")
+    # the topic:command spellings of Heroku, Dokku and Piku
+    app.command("config:set", hidden=True)(set_config)
+    app.command("config:unset", hidden=True)(unset_config)
+    app.command("config:get", hidden=True)(get_config)
 
 
 def parse_assignments(items: list[str], what: str = "KEY=VALUE") -> dict[str, str]:

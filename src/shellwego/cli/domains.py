@@ -18,6 +18,9 @@ def register(app: typer.Typer) -> None:
     group.command("verify")(verify)
     group.command("rm")(remove)
     app.add_typer(group, name="domains")
+    # the topic:command spellings of Heroku and Dokku
+    app.command("domains:add", hidden=True)(add)
+    app.command("domains:remove", hidden=True)(remove)
 
 
 def _path(host: str) -> str:

@@ -38,7 +38,9 @@ def render(event: dict[str, Any]) -> str:
 
 def logs(
     app: AppOption = None,
-    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep streaming.")] = False,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", "-t", help="Keep streaming (-t as in dokku).")
+    ] = False,
     tail: Annotated[int, typer.Option("--tail", "-n", help="Lines of history.")] = 100,
     process: Annotated[
         str | None, typer.Option("--process", "-p", help="Only this process type (or build).")

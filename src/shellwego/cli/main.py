@@ -22,6 +22,7 @@ from shellwego.cli import (
     tokens,
 )
 from shellwego.cli.context import Globals, set_globals
+from shellwego.cli.errors import RootGroup
 
 
 def root(
@@ -51,6 +52,7 @@ def build() -> typer.Typer:
     """The CLI with every command attached."""
     app = typer.Typer(
         name="shellwego",
+        cls=RootGroup,
         help="ShellWeGo: deploy, scale, configure and watch your apps.",
         no_args_is_help=True,
         pretty_exceptions_enable=False,
@@ -79,6 +81,7 @@ app = build()
 
 
 def main() -> None:
+    """The console entry point: usage errors are one line (see :mod:`shellwego.cli.errors`)."""
     app()
 
 

@@ -20,6 +20,11 @@ def register(app: typer.Typer) -> None:
     app.command("restart")(restart)
     app.command("stop")(stop)
     app.command("start")(start)
+    # the topic:command spellings of Heroku, Dokku and Piku
+    app.command("ps:scale", hidden=True)(scale)
+    app.command("ps:restart", hidden=True)(restart)
+    app.command("ps:stop", hidden=True)(stop)
+    app.command("ps:start", hidden=True)(start)
     app.command(
         "run", context_settings={"allow_interspersed_args": False, "ignore_unknown_options": True}
     )(run)
@@ -45,7 +50,7 @@ def ps(app: AppOption = None, json_: JsonOption = False) -> None:
                 i["healthy"],
                 i["restarts"],
                 i.get("node_hostname") or i.get("node_id"),
-                f"{i['address']}:{i['port']}" if i.get("address") and i.get("port") else None,
+                i.get("address"),  # host:port on its node
                 f"v{i['release_version']}",
             ]
             for i in found

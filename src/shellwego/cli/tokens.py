@@ -19,7 +19,7 @@ def register(app: typer.Typer) -> None:
 
 
 def create(
-    name: Annotated[str, typer.Argument(help="A name to recognise the token by.")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="A name to recognise the token by.")],
     json_: JsonOption = False,
 ) -> None:
     """Make a new token; it is shown once."""
