@@ -61,6 +61,14 @@ def test_render_routes_hosts_to_upstreams_with_retries_and_fallbacks(tmp_path: P
     fallback = https[-1]
     assert "match" not in fallback and fallback["handle"][0]["status_code"] == 404
     assert config["apps"]["pki"]["certificate_authorities"]["local"]["install_trust"] is False
+    # kept-alive upstream connections for more than Caddy's default 32 concurrent requests
+    assert proxy["transport"]["keep_alive"]["max_idle_conns_per_host"] >= 64
+    for server in config["apps"]["http"]["servers"].values():
+        # a proxy failure (every instance unreachable) gets the app's 503 page
+        unreachable = server["errors"]["routes"][0]
+        assert unreachable["match"][0]["host"] == ["blog.localhost"]
+        assert unreachable["handle"][0]["status_code"] == 503
+    assert config["apps"]["http"]["servers"]["http"]["protocols"] == ["h1"]
     assert render(table, s) == config  # pure
 
 
