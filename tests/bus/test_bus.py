@@ -8,9 +8,8 @@ import threading
 
 import pytest
 
-from shellwego.bus import MemoryBus, NatsBus
-
-NATS_URL = os.environ.get("SHELLWEGO_TEST_NATS_URL", "nats://127.0.0.1:4222")
+from shellwego.bus import Bus, MemoryBus, wait_until
+from support.nats import nats_buses
 
 
 async def test_memory_bus_wakes_a_waiter_notified_from_another_thread() -> None:
@@ -35,12 +34,7 @@ async def test_memory_bus_topics_are_independent() -> None:
 
 
 async def test_nats_bus_wakes_a_waiter_on_another_replica() -> None:
-    one, two = NatsBus(NATS_URL), NatsBus(NATS_URL)
-    try:
-        await one.start()
-        await two.start()
-    except Exception as exc:  # a missing NATS server fails the run: CI starts one
-        pytest.fail(f"NATS is required for this test and is not reachable at {NATS_URL}: {exc}")
+    one, two = await nats_buses(2)
     try:
         topic = f"node:{os.getpid()}"
         waiter = asyncio.create_task(two.wait(topic, 5.0))
@@ -56,3 +50,69 @@ async def test_nats_bus_wakes_a_waiter_on_another_replica() -> None:
     finally:
         await one.close()
         await two.close()
+
+
+async def _started(kind: str) -> tuple[Bus, Bus]:
+    """A bus that waits and one that notifies: the same one in memory, two NATS replicas."""
+    if kind == "memory":
+        bus = MemoryBus()
+        await bus.start()
+        return bus, bus
+    one, two = await nats_buses(2)
+    return one, two
+
+
+@pytest.mark.parametrize("kind", ["memory", "nats"])
+async def test_a_change_notified_between_the_read_and_the_wait_is_not_lost(kind: str) -> None:
+    waiting, notifying = await _started(kind)
+    topic = f"node:race-{os.getpid()}-{kind}"
+    index = 1
+    reads = 0
+
+    async def changed() -> bool:
+        # the state is read, then (before the caller waits) another thread commits a
+        # change and notifies: exactly the window a read-then-subscribe query loses
+        nonlocal index, reads
+        reads += 1
+        seen = index
+        if reads == 1:
+            done = threading.Event()
+
+            def commit() -> None:
+                nonlocal index
+                index = 2
+                notifying.notify(topic)
+                done.set()
+
+            threading.Thread(target=commit).start()
+            await asyncio.to_thread(done.wait)
+            if kind == "nats":
+                await asyncio.sleep(0.2)  # the message reaches the waiting replica now
+        return seen > 1
+
+    try:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        assert await wait_until(waiting, topic, changed, timeout=8.0, recheck=4.0) is True
+        took = loop.time() - started
+        assert took < 1.0, f"the blocking query answered after {took:.2f} s"
+        assert reads == 2
+    finally:
+        await waiting.close()
+        await notifying.close()
+
+
+async def test_a_subscription_keeps_a_notification_until_its_next_wait() -> None:
+    bus = MemoryBus()
+    await bus.start()
+    with bus.subscribe("logs:a") as sub:
+        threading.Thread(target=bus.notify, args=("logs:a",)).start()
+        await asyncio.sleep(0.05)
+        assert await sub.wait(0.01) is True  # notified before the wait began
+        assert await sub.wait(0.05) is False  # and consumed by it
+        bus.notify("logs:b")
+        assert await sub.wait(0.05) is False
+    bus.notify("logs:a")  # closed: nothing is kept any more
+    with bus.subscribe("logs:a") as again:
+        assert await again.wait(0.05) is False
+    await bus.close()

@@ -1,144 +1,15 @@
-"""The rollout controller on a real database, with a scripted agent reporting health.
-
-The agent's side is played by the heartbeat service the real agent calls: each test
-decides which instances report healthy. The real agent and runtime are covered by the
-end-to-end tests; this is the deployment logic above them.
-"""
+"""Health-gated rolling deploys and formation upkeep (see tests/controllers/world.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
+from pydantic import ValidationError
 
-from shellwego.clock import FrozenClock
-from shellwego.controllers import rollout
-from shellwego.models import (
-    App,
-    AppCreate,
-    Deployment,
-    DeploymentStatus,
-    DesiredState,
-    Instance,
-    Node,
-    NodeCapacity,
-    OrganizationCreate,
-    Release,
-    UserCreate,
-)
-from shellwego.services import agents, apps, auth, deployments, nodes, processes, releases
-from shellwego.services.bootstrap import build_context
-from shellwego.services.context import Context, Principal
-from shellwego.settings import Settings
+from shellwego.models import App, DeploymentStatus, DeployPolicy, Release
+from shellwego.services import apps, processes
 from shellwego.store import repository as repo
 
-GIB = 1024**3
-
-
-@pytest.fixture
-def clock() -> FrozenClock:
-    return FrozenClock()
-
-
-@pytest.fixture
-def rctx(settings: Settings, clock: FrozenClock) -> Iterator[Context]:
-    context = build_context(settings, clock=clock, migrate=False)
-    context.db.reset()
-    yield context
-    context.db.reset()
-    context.db.dispose()
-
-
-class World:
-    def __init__(self, ctx: Context, clock: FrozenClock) -> None:
-        self.ctx, self.clock = ctx, clock
-        boot = auth.bootstrap(
-            ctx,
-            UserCreate(email="o@example.com", name="O", password="a long enough password"),
-            OrganizationCreate(name="O", slug="o"),
-        )
-        self.who: Principal = auth.authenticate(ctx, boot.token.secret)
-        join = nodes.create_join_token(ctx, "t")
-        for n in range(2):
-            nodes.register(
-                ctx,
-                join,
-                f"node-{n}",
-                NodeCapacity(cpu_millis=8000, memory_bytes=16 * GIB),
-                ["process"],
-                {},
-                "test",
-                "127.0.0.1",
-            )
-        self.app_id = apps.create(ctx, self.who, AppCreate(name="web")).id
-        self.healthy_releases: set[int] = set()  # versions whose instances report healthy
-
-    def release(self, web: str = "serve") -> tuple[int, str]:
-        with self.ctx.db.session() as s:
-            app = repo.require(s, App, "app", id=self.app_id)
-            rel = releases.create(
-                self.ctx,
-                s,
-                self.who,
-                app,
-                artifact=releases.Artifact(
-                    slug_digest="a" * 64,
-                    stack="python",
-                    process_types={"web": web, "worker": "work"},
-                    slug_env={},
-                ),
-                description="test",
-            )
-            dep = deployments.start(self.ctx, s, self.who, app, rel, reason="test")
-            return rel.version, dep.id
-
-    def live(self) -> list[tuple[int, bool, bool]]:
-        """(release version, healthy, draining) of every instance meant to run."""
-        with self.ctx.db.session() as s:
-            versions = {r.id: r.version for r in repo.find_all(s, Release)}
-            rows = repo.find_all(s, Instance, desired_state=DesiredState.RUNNING.value)
-            return sorted(
-                (versions[i.release_id], i.healthy, i.drain_started_at is not None) for i in rows
-            )
-
-    def serving(self) -> list[int]:
-        """Versions the edge would route to: healthy web instances not draining."""
-        return [v for v, healthy, draining in self.live() if healthy and not draining]
-
-    def agents_report(self) -> None:
-        """Every node heartbeats: instances of 'healthy' releases are up, others starting."""
-        with self.ctx.db.session() as s:
-            versions = {r.id: r.version for r in repo.find_all(s, Release)}
-            all_nodes = repo.find_all(s, Node)
-            rows = repo.find_all(s, Instance, desired_state=DesiredState.RUNNING.value)
-        for node in all_nodes:
-            mine = [i for i in rows if i.node_id == node.id]
-            body = agents.Heartbeat(
-                instances=[
-                    agents.ObservedInstance(
-                        instance_id=i.id,
-                        state="running",
-                        healthy=versions[i.release_id] in self.healthy_releases,
-                        port=i.port,
-                    )
-                    for i in mine
-                ]
-            )
-            agents.heartbeat(self.ctx, node, body)
-
-    def step(self, seconds: float = 1.0) -> None:
-        self.clock.advance(seconds)
-        self.agents_report()
-        rollout.pass_once(self.ctx)
-
-    def deployment(self, dep_id: str) -> Deployment:
-        return deployments.status_of(self.ctx, dep_id)
-
-
-@pytest.fixture
-def world(rctx: Context, clock: FrozenClock) -> World:
-    return World(rctx, clock)
+from .world import World
 
 
 def roll(world: World, dep_id: str, serving_at_least: int, steps: int = 40) -> list[list[int]]:
@@ -211,7 +82,7 @@ def test_a_newer_deploy_supersedes_one_in_progress(world: World) -> None:
     assert world.live() == [(3, True, False)]
 
 
-def test_scaling_places_and_drains_outside_a_rollout(world: World, tmp_path: Path) -> None:
+def test_scaling_places_and_drains_outside_a_rollout(world: World) -> None:
     world.healthy_releases = {1}
     _, first = world.release()
     roll(world, first, 0)
@@ -223,3 +94,63 @@ def test_scaling_places_and_drains_outside_a_rollout(world: World, tmp_path: Pat
     for _ in range(5):
         world.step()
     assert world.live() == [(1, True, False)]
+
+
+def test_surge_2_starts_two_new_instances_before_any_old_one_drains(world: World) -> None:
+    processes.update_formation(world.ctx, world.who, "web", {"web": {"count": 3}})
+    apps.update(world.ctx, world.who, "web", {"deploy": DeployPolicy(surge=2)})
+    world.healthy_releases = {1}
+    _, first = world.release()
+    roll(world, first, 0)
+    assert world.serving() == [1, 1, 1]
+
+    _, second = world.release()  # v2 starts but is not healthy yet
+    world.step()
+    assert world.deployment(second).surge == 2
+    assert world.live() == [(1, True, False)] * 3 + [(2, False, False)] * 2
+    world.step()  # still nothing drains, and no third new one starts
+    assert world.live() == [(1, True, False)] * 3 + [(2, False, False)] * 2
+
+    world.healthy_releases = {1, 2}
+    world.step()  # both turn healthy: two old ones drain, the third new one starts
+    assert (
+        world.live()
+        == [(1, True, False)] + [(1, True, True)] * 2 + [(2, False, False)] + [(2, True, False)] * 2
+    )
+    roll(world, second, serving_at_least=3)
+    assert world.deployment(second).status == DeploymentStatus.SUCCEEDED
+    for _ in range(5):
+        world.step()
+    assert world.live() == [(2, True, False)] * 3
+
+
+def test_max_unavailable_drains_ahead_and_a_deploy_overrides_the_app_setting(
+    world: World,
+) -> None:
+    processes.update_formation(world.ctx, world.who, "web", {"web": {"count": 3}})
+    world.healthy_releases = {1}
+    _, first = world.release()
+    roll(world, first, 0)
+
+    _, second = world.release(policy=DeployPolicy(surge=1, max_unavailable=1))
+    world.step()
+    dep = world.deployment(second)
+    assert (dep.surge, dep.max_unavailable) == (1, 1)
+    # one old instance leaves at once, and two new ones start: the freed one and the surge
+    assert world.live() == [(1, True, False)] * 2 + [(1, True, True)] + [(2, False, False)] * 2
+    world.healthy_releases = {1, 2}
+    roll(world, second, serving_at_least=2)
+    assert world.deployment(second).status == DeploymentStatus.SUCCEEDED
+
+    # the app's own setting (surge 1, nothing unavailable) applies to the next deploy
+    _, third = world.release()
+    world.step()
+    assert (world.deployment(third).surge, world.deployment(third).max_unavailable) == (1, 0)
+    assert sorted(v for v, _, draining in world.live() if not draining) == [2, 2, 2, 3]
+
+
+def test_deploy_settings_are_validated(world: World) -> None:
+    for bad in ({"surge": 0}, {"surge": 101}, {"max_unavailable": -1}, {"pace": 2}):
+        with pytest.raises(ValidationError):
+            DeployPolicy.model_validate(bad)
+    assert apps.get(world.ctx, world.who, "web").deploy == DeployPolicy(surge=1, max_unavailable=0)

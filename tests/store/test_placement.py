@@ -17,7 +17,7 @@ from shellwego.models import (
     Resources,
     UserCreate,
 )
-from shellwego.services import apps, auth, nodes, placement, releases
+from shellwego.services import agents, apps, auth, nodes, placement, releases
 from shellwego.services.context import Context
 from shellwego.store import repository as repo
 
@@ -121,3 +121,42 @@ def test_capacity_error_changes_nothing(ctx: Context) -> None:
         _place(ctx, app_id, release_id, 5000)
     with ctx.db.session() as s:
         assert placement.live_rows(s) == []
+
+
+def _stop(ctx: Context, inst: Instance) -> None:
+    with ctx.db.session() as s:
+        placement.stop(ctx, s, [repo.require(s, Instance, "instance", id=inst.id)])
+
+
+def _report(ctx: Context, **states: str) -> None:
+    """The node's agent heartbeats, listing these instance ids in these states."""
+    with ctx.db.session() as s:
+        node = repo.find_all(s, placement.Node)[0]
+    body = agents.Heartbeat(
+        instances=[agents.ObservedInstance(instance_id=i, state=st) for i, st in states.items()]
+    )
+    agents.heartbeat(ctx, node, body)
+
+
+def test_a_port_is_reused_only_once_its_old_instance_is_seen_gone(ctx: Context) -> None:
+    [(app_id, release_id)] = _setup(ctx, 1)
+    [old] = _place(ctx, app_id, release_id, 100)
+    _report(ctx, **{old.id: "running"})
+    _stop(ctx, old)  # asked to stop: it may still run through its grace period
+    [second] = _place(ctx, app_id, release_id, 100)
+    assert second.port != old.port
+    _report(ctx, **{old.id: "running", second.id: "running"})  # still shutting down
+    [third] = _place(ctx, app_id, release_id, 100)
+    assert third.port not in (old.port, second.port)
+
+    _report(ctx, **{old.id: "stopped", second.id: "running", third.id: "running"})
+    [fourth] = _place(ctx, app_id, release_id, 100)
+    assert fourth.port == old.port  # seen stopped: its port is free again
+
+    _stop(ctx, fourth)
+    [fifth] = _place(ctx, app_id, release_id, 100)
+    assert fifth.port not in (second.port, third.port, fourth.port)
+    # the agent removed it and no longer lists it: gone too
+    _report(ctx, **{second.id: "running", third.id: "running", fifth.id: "running"})
+    [sixth] = _place(ctx, app_id, release_id, 100)
+    assert sixth.port == fourth.port

@@ -1,4 +1,4 @@
-"""In-process bus for the all-in-one: asyncio events per topic."""
+"""In-process bus for the all-in-one: subscriptions per topic, woken on the event loop."""
 
 from __future__ import annotations
 
@@ -6,12 +6,60 @@ import asyncio
 import contextlib
 import threading
 from collections import defaultdict
+from types import TracebackType
+
+
+class MemorySubscription:
+    """Remembers a notification until the next :meth:`wait` consumes it."""
+
+    def __init__(self, bus: MemoryBus, topic: str) -> None:
+        self._bus = bus
+        self.topic = topic
+        self._notified = False
+        self._future: asyncio.Future[None] | None = None
+
+    def fire(self) -> None:
+        """Called on the event loop's thread."""
+        self._notified = True
+        if self._future is not None and not self._future.done():
+            self._future.set_result(None)
+
+    async def wait(self, timeout: float) -> bool:
+        if self._notified:
+            self._notified = False
+            return True
+        if self._bus.closed:
+            await asyncio.sleep(0)
+            return False
+        self._future = asyncio.get_running_loop().create_future()
+        try:
+            await asyncio.wait_for(self._future, timeout)
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            self._future = None
+            self._notified = False
+
+    def close(self) -> None:
+        self._bus.unsubscribe(self)
+
+    def __enter__(self) -> MemorySubscription:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
 
 
 class MemoryBus:
     def __init__(self) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._waiters: dict[str, set[asyncio.Future[None]]] = defaultdict(set)
+        self._subscriptions: dict[str, set[MemorySubscription]] = defaultdict(set)
         self._lock = threading.Lock()
         self.closed = False
 
@@ -22,18 +70,16 @@ class MemoryBus:
     async def close(self) -> None:
         """Wake every waiter; later waits return at once (the process is shutting down)."""
         self.closed = True
-        self._wake_all()
+        with self._lock:
+            topics = list(self._subscriptions)
+        for topic in topics:
+            self._wake(topic)
 
     def _wake(self, topic: str) -> None:
         with self._lock:
-            waiters = self._waiters.pop(topic, set())
-        for future in waiters:
-            if not future.done():
-                future.set_result(None)
-
-    def _wake_all(self) -> None:
-        for topic in list(self._waiters):
-            self._wake(topic)
+            subscriptions = list(self._subscriptions.get(topic, ()))
+        for subscription in subscriptions:
+            subscription.fire()
 
     def notify(self, topic: str) -> None:
         loop = self._loop
@@ -49,24 +95,22 @@ class MemoryBus:
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(self._wake, topic)
 
-    async def wait(self, topic: str, timeout: float) -> bool:
-        if self.closed:
-            await asyncio.sleep(0)
-            return False
+    def subscribe(self, topic: str) -> MemorySubscription:
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        subscription = MemorySubscription(self, topic)
         with self._lock:
-            self._waiters[topic].add(future)
-        try:
-            await asyncio.wait_for(future, timeout)
-            return True
-        except TimeoutError:
-            return False
-        finally:
-            with self._lock:
-                waiters = self._waiters.get(topic)
-                if waiters is not None:
-                    waiters.discard(future)
-                    if not waiters:
-                        self._waiters.pop(topic, None)
+            self._subscriptions[topic].add(subscription)
+        return subscription
+
+    def unsubscribe(self, subscription: MemorySubscription) -> None:
+        with self._lock:
+            subscriptions = self._subscriptions.get(subscription.topic)
+            if subscriptions is not None:
+                subscriptions.discard(subscription)
+                if not subscriptions:
+                    del self._subscriptions[subscription.topic]
+
+    async def wait(self, topic: str, timeout: float) -> bool:
+        with self.subscribe(topic) as subscription:
+            return await subscription.wait(timeout)

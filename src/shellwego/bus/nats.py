@@ -8,7 +8,7 @@ from typing import Any
 
 import nats
 
-from .memory import MemoryBus
+from .memory import MemoryBus, MemorySubscription
 
 SUBJECT = "shellwego.wake"
 
@@ -54,6 +54,11 @@ class NatsBus:
     @property
     def closed(self) -> bool:
         return self._local.closed
+
+    def subscribe(self, topic: str) -> MemorySubscription:
+        # every message from the broker is a local notification, so a local subscription
+        # sees wake-ups from every replica
+        return self._local.subscribe(topic)
 
     async def wait(self, topic: str, timeout: float) -> bool:
         return await self._local.wait(topic, timeout)

@@ -17,13 +17,16 @@ log = logging.getLogger(__name__)
 
 
 async def rollout_loop(ctx: Context, stop: asyncio.Event, interval: float = 0.5) -> None:
-    while not stop.is_set():
-        try:
-            await run_in_threadpool(rollout.pass_once, ctx)
-        except Exception:
-            log.exception("rollout pass failed; retrying")
-        with contextlib.suppress(Exception):
-            await ctx.bus.wait("rollout", interval)
+    """A pass on every "rollout" notification (deploys, health changes, drains, nodes
+    down) and every ``interval`` anyway; one notified during a pass runs the next at once."""
+    with ctx.bus.subscribe("rollout") as wake:
+        while not stop.is_set():
+            try:
+                await run_in_threadpool(rollout.pass_once, ctx)
+            except Exception:
+                log.exception("rollout pass failed; retrying")
+            with contextlib.suppress(Exception):
+                await wake.wait(interval)
 
 
 async def liveness_loop(ctx: Context, stop: asyncio.Event) -> None:

@@ -1,7 +1,7 @@
 """The rollout controller: health-gated rolling deploys, formation upkeep, drains.
 
 Level-triggered: each pass reads the state from the database and moves every app one
-step closer to what its deployment or formation asks for. See README.md here.
+step closer to what its deployment or formation asks for. See README.md beside this file.
 """
 
 from __future__ import annotations
@@ -40,13 +40,12 @@ def _wanted(app: App, release: Release) -> dict[str, int]:
     }
 
 
-def _fail(
-    ctx: Context, s: Session, dep: Deployment, app: App, new: list[Instance], error: str
-) -> None:
+def _fail(ctx: Context, s: Session, dep: Deployment, app: App, error: str) -> None:
     now = ctx.clock.now()
-    placement.stop(ctx, s, new)
+    live = _running(s, app.id)
+    placement.stop(ctx, s, [i for i in live if i.deployment_id == dep.id])
     # anything we had started draining keeps serving the previous release
-    for inst in _running(s, app.id):
+    for inst in live:
         if inst.deployment_id != dep.id and inst.drain_started_at is not None:
             inst.drain_started_at = None
     dep.status = DeploymentStatus.FAILED
@@ -73,7 +72,48 @@ def _health_failure(inst: Instance, release: Release, now: datetime) -> str | No
     return None
 
 
+def _drop_lost(ctx: Context, s: Session, live: list[Instance]) -> list[Instance]:
+    """Stop the instances of down nodes (they are replaced elsewhere); the others."""
+    down = {n.id for n in repo.find_all(s, Node, status=NodeStatus.DOWN.value)}
+    lost = [i for i in live if i.node_id in down]
+    if lost:
+        placement.stop(ctx, s, lost)
+    return [i for i in live if i.node_id not in down]
+
+
+def _place_up_to(
+    ctx: Context,
+    s: Session,
+    app: App,
+    release: Release,
+    ptype: str,
+    want: int,
+    deployment_id: str | None,
+) -> tuple[int, CapacityError | None]:
+    """Place ``want`` new instances, or as many as fit: (how many, why not all)."""
+    size = app.formation[ptype].resources
+    try:
+        placement.place(ctx, s, app, release, ptype, want, size, deployment_id=deployment_id)
+        return want, None
+    except CapacityError as exc:
+        error = exc
+    placed = 0
+    while placed < want - 1:
+        try:
+            placement.place(ctx, s, app, release, ptype, 1, size, deployment_id=deployment_id)
+        except CapacityError:
+            break
+        placed += 1
+    return placed, error
+
+
 def step_deployment(ctx: Context, deployment_id: str) -> None:
+    """One step of a rolling deploy, per process type (Kubernetes' rolling update rules):
+
+    - at most ``count + surge`` instances serve or start at once (draining ones aside);
+    - old instances drain while the healthy ones stay at ``count - max_unavailable`` or
+      more, so with the default ``max_unavailable`` 0 only once new ones are healthy.
+    """
     with ctx.db.session() as s:
         dep = repo.get(s, Deployment, id=deployment_id)
         if dep is None or dep.status not in (DeploymentStatus.ROLLING, DeploymentStatus.PENDING):
@@ -81,9 +121,10 @@ def step_deployment(ctx: Context, deployment_id: str) -> None:
         app = repo.require(s, App, "app", id=dep.app_id)
         release = repo.require(s, Release, "release", id=dep.release_id)
         now = ctx.clock.now()
-        live = _running(s, app.id)
+        live = _drop_lost(ctx, s, _running(s, app.id))
         new = [i for i in live if i.deployment_id == dep.id]
         old = [i for i in live if i.deployment_id != dep.id and i.drain_started_at is None]
+        draining = any(i.drain_started_at is not None for i in live)
         for inst in new:
             problem = _health_failure(inst, release, now)
             if problem:
@@ -92,7 +133,6 @@ def step_deployment(ctx: Context, deployment_id: str) -> None:
                     s,
                     dep,
                     app,
-                    new,
                     f"deployment of v{release.version} failed: "
                     f"{problem}; v{release.version} stopped, the previous release keeps serving",
                 )
@@ -100,37 +140,39 @@ def step_deployment(ctx: Context, deployment_id: str) -> None:
         wanted = _wanted(app, release)
         ready_total = 0
         done = True
-        try:
-            for ptype, count in wanted.items():
-                mine = [i for i in new if i.process_type == ptype]
-                ready = [i for i in mine if i.healthy]
-                pending = [i for i in mine if not i.healthy]
-                theirs = sorted((i for i in old if i.process_type == ptype), key=lambda i: i.id)
-                # old instances that serve nothing (a superseded rollout's, or crashed ones)
-                # are stopped, and never counted as capacity that lets a healthy one drain
-                stale = [i for i in theirs if not i.healthy]
-                if stale:
-                    placement.stop(ctx, s, stale)
-                    theirs = [i for i in theirs if i.healthy]
-                if len(mine) > count:
-                    extra = (pending + ready)[: len(mine) - count]
-                    placement.stop(ctx, s, extra)
-                    ready = [i for i in ready if i not in extra]
-                    pending = [i for i in pending if i not in extra]
-                    mine = ready + pending
-                want = min(count - len(mine), dep.surge - len(pending))
-                if want > 0:
-                    size = app.formation[ptype].resources
-                    placement.place(ctx, s, app, release, ptype, want, size, deployment_id=dep.id)
-                excess = len(ready) + len(theirs) - count
-                if excess > 0:
-                    placement.begin_drain(ctx, s, theirs[:excess])
-                ready_total += min(len(ready), count)
-                if len(ready) < count or len(theirs) - max(excess, 0) > 0:
-                    done = False
-        except CapacityError as exc:
-            _fail(ctx, s, dep, app, new, str(exc))
-            return
+        for ptype, count in wanted.items():
+            mine = [i for i in new if i.process_type == ptype]
+            ready = [i for i in mine if i.healthy]
+            pending = [i for i in mine if not i.healthy]
+            theirs = sorted((i for i in old if i.process_type == ptype), key=lambda i: i.id)
+            # old instances that serve nothing (a superseded rollout's, or crashed ones)
+            # are stopped, and never counted as capacity that lets a healthy one drain
+            stale = [i for i in theirs if not i.healthy]
+            if stale:
+                placement.stop(ctx, s, stale)
+                theirs = [i for i in theirs if i.healthy]
+            if len(mine) > count:
+                extra = (pending + ready)[: len(mine) - count]
+                placement.stop(ctx, s, extra)
+                ready = [i for i in ready if i not in extra]
+                pending = [i for i in pending if i not in extra]
+                mine = ready + pending
+            surge = min(dep.surge, max(count, 1))
+            floor = count - min(dep.max_unavailable, count)
+            drain = max(0, min(len(ready) + len(theirs) - floor, len(theirs)))
+            if drain:
+                placement.begin_drain(ctx, s, theirs[:drain])
+                theirs = theirs[drain:]
+                draining = True  # their room frees once the drain period is over
+            want = min(count - len(mine), count + surge - len(mine) - len(theirs))
+            if want > 0:
+                placed, error = _place_up_to(ctx, s, app, release, ptype, want, dep.id)
+                if error is not None and not placed and not pending and not draining:
+                    _fail(ctx, s, dep, app, str(error))  # nothing will make room
+                    return
+            ready_total += min(len(ready), count)
+            if len(ready) < count or theirs:
+                done = False
         strays = [i for i in old if wanted.get(i.process_type, 0) == 0]
         if strays:
             placement.begin_drain(ctx, s, strays)
@@ -152,8 +194,26 @@ def step_deployment(ctx: Context, deployment_id: str) -> None:
             )
 
 
+def _formation_problem(ctx: Context, s: Session, app: App, problems: list[str]) -> None:
+    """Record why the formation cannot be placed: one event per change of the problem."""
+    problem = "; ".join(problems)[:2000] or None
+    if problem == app.formation_error:
+        return
+    if problem is not None:
+        deployments.record_event(ctx, s, app, "formation.unplaceable", problem, {})
+    else:
+        deployments.record_event(ctx, s, app, "formation.placed", "The formation is placed", {})
+    app.formation_error = problem
+
+
 def keep_formation(ctx: Context, app_id: str) -> None:
-    """Outside a rollout: the current release runs exactly the formation, on healthy nodes."""
+    """Outside a rollout: the current release runs exactly the formation, on nodes that
+    may run it (ready, matching the app's placement constraints).
+
+    An instance on a node that is draining or no longer matches is re-planned: its
+    replacement is placed elsewhere and it keeps serving until enough replacements are
+    healthy. Instances of down nodes are stopped and replaced at once.
+    """
     with ctx.db.session() as s:
         app = repo.get(s, App, id=app_id)
         if app is None or app.current_release_id is None or deployments.active_for(s, app.id):
@@ -164,35 +224,32 @@ def keep_formation(ctx: Context, app_id: str) -> None:
                 placement.stop(ctx, s, live)
             return
         release = repo.require(s, Release, "release", id=app.current_release_id)
-        ready_nodes = {n.id for n in repo.find_all(s, Node, status=NodeStatus.READY.value)}
+        live = _drop_lost(ctx, s, live)
+        nodes = {n.id: n for n in repo.find_all(s, Node)}
         serving = [i for i in live if i.drain_started_at is None]
         strays = [i for i in serving if i.release_id != release.id]
         if strays:
             placement.begin_drain(ctx, s, strays)
+        problems = []
         for ptype, count in _wanted(app, release).items():
             current = [i for i in serving if i.release_id == release.id and i.process_type == ptype]
-            good = [i for i in current if i.node_id in ready_nodes]
-            evacuate = [i for i in current if i.node_id not in ready_nodes]
+            good = [i for i in current if placement.eligible(nodes.get(i.node_id), app)]
+            moving = [i for i in current if i not in good]
             if len(good) < count:
-                try:
-                    placement.place(
-                        ctx,
-                        s,
-                        app,
-                        release,
-                        ptype,
-                        count - len(good),
-                        app.formation[ptype].resources,
-                        deployment_id=None,
-                    )
-                except CapacityError as exc:
-                    deployments.record_event(ctx, s, app, "formation.unplaceable", str(exc), {})
-                    continue
+                _, error = _place_up_to(ctx, s, app, release, ptype, count - len(good), None)
+                if error is not None:
+                    problems.append(str(error))
             elif len(good) > count:
                 surplus = sorted(good, key=lambda i: i.id, reverse=True)[: len(good) - count]
                 placement.begin_drain(ctx, s, surplus)
-            if evacuate:
-                placement.begin_drain(ctx, s, evacuate)
+                good = [i for i in good if i not in surplus]
+            if moving:
+                well = [i for i in moving if i.healthy]
+                replaced = sum(1 for i in good if i.healthy) + len(well) - count
+                gone = [i for i in moving if not i.healthy] + well[: max(replaced, 0)]
+                if gone:
+                    placement.begin_drain(ctx, s, gone)
+        _formation_problem(ctx, s, app, problems)
 
 
 def finish_drains(ctx: Context) -> None:

@@ -38,7 +38,15 @@ from .tenancy import (
     User,
     UserCreate,
 )
-from .values import SIZES, HealthCheck, NodeCapacity, ProcessFormation, Resources
+from .values import (
+    SIZES,
+    DeployPolicy,
+    HealthCheck,
+    NodeCapacity,
+    PlacementPolicy,
+    ProcessFormation,
+    Resources,
+)
 
 __all__ = [
     "SIZES",
@@ -51,6 +59,7 @@ __all__ = [
     "AppUpdate",
     "AuditLog",
     "Database",
+    "DeployPolicy",
     "Deployment",
     "DeploymentStatus",
     "DeploymentStrategy",
@@ -72,6 +81,7 @@ __all__ = [
     "NodeStatus",
     "Organization",
     "OrganizationCreate",
+    "PlacementPolicy",
     "ProcessFormation",
     "Release",
     "Resources",

@@ -10,7 +10,7 @@ from sqlmodel import Field, SQLModel
 from .base import Entity, Input, id_ref, partial
 from .columns import CIText, EnumText, PydanticJSON, UTCDateTime
 from .enums import AppStatus, DeploymentStatus, DeploymentStrategy, DesiredState
-from .values import HealthCheck, ProcessFormation, Resources
+from .values import DeployPolicy, HealthCheck, PlacementPolicy, ProcessFormation, Resources
 
 APP_NAME_PATTERN = r"^[a-zA-Z][a-zA-Z0-9-]{0,61}[a-zA-Z0-9]$"
 
@@ -24,11 +24,16 @@ class AppBase(SQLModel):
     runtime: str = Field(
         default="process", max_length=20, schema_extra={"pattern": r"^(process|oci|microvm)$"}
     )
+    deploy: DeployPolicy = Field(default_factory=DeployPolicy, sa_type=PydanticJSON(DeployPolicy))
+    placement: PlacementPolicy = Field(
+        default_factory=PlacementPolicy, sa_type=PydanticJSON(PlacementPolicy)
+    )
 
 
 class App(AppBase, Entity, table=True):
     __tablename__ = "apps"
-    __table_args__ = (sa.UniqueConstraint("organization_id", "name"),)
+    # unique platform-wide: the edge serves every app at <name>.<base domain>
+    __table_args__ = (sa.UniqueConstraint("name"),)
     organization_id: str = id_ref("organizations")
     status: AppStatus = Field(sa_type=EnumText(AppStatus))
     formation: dict[str, ProcessFormation] = Field(
@@ -36,6 +41,8 @@ class App(AppBase, Entity, table=True):
     )
     current_release_id: str | None = Field(default=None, max_length=26)
     created_by: str | None = Field(default=None, max_length=26)
+    # status: why the formation cannot be placed right now (None when it is)
+    formation_error: str | None = Field(default=None, max_length=2000)
 
 
 class AppCreate(AppBase, Input):
@@ -77,6 +84,7 @@ class Deployment(Entity, table=True):
     status: DeploymentStatus = Field(sa_type=EnumText(DeploymentStatus))
     strategy: DeploymentStrategy = Field(sa_type=EnumText(DeploymentStrategy))
     surge: int = Field(default=1, ge=1)
+    max_unavailable: int = Field(default=0, ge=0)
     instances_total: int = Field(default=0)
     instances_ready: int = Field(default=0)
     error: str | None = Field(default=None, max_length=2000)

@@ -43,6 +43,35 @@ class ProcessFormation(Value):
     resources: Resources = Field(default_factory=lambda: SIZES["small"])
 
 
+MAX_SURGE = 100
+LABEL_KEY = r"^[A-Za-z0-9]([A-Za-z0-9._/-]{0,61}[A-Za-z0-9])?$"
+LabelKey = Annotated[str, Field(pattern=LABEL_KEY)]
+LabelValue = Annotated[str, Field(min_length=1, max_length=63)]
+
+
+class DeployPolicy(Value):
+    """How a rolling deploy replaces instances, per process type.
+
+    ``surge``: new instances started beyond the formation while old ones still serve
+    (``--max-surge``). ``max_unavailable``: how far below the formation the serving
+    instances may drop while old ones are drained ahead of new ones.
+    """
+
+    surge: int = Field(default=1, ge=1, le=MAX_SURGE)
+    max_unavailable: int = Field(default=0, ge=0, le=MAX_SURGE)
+
+
+class PlacementPolicy(Value):
+    """Where the scheduler may put an app's instances and how it picks among nodes.
+
+    ``strategy``: ``binpack`` fills the fullest node that fits, ``spread`` the emptiest.
+    ``constraints``: node labels that must match exactly, e.g. ``{"region": "eu"}``.
+    """
+
+    strategy: Literal["binpack", "spread"] = "binpack"
+    constraints: dict[LabelKey, LabelValue] = Field(default_factory=dict, max_length=16)
+
+
 class HealthCheck(Value):
     """HTTP GET ``path`` answering < 500, or a TCP accept on ``PORT`` when path is None."""
 
@@ -66,3 +95,96 @@ class DnsInstructions(Value):
     record_type: Literal["TXT", "CNAME"]
     name: str
     value: str
+
+
+# ---- nodes --------------------------------------------------------------------------
+
+
+class NodeCapabilities(Value):
+    """What the machine offers beyond CPU and memory, as its agent found it."""
+
+    kvm: bool = False  # /dev/kvm answers the KVM API
+    nested_virtualization: bool = False  # the kvm module allows nested guests
+    cpu_features: list[str] = Field(default_factory=list, max_length=512)
+    gpu: bool = False
+
+
+class NodeNetwork(Value):
+    """How the node is reached besides ``Node.address`` (its internal address)."""
+
+    public_ip: str | None = Field(default=None, max_length=64)
+    wireguard_pubkey: str | None = Field(default=None, max_length=64)
+    pod_cidr: str | None = Field(default=None, max_length=64)
+
+
+# ---- volumes and databases ---------------------------------------------------------------
+
+
+class BackupPolicy(Value):
+    enabled: bool = False
+    frequency: str = Field(default="daily", max_length=100)  # daily, hourly or a cron line
+    retention_days: int = Field(default=7, ge=1, le=3650)
+    destination: str = Field(default="", max_length=1024)  # e.g. s3://bucket/path
+
+
+class DatabaseEndpoint(Value):
+    """Where clients connect; the password is in the database's credentials secret."""
+
+    host: str = Field(max_length=255)
+    port: int = Field(ge=1, le=65535)
+    username: str = Field(max_length=63)
+    database: str = Field(max_length=63)
+    ssl_mode: str = Field(default="prefer", max_length=20)
+
+
+class DatabaseUsage(Value):
+    storage_used_bytes: int = Field(default=0, ge=0)
+    connections_active: int = Field(default=0, ge=0)
+    connections_max: int = Field(default=0, ge=0)
+    transactions_per_sec: float = Field(default=0.0, ge=0)
+
+
+class HighAvailability(Value):
+    enabled: bool = False
+    mode: Literal["synchronous", "asynchronous"] = "asynchronous"
+    replica_regions: list[str] = Field(default_factory=list, max_length=16)
+    failover_enabled: bool = False
+
+
+class DatabaseBackupConfig(Value):
+    enabled: bool = False
+    frequency: str = Field(default="daily", max_length=100)
+    retention_days: int = Field(default=7, ge=1, le=3650)
+    window_start: str = Field(default="02:00", pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
+    window_duration_hours: int = Field(default=1, ge=1, le=24)
+
+
+# ---- domains and organizations -----------------------------------------------------------
+
+
+class RoutingConfig(Value):
+    """How the edge routes a hostname to its app (``Domain.app_id``) on each instance's PORT:
+    the whole path, unchanged, with the client's Host header."""
+
+    path: str = Field(default="/", max_length=512, pattern=r"^/")
+    strip_prefix: bool = False
+    preserve_host: bool = True
+
+
+class EdgeFeatures(Value):
+    """Edge features beyond routing and TLS; none is offered yet, so all are off."""
+
+    cdn_enabled: bool = False
+    cache_ttl_seconds: int = Field(default=0, ge=0)
+    waf_enabled: bool = False
+    ddos_protection: bool = False
+
+
+class OrgSettings(Value):
+    """Per-organization policy; None means no limit."""
+
+    allowed_regions: list[str] = Field(default_factory=list, max_length=64)  # empty: any
+    max_apps: int | None = Field(default=None, ge=0)
+    max_team_members: int | None = Field(default=None, ge=1)
+    require_2fa: bool = False
+    sso_enabled: bool = False

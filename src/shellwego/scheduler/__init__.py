@@ -3,7 +3,7 @@
 No I/O, no clock reads, no randomness; ties are broken by node id. See README.md.
 """
 
-from .planner import Planner, evacuate, plan, verify
+from .planner import Planner, plan
 from .types import (
     InstanceSnapshot,
     NodeSnapshot,
@@ -23,7 +23,5 @@ __all__ = [
     "Planner",
     "Resources",
     "Snapshot",
-    "evacuate",
     "plan",
-    "verify",
 ]

@@ -10,10 +10,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from heapq import heapify, heappop, heappush
 
-from shellwego.errors import CapacityError, Conflict, InvalidInput, NotFound
+from shellwego.errors import CapacityError, InvalidInput, NotFound
 
 from .types import (
-    InstanceSnapshot,
     NodeSnapshot,
     Placement,
     PlacementRequest,
@@ -287,80 +286,4 @@ def plan(snapshot: Snapshot, requests: Sequence[PlacementRequest]) -> Plan:
     tighter than the order the requests were given in.
     """
     made = _place_all(Planner(snapshot), requests)
-    return Plan(placements=[placement for group in made for placement in group], stops=[])
-
-
-def evacuate(snapshot: Snapshot, node_id: str, strategy: str = "binpack") -> Plan:
-    """Move every instance off a draining or down node onto ready nodes.
-
-    ``stops`` lists the evacuated instance ids and ``placements[k]`` replaces ``stops[k]``.
-    All instances move or none: :class:`CapacityError` when they do not all fit.
-    """
-    node = next((node for node in snapshot.nodes if node.id == node_id), None)
-    if node is None:
-        raise NotFound(f"node {node_id} is not in the snapshot")
-    if node.status == "ready":
-        raise Conflict(f"node {node_id} is ready: drain it before evacuating it")
-    batches: dict[tuple[object, ...], list[InstanceSnapshot]] = {}
-    for instance in snapshot.instances:
-        if instance.node_id != node_id:
-            continue
-        key = (
-            instance.app_id,
-            instance.process_type,
-            instance.release_id,
-            instance.resources,
-            _eligibility(instance.runtime, instance.constraints),
-        )
-        batches.setdefault(key, []).append(instance)
-    requests = [
-        PlacementRequest(
-            app_id=batch[0].app_id,
-            process_type=batch[0].process_type,
-            release_id=batch[0].release_id,
-            count=len(batch),
-            resources=batch[0].resources,
-            runtime=batch[0].runtime,
-            constraints=dict(batch[0].constraints),
-            strategy=strategy,
-        )
-        for batch in batches.values()
-    ]
-    made = _place_all(Planner(snapshot), requests)
-    return Plan(
-        placements=[placement for group in made for placement in group],
-        stops=[instance.id for batch in batches.values() for instance in batch],
-    )
-
-
-def verify(plan: Plan, snapshot: Snapshot) -> list[str]:
-    """Node ids that ``plan`` would overcommit under ``snapshot``; empty means safe to commit.
-
-    Instances the plan stops no longer count. A node that received placements but is missing
-    from the snapshot or no longer ready has nothing to offer, so it is reported as well.
-    """
-    targets = {placement.node_id for placement in plan.placements}
-    if not targets:
-        return []
-    stopped = set(plan.stops)
-    cpu = dict.fromkeys(targets, 0)
-    memory = dict.fromkeys(targets, 0)
-    for instance in snapshot.instances:
-        if instance.node_id in targets and instance.id not in stopped:
-            cpu[instance.node_id] += instance.resources.cpu_millis
-            memory[instance.node_id] += instance.resources.memory_bytes
-    for placement in plan.placements:
-        cpu[placement.node_id] += placement.resources.cpu_millis
-        memory[placement.node_id] += placement.resources.memory_bytes
-    nodes = {node.id: node for node in snapshot.nodes if node.id in targets}
-    bad = []
-    for node_id in targets:
-        node = nodes.get(node_id)
-        if (
-            node is None
-            or node.status != "ready"
-            or cpu[node_id] > node.allocatable.cpu_millis
-            or memory[node_id] > node.allocatable.memory_bytes
-        ):
-            bad.append(node_id)
-    return sorted(bad)
+    return Plan(placements=[placement for group in made for placement in group])

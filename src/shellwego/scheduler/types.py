@@ -63,11 +63,7 @@ class NodeSnapshot:
 
 @dataclass(frozen=True, slots=True)
 class InstanceSnapshot:
-    """An instance the database already assigned to a node; it consumes that node's capacity.
-
-    ``runtime`` and ``constraints`` are what it was placed with, so that an evacuation
-    places its replacement under the same rules.
-    """
+    """An instance the database already assigned to a node; it consumes that node's capacity."""
 
     id: str
     app_id: str
@@ -75,8 +71,6 @@ class InstanceSnapshot:
     release_id: str
     node_id: str
     resources: Resources
-    runtime: str = "process"
-    constraints: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +123,7 @@ class Placement:
 
 @dataclass(frozen=True, slots=True)
 class Plan:
-    """What to change: instances to create (``placements``) and instance ids to stop."""
+    """The instances to create. Stopping (drains, surplus, lost nodes) is the rollout
+    controller's, which re-plans an instance by placing its replacement here."""
 
     placements: list[Placement] = field(default_factory=list)
-    stops: list[str] = field(default_factory=list)

@@ -20,10 +20,12 @@ from shellwego.models import (
     Release,
     new_id,
 )
+from shellwego.models.values import NodeCapabilities
 from shellwego.store import repository as repo
 
-from . import metrics, secrets
+from . import metrics, nodes, secrets
 from .context import Context, wake_after_commit
+from .placement import RELEASED_STATES
 
 
 class ObservedInstance(BaseModel):
@@ -41,6 +43,9 @@ class ObservedInstance(BaseModel):
 
 class Heartbeat(BaseModel):
     capacity: NodeCapacity | None = None
+    # what the machine is; sent again on every heartbeat, so a reboot into a new kernel shows
+    kernel_version: str | None = Field(default=None, max_length=100)
+    capabilities: NodeCapabilities | None = None
     instances: list[ObservedInstance] = Field(default_factory=list, max_length=10000)
 
 
@@ -65,6 +70,10 @@ def heartbeat(ctx: Context, node: Node, body: Heartbeat) -> Node:
         row.last_heartbeat_at = now
         if body.capacity is not None and body.capacity != row.capacity:
             row.capacity = body.capacity
+        if body.kernel_version is not None:
+            row.kernel_version = body.kernel_version
+        if body.capabilities is not None and body.capabilities != row.capabilities:
+            row.capabilities = body.capabilities
         if row.status == NodeStatus.DOWN:
             row.status = NodeStatus.READY
             changed = True
@@ -91,6 +100,18 @@ def heartbeat(ctx: Context, node: Node, body: Heartbeat) -> Node:
                 inst.observed_at = now
                 if seen.cpu_millis_used is not None and seen.memory_bytes is not None:
                     metrics.record_stats(ctx, inst.id, seen.cpu_millis_used, seen.memory_bytes)
+        # stopped instances the agent no longer lists are gone: their ports are free again
+        for inst in repo.find_all(
+            s,
+            Instance,
+            Instance.state.not_in(RELEASED_STATES),  # type: ignore[attr-defined]
+            node_id=node.id,
+            desired_state=DesiredState.STOPPED.value,
+        ):
+            if inst.id not in reported:
+                inst.state = "removed"
+                inst.observed_at = now
+        nodes.refresh_allocation(s, row)
         if changed:
             wake_after_commit(ctx, s, "rollout", "edge")
         return row

@@ -1,4 +1,8 @@
-"""Apps: create, read, update, delete; addressable by name or id within an organization."""
+"""Apps: create, read, update, delete; addressable by name or id within an organization.
+
+Names are unique across the platform, case-insensitively: ``<name>.<base domain>`` is
+the app's hostname. Lookups stay scoped: another organization's app is 404.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +11,11 @@ import re
 from sqlalchemy.orm import Session
 
 from shellwego.errors import NotFound
-from shellwego.models import App, AppCreate, AppStatus, ProcessFormation, Role, new_id
+from shellwego.models import App, AppCreate, AppStatus, ProcessFormation, Release, Role, new_id
 from shellwego.store import repository as repo
 
-from .context import Context, Principal
+from . import placement
+from .context import Context, Principal, wake_after_commit
 from .organizations import require_role
 
 ULID = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
@@ -23,6 +28,12 @@ def find(s: Session, org_id: str, ref: str) -> App:
     if app is None:
         raise NotFound(f"app {ref!r} not found")
     return app
+
+
+def taken(name: str) -> str:
+    """App names are unique platform-wide (each is a hostname under the base domain);
+    the message never says which organization holds the name."""
+    return f"app name {name!r} is already taken"
 
 
 def get(ctx: Context, who: Principal, ref: str) -> App:
@@ -51,24 +62,42 @@ def create(ctx: Context, who: Principal, body: AppCreate) -> App:
             health_check=body.health_check,
             redirect_https=body.redirect_https,
             runtime=body.runtime,
+            deploy=body.deploy,
+            placement=body.placement,
             status=AppStatus.CREATED,
             formation={"web": ProcessFormation(count=1)},
             current_release_id=None,
             created_by=who.user_id,
+            formation_error=None,
             created_at=now,
             updated_at=now,
         )
-        return repo.add(s, app, conflict=f"an app named {body.name!r} already exists")
+        return repo.add(s, app, conflict=taken(body.name))
 
 
 def update(ctx: Context, who: Principal, ref: str, changes: dict[str, object]) -> App:
     require_role(who, Role.MEMBER)
     with ctx.db.session() as s:
         app = find(s, who.organization_id, ref)
+        placement_before = app.placement
         for key, value in changes.items():
             setattr(app, key, value)
+        if app.placement.constraints != placement_before.constraints:
+            _check_constraints(ctx, s, app)
         app.updated_at = ctx.clock.now()
-        return repo.save(s, app, conflict=f"an app named {changes.get('name')!r} already exists")
+        # hostnames and the HTTPS redirect are the edge's: it applies them at once
+        wake_after_commit(ctx, s, "edge")
+        return repo.save(s, app, conflict=taken(str(changes.get("name", app.name))))
+
+
+def _check_constraints(ctx: Context, s: Session, app: App) -> None:
+    """New placement constraints must be satisfiable, and the formation fit under them."""
+    placement.check_constraints(s, app)
+    if app.current_release_id is not None:
+        release = repo.require(s, Release, "release", id=app.current_release_id)
+        placement.check_formation(s, app, release, app.formation, app.formation, moved=True)
+    # instances on nodes that no longer match move: the rollout controller re-plans them
+    wake_after_commit(ctx, s, "rollout")
 
 
 def delete(ctx: Context, who: Principal, ref: str) -> App:

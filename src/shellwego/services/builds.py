@@ -3,16 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import shutil
 import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from shellwego.errors import ShellWeGoError
-from shellwego.models import DeploymentStatus, LogLine, Role, new_id
+from shellwego.errors import InvalidInput, RuntimeUnavailable, ShellWeGoError
+from shellwego.models import (
+    App,
+    DeploymentStatus,
+    DeployPolicy,
+    LogLine,
+    Node,
+    NodeStatus,
+    Role,
+    new_id,
+)
+from shellwego.store import repository as repo
 
 from . import apps as app_service
 from . import deployments, releases
@@ -22,6 +34,9 @@ from .organizations import require_role
 Emit = Callable[[dict[str, Any]], Awaitable[None]]
 
 TERMINAL = {DeploymentStatus.SUCCEEDED, DeploymentStatus.FAILED, DeploymentStatus.SUPERSEDED}
+
+IMAGE_RUNTIMES = ("oci", "microvm")
+IMAGE_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@+-]{0,511}$")
 
 
 def app_url(ctx: Context, app_name: str) -> str:
@@ -67,8 +82,10 @@ async def build_and_deploy(
     emit: Emit,
     *,
     source_is_dir: bool = False,
+    policy: DeployPolicy | None = None,
 ) -> bool:
-    """Build ``source`` (a tarball or a directory), release it and roll it out.
+    """Build ``source`` (a tarball or a directory), release it and roll it out (with
+    ``policy``'s surge and max unavailable, else the app's).
 
     Every step is reported through ``emit``; the last call is always a ``done`` line.
     Returns True when the new release is serving.
@@ -123,7 +140,9 @@ async def build_and_deploy(
                     rel = releases.create(
                         ctx, s, who, row, artifact=artifact, description=f"Deploy {digest[:12]}"
                     )
-                    dep = deployments.start(ctx, s, who, row, rel, reason="new build")
+                    dep = deployments.start(
+                        ctx, s, who, row, rel, reason="new build", policy=policy
+                    )
                     return rel.id, rel.version, dep.id
 
             release_id, version, deployment_id = await run_in_threadpool(make_release)
@@ -135,6 +154,57 @@ async def build_and_deploy(
         return False
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _image_app(s: Session, who: Principal, app_ref: str, image: str) -> App:
+    """The app, unless nothing here could run ``image`` for it."""
+    require_role(who, Role.MEMBER)
+    app = app_service.find(s, who.organization_id, app_ref)
+    if not IMAGE_REF.match(image):
+        raise InvalidInput(f"{image!r} is not an image reference (e.g. nginx:1.27)")
+    offered = {
+        runtime
+        for node in repo.find_all(s, Node, status=NodeStatus.READY.value)
+        for runtime in node.runtimes
+    }
+    if offered.isdisjoint(IMAGE_RUNTIMES):
+        raise RuntimeUnavailable("no node offers an image-capable runtime (oci or microvm)")
+    if app.runtime not in IMAGE_RUNTIMES:
+        raise InvalidInput(
+            f"app {app.name} uses the {app.runtime} runtime, which runs built source; "
+            "image deploys need an app on the oci or microvm runtime"
+        )
+    return app
+
+
+def check_image_deploy(ctx: Context, who: Principal, app_ref: str, image: str) -> None:
+    """Refuse, before anything is made, an image deploy that nothing here could run."""
+    with ctx.db.session() as s:
+        _image_app(s, who, app_ref, image)
+
+
+async def deploy_image(ctx: Context, who: Principal, app_ref: str, image: str, emit: Emit) -> bool:
+    """Release ``image`` (its own entrypoint is the web process) and roll it out."""
+    artifact = releases.Artifact(
+        slug_digest=None, stack="image", process_types={"web": ""}, slug_env={}, image=image
+    )
+
+    def make_release() -> tuple[str, int, str, str]:
+        with ctx.db.session() as s:
+            row = _image_app(s, who, app_ref, image)
+            rel = releases.create(
+                ctx, s, who, row, artifact=artifact, description=f"Deploy image {image}"
+            )
+            dep = deployments.start(ctx, s, who, row, rel, reason="image deploy")
+            return rel.id, rel.version, dep.id, row.name
+
+    try:
+        release_id, version, deployment_id, name = await run_in_threadpool(make_release)
+    except ShellWeGoError as exc:
+        await emit({"type": "done", "status": "failed", "detail": str(exc)})
+        return False
+    await emit({"type": "release", "version": version, "id": release_id})
+    return await follow_deployment(ctx, deployment_id, emit, name)
 
 
 def _web_addresses(ctx: Context, release_id: str) -> set[str]:

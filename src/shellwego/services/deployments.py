@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from shellwego.errors import NotFound
@@ -13,6 +14,7 @@ from shellwego.models import (
     Deployment,
     DeploymentStatus,
     DeploymentStrategy,
+    DeployPolicy,
     Event,
     Release,
     new_id,
@@ -47,10 +49,14 @@ def start(
     release: Release,
     *,
     reason: str,
-    surge: int = 1,
+    policy: DeployPolicy | None = None,
     strategy: DeploymentStrategy = DeploymentStrategy.ROLLING,
 ) -> Deployment:
-    """Begin rolling ``release`` out; an older rollout of the app is superseded."""
+    """Begin rolling ``release`` out; an older rollout of the app is superseded.
+
+    ``policy`` (surge, max unavailable) overrides the app's deploy settings for this one.
+    """
+    policy = policy or app.deploy
     now = ctx.clock.now()
     for old in active_for(s, app.id):
         old.status = DeploymentStatus.SUPERSEDED
@@ -65,7 +71,8 @@ def start(
         previous_release_id=app.current_release_id,
         status=DeploymentStatus.ROLLING,
         strategy=strategy,
-        surge=surge,
+        surge=policy.surge,
+        max_unavailable=policy.max_unavailable,
         instances_total=total,
         instances_ready=0,
         error=None,
@@ -87,6 +94,16 @@ def start(
     )
     wake_after_commit(ctx, s, "rollout")
     return deployment
+
+
+def policy_for(app: App, surge: int | None, max_unavailable: int | None) -> DeployPolicy | None:
+    """The app's deploy settings with one deploy's overrides; None when nothing is given."""
+    if surge is None and max_unavailable is None:
+        return None
+    return DeployPolicy(
+        surge=app.deploy.surge if surge is None else surge,
+        max_unavailable=app.deploy.max_unavailable if max_unavailable is None else max_unavailable,
+    )
 
 
 def record_event(
@@ -122,6 +139,32 @@ def get(ctx: Context, who: Principal, app_ref: str, deployment_id: str) -> Deplo
         if dep is None:
             raise NotFound("deployment not found")
         return dep
+
+
+def events_page(
+    ctx: Context,
+    who: Principal,
+    app_ref: str,
+    cursor: str | None,
+    limit: int,
+    deployment_id: str | None = None,
+) -> repo.Page[Event]:
+    """The app's events, oldest first; ``deployment_id`` keeps only that rollout's."""
+    with ctx.db.session() as s:
+        app = app_service.find(s, who.organization_id, app_ref)
+        where = []
+        if deployment_id is not None:
+            data = sa.type_coerce(Event.data, sa.JSON)
+            where.append(data["deployment_id"].as_string() == deployment_id)
+        return repo.page(
+            s,
+            Event,
+            cursor=cursor,
+            limit=limit,
+            where=where,
+            organization_id=app.organization_id,
+            app_id=app.id,
+        )
 
 
 def status_of(ctx: Context, deployment_id: str) -> Deployment:

@@ -2,21 +2,36 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
 from sqlalchemy.orm import Session
 
 from shellwego.errors import Conflict, Forbidden, NotFound, Unauthenticated
-from shellwego.models import JoinToken, Node, NodeCapacity, NodeStatus, new_id
+from shellwego.models import (
+    SIZES,
+    App,
+    DesiredState,
+    Instance,
+    JoinToken,
+    Node,
+    NodeCapacity,
+    NodeStatus,
+    new_id,
+)
+from shellwego.models.values import NodeCapabilities, NodeNetwork
 from shellwego.store import repository as repo
 
-from .context import Context, Principal
+from .context import Context, Principal, wake_after_commit
 from .tokens import JOIN_PREFIX, NODE_PREFIX, new_token, token_hash
+
+MICROVM = "microvm"  # the runtime name a node offers when it can run microVMs
 
 
 def require_operator(who: Principal) -> None:
+    """Nodes belong to the platform: only its operators (the bootstrap owner, and users
+    flagged ``is_operator``) may see or change them."""
     if not who.is_operator:
         raise Forbidden("only a platform operator can manage nodes")
 
@@ -29,14 +44,16 @@ def find(s: Session, ref: str) -> Node:
 
 
 def list_page(
-    ctx: Context, cursor: str | None, limit: int, status: str | None = None
+    ctx: Context, who: Principal, cursor: str | None, limit: int, status: str | None = None
 ) -> repo.Page[Node]:
+    require_operator(who)
     filters = {"status": status} if status else {}
     with ctx.db.session() as s:
         return repo.page(s, Node, cursor=cursor, limit=limit, **filters)
 
 
-def get(ctx: Context, ref: str) -> Node:
+def get(ctx: Context, who: Principal, ref: str) -> Node:
+    require_operator(who)
     with ctx.db.session() as s:
         return find(s, ref)
 
@@ -48,7 +65,7 @@ def drain(ctx: Context, who: Principal, ref: str) -> Node:
         node = find(s, ref)
         node.status = NodeStatus.DRAINING
         node.updated_at = ctx.clock.now()
-    ctx.bus.notify("scheduler")
+    ctx.bus.notify("rollout")
     return node
 
 
@@ -58,7 +75,7 @@ def uncordon(ctx: Context, who: Principal, ref: str) -> Node:
         node = find(s, ref)
         node.status = NodeStatus.READY
         node.updated_at = ctx.clock.now()
-    ctx.bus.notify("scheduler")
+    ctx.bus.notify("rollout")
     return node
 
 
@@ -107,6 +124,9 @@ def register(
     labels: Mapping[str, str],
     agent_version: str,
     address: str,
+    *,
+    kernel_version: str = "",
+    capabilities: NodeCapabilities | None = None,
 ) -> Registration:
     check_join_token(ctx, join_token)
     with ctx.db.session() as s:
@@ -128,6 +148,12 @@ def register(
             capacity=capacity,
             runtimes=list(runtimes),
             agent_version=agent_version,
+            kernel_version=kernel_version,
+            capabilities=capabilities or NodeCapabilities(),
+            network=NodeNetwork(),
+            allocatable=capacity,
+            microvm_capacity=microvm_slots(capacity, runtimes),
+            microvm_used=0,
             token_hash=token_hash(secret),
             assignment_index=1,
             last_heartbeat_at=now,
@@ -135,8 +161,40 @@ def register(
             updated_at=now,
         )
         repo.add(s, node, conflict=f"a node named {hostname!r} is already registered")
-    ctx.bus.notify("scheduler")
+    ctx.bus.notify("rollout")
     return Registration(node=node, node_token=secret)
+
+
+def microvm_slots(capacity: NodeCapacity, runtimes: Sequence[str]) -> int:
+    """How many microVMs of the smallest size fit on a node that offers the runtime."""
+    if MICROVM not in runtimes:
+        return 0
+    smallest = min(SIZES.values(), key=lambda r: r.memory_bytes)
+    return min(
+        capacity.memory_bytes // smallest.memory_bytes, capacity.cpu_millis // smallest.cpu_millis
+    )
+
+
+def refresh_allocation(s: Session, node: Node) -> None:
+    """Set what is still free on ``node`` (its allocatable resources) and how many microVMs
+    run there, from the instances placed on it: the reservations the scheduler counts."""
+    placed = repo.find_all(s, Instance, node_id=node.id, desired_state=DesiredState.RUNNING.value)
+    cpu = sum(i.resources.cpu_millis for i in placed)
+    memory = sum(i.resources.memory_bytes for i in placed)
+    allocatable = NodeCapacity(
+        cpu_millis=max(0, node.capacity.cpu_millis - cpu),
+        memory_bytes=max(0, node.capacity.memory_bytes - memory),
+    )
+    if allocatable != node.allocatable:
+        node.allocatable = allocatable
+    app_ids = sorted({i.app_id for i in placed})
+    vm_apps = (
+        {a.id for a in repo.find_all(s, App, App.id.in_(app_ids), runtime=MICROVM)}  # type: ignore[attr-defined]
+        if app_ids
+        else set()
+    )
+    node.microvm_used = sum(1 for i in placed if i.app_id in vm_apps)
+    node.microvm_capacity = microvm_slots(node.capacity, node.runtimes)
 
 
 def authenticate_node(ctx: Context, bearer: str | None) -> Node:
@@ -150,15 +208,31 @@ def authenticate_node(ctx: Context, bearer: str | None) -> Node:
 
 
 def mark_down_stale(ctx: Context) -> list[str]:
-    """Nodes whose heartbeats stopped are marked down (their instances get re-planned)."""
-    limit = ctx.clock.now() - timedelta(seconds=ctx.settings.node_down_after_seconds)
+    """Nodes whose heartbeats stopped are marked down.
+
+    Nothing is known of their instances any more: they stop counting as healthy at once
+    (the edge stops routing to them, a rollout no longer counts them as serving) and the
+    rollout controller replaces them on other nodes.
+    """
+    now = ctx.clock.now()
+    limit = now - timedelta(seconds=ctx.settings.node_down_after_seconds)
     changed = []
     with ctx.db.session() as s:
         for node in repo.find_all(s, Node, Node.status != NodeStatus.DOWN.value):  # type: ignore[arg-type]
             if node.last_heartbeat_at is None or node.last_heartbeat_at < limit:
                 node.status = NodeStatus.DOWN
-                node.updated_at = ctx.clock.now()
+                node.updated_at = now
                 changed.append(node.id)
-    if changed:
-        ctx.bus.notify("scheduler")
+        if changed:
+            lost = repo.find_all(
+                s,
+                Instance,
+                Instance.node_id.in_(changed),  # type: ignore[attr-defined]
+                desired_state=DesiredState.RUNNING.value,
+            )
+            for inst in lost:
+                inst.healthy = False
+                inst.state = "unknown"
+                inst.updated_at = now
+            wake_after_commit(ctx, s, "rollout", "edge")
     return changed

@@ -1,9 +1,14 @@
-"""Bridge between the database and the pure scheduler: snapshot, plan, verify, commit.
+"""Bridge between the database and the pure scheduler: snapshot, plan, commit.
 
-Placement runs inside one transaction that first locks the node rows (``FOR UPDATE`` on
-PostgreSQL; SQLite's write transaction is exclusive), re-reads the instances, plans, and
-verifies the plan against that fresh state, so two concurrent deploys can never
-overcommit a node.
+The node lock is the guard against overcommit: placement runs inside one transaction that
+first locks every node row (``FOR UPDATE`` on PostgreSQL; SQLite's write transaction is
+taken up front with ``BEGIN IMMEDIATE``), and only then reads the instances and plans. A
+concurrent deploy waits for the lock and plans from the state this one committed, so two
+deploys can never both take the same room on a node.
+
+A port on a node is taken until its instance has been seen gone: an instance asked to
+stop keeps its port through its grace period, until its agent reports it stopped or no
+longer lists it (see ``RELEASED_STATES``).
 """
 
 from __future__ import annotations
@@ -15,13 +20,14 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from shellwego import scheduler
-from shellwego.errors import CapacityError
+from shellwego.errors import CapacityError, InvalidInput
 from shellwego.models import (
     App,
     DesiredState,
     Instance,
     Node,
     NodeStatus,
+    ProcessFormation,
     Release,
     Resources,
     new_id,
@@ -87,8 +93,9 @@ def usage_snapshot(s: Session, nodes: list[Node]) -> scheduler.Snapshot:
             t.node_id,
             t.app_id,
             t.process_type,
-            sa.func.sum(resources["cpu_millis"].as_integer()),
-            sa.func.sum(resources["memory_bytes"].as_integer()),
+            # BIGINT: an instance may reserve more than 2 GiB
+            sa.func.sum(sa.cast(resources["cpu_millis"].as_string(), sa.BigInteger)),
+            sa.func.sum(sa.cast(resources["memory_bytes"].as_string(), sa.BigInteger)),
         )
         .where(t.desired_state == DesiredState.RUNNING.value)
         .group_by(t.node_id, t.app_id, t.process_type)
@@ -110,14 +117,20 @@ def usage_snapshot(s: Session, nodes: list[Node]) -> scheduler.Snapshot:
     )
 
 
+# observed states of an instance that no longer holds its port (``removed``: its agent
+# stopped listing it after it was asked to stop)
+RELEASED_STATES = ("stopped", "exited", "removed")
+
+
 def used_ports(s: Session, node_ids: set[str]) -> dict[str, set[int]]:
-    """Ports taken by instances meant to run on ``node_ids``."""
+    """Ports on ``node_ids`` held by instances meant to run or not yet seen gone."""
     t = Instance.__table__.c  # type: ignore[attr-defined]
     used: dict[str, set[int]] = defaultdict(set)
     if not node_ids:
         return used
     query = sa.select(t.node_id, t.port).where(
-        t.desired_state == DesiredState.RUNNING.value, t.node_id.in_(sorted(node_ids))
+        t.node_id.in_(sorted(node_ids)),
+        sa.or_(t.desired_state == DesiredState.RUNNING.value, t.state.not_in(RELEASED_STATES)),
     )
     for node_id, port in s.execute(query):
         used[node_id].add(port)
@@ -172,6 +185,122 @@ def touch_nodes(
     wake_after_commit(ctx, s, *topics)
 
 
+def request_for(
+    app: App, release_id: str, process_type: str, count: int, resources: Resources
+) -> scheduler.PlacementRequest:
+    """The scheduler's request for instances of ``app``, under the app's placement policy."""
+    return scheduler.PlacementRequest(
+        app_id=app.id,
+        process_type=process_type,
+        release_id=release_id,
+        count=count,
+        resources=scheduler.Resources(
+            cpu_millis=resources.cpu_millis, memory_bytes=resources.memory_bytes
+        ),
+        runtime=app.runtime,
+        constraints=dict(app.placement.constraints),
+        strategy=app.placement.strategy,
+    )
+
+
+def plan_for(
+    app: App, snapshot: scheduler.Snapshot, requests: list[scheduler.PlacementRequest]
+) -> scheduler.Plan:
+    """``scheduler.plan``, with a capacity error naming the app as its users know it."""
+    try:
+        return scheduler.plan(snapshot, requests)
+    except CapacityError as exc:
+        raise CapacityError(
+            exc.detail.replace(f"app {app.id}", f"app {app.name}"), **exc.extra
+        ) from None
+
+
+def eligible(node: Node | None, app: App) -> bool:
+    """Whether ``node`` may run ``app``'s instances: ready, its runtime, its labels."""
+    return (
+        node is not None
+        and node.status == NodeStatus.READY
+        and app.runtime in node.runtimes
+        and all(node.labels.get(k) == v for k, v in app.placement.constraints.items())
+    )
+
+
+def check_constraints(s: Session, app: App) -> None:
+    """Refuse placement constraints that no ready node satisfies (naming them)."""
+    wanted = app.placement.constraints
+    if not wanted:
+        return
+    nodes = repo.find_all(s, Node, status=NodeStatus.READY.value)
+    if any(eligible(n, app) for n in nodes):
+        return
+    asked = ", ".join(f"{k}={v}" for k, v in sorted(wanted.items()))
+    seen = sorted({f"{k}={v}" for n in nodes for k, v in n.labels.items()})
+    offered = ", ".join(seen[:20]) if seen else "none"
+    raise InvalidInput(
+        f"no ready node offering runtime {app.runtime!r} has the labels {asked} "
+        f"(placement constraints of app {app.name}); labels on ready nodes: {offered}",
+        constraints=dict(wanted),
+    )
+
+
+def check_formation(
+    s: Session,
+    app: App,
+    release: Release,
+    before: dict[str, ProcessFormation],
+    after: dict[str, ProcessFormation],
+    *,
+    moved: bool = False,
+) -> None:
+    """Refuse a formation change that cannot be placed on the nodes as they are now.
+
+    Counts what the change will need once rolled out: a process type keeps its instances
+    on eligible nodes and needs only the missing ones, unless it is resized (or
+    ``moved``, after a placement policy change), when all of its instances are replaced.
+    Advisory: nothing is locked; the rollout places under the lock later.
+    """
+    nodes = repo.find_all(s, Node)
+    by_id = {n.id: n for n in nodes}
+    kept: dict[str, int] = defaultdict(int)
+    for inst in repo.find_all(
+        s, Instance, app_id=app.id, release_id=release.id, desired_state=DesiredState.RUNNING.value
+    ):
+        node = by_id.get(inst.node_id)
+        if inst.drain_started_at is None and node is not None and eligible(node, app):
+            kept[inst.process_type] += 1
+    replaced: set[str] = set()
+    requests = []
+    for ptype, wanted in sorted(after.items()):
+        old = before.get(ptype)
+        if ptype not in release.process_types or wanted.count == 0:
+            continue
+        if old == wanted and not moved:
+            continue
+        fresh = moved or (old is not None and old.resources != wanted.resources)
+        if fresh:
+            replaced.add(ptype)
+        need = wanted.count - (0 if fresh else kept[ptype])
+        if need > 0:
+            requests.append(request_for(app, release.id, ptype, need, wanted.resources))
+    if not requests:
+        return
+    snap = usage_snapshot(s, nodes)
+    others = [
+        i for i in snap.instances if not (i.app_id == app.id and i.process_type in replaced)
+    ]
+    try:
+        plan_for(app, scheduler.Snapshot(nodes=snap.nodes, instances=others), requests)
+    except CapacityError as exc:
+        ptype = str(exc.extra.get("process_type", ""))
+        wanted = after[ptype]
+        raise CapacityError(
+            f"cannot run {wanted.count} {ptype} instance{'s' if wanted.count != 1 else ''} "
+            f"of size {wanted.size} for app {app.name} on the nodes as they are now: "
+            f"{exc.detail}",
+            **exc.extra,
+        ) from None
+
+
 def place(
     ctx: Context,
     s: Session,
@@ -186,27 +315,9 @@ def place(
     """Place ``count`` new instances; all or nothing; raises :class:`CapacityError`."""
     if count <= 0:
         return []
-    nodes = repo.lock_all(s, Node)
+    nodes = repo.lock_all(s, Node)  # the guard: see the module's docstring
     snap = usage_snapshot(s, nodes)
-    request = scheduler.PlacementRequest(
-        app_id=app.id,
-        process_type=process_type,
-        release_id=release.id,
-        count=count,
-        resources=scheduler.Resources(
-            cpu_millis=resources.cpu_millis, memory_bytes=resources.memory_bytes
-        ),
-        runtime=app.runtime,
-    )
-    try:
-        plan = scheduler.plan(snap, [request])
-    except CapacityError as exc:  # name the app as its users know it
-        raise CapacityError(
-            exc.detail.replace(f"app {app.id}", f"app {app.name}"), **exc.extra
-        ) from None
-    over = scheduler.verify(plan, snap)
-    if over:
-        raise CapacityError(f"placement would overcommit nodes {', '.join(over)}; retry")
+    plan = plan_for(app, snap, [request_for(app, release.id, process_type, count, resources)])
     node_ids = {p.node_id for p in plan.placements}
     used = used_ports(s, node_ids)
     now = ctx.clock.now()
@@ -271,4 +382,14 @@ def ready_nodes(s: Session) -> list[Node]:
     return repo.find_all(s, Node, status=NodeStatus.READY.value)
 
 
-__all__ = ["CapacityError", "begin_drain", "place", "stop", "take_snapshot", "touch_nodes"]
+__all__ = [
+    "CapacityError",
+    "begin_drain",
+    "check_constraints",
+    "check_formation",
+    "eligible",
+    "place",
+    "stop",
+    "take_snapshot",
+    "touch_nodes",
+]

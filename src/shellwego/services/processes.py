@@ -21,7 +21,7 @@ from shellwego.models.values import PROCESS_TYPE
 from shellwego.store import repository as repo
 
 from . import apps as app_service
-from . import deployments
+from . import deployments, placement
 from .context import Context, Principal, wake_after_commit
 from .organizations import require_role
 
@@ -67,11 +67,18 @@ def update_formation(
             for t, p in formation.items()
             if t in app.formation and app.formation[t].size != p.size
         ]
+        release = (
+            repo.require(s, Release, "release", id=app.current_release_id)
+            if app.current_release_id
+            else None
+        )
+        if release is not None:
+            # what can never fit on the nodes as they are is refused, changing nothing
+            placement.check_formation(s, app, release, app.formation, formation)
         app.formation = formation
         app.updated_at = ctx.clock.now()
-        if resized and app.current_release_id:
+        if resized and release is not None:
             # new sizes need new instances: roll them like a restart
-            release = repo.require(s, Release, "release", id=app.current_release_id)
             deployments.start(ctx, s, who, app, release, reason=f"resize {', '.join(resized)}")
         wake_after_commit(ctx, s, "rollout")
         return formation

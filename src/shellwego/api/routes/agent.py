@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -12,8 +11,10 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from shellwego.api.deps import Ctx, bearer
+from shellwego.bus import wait_until
 from shellwego.errors import NotFound
-from shellwego.models import Node, NodeCapacity
+from shellwego.models import Input, Node
+from shellwego.models.nodes import NodeBase
 from shellwego.services import agents, nodes
 from shellwego.services.context import Context
 
@@ -33,13 +34,8 @@ async def join_token(request: Request, ctx: Ctx) -> str | None:
     return token
 
 
-class RegisterIn(BaseModel):
-    hostname: str = Field(min_length=1, max_length=253)
-    capacity: NodeCapacity
-    runtimes: list[str] = Field(default_factory=lambda: ["process"], max_length=10)
-    labels: dict[str, str] = Field(default_factory=dict)
-    agent_version: str = Field(default="", max_length=50)
-    address: str = Field(default="127.0.0.1", max_length=255)
+class RegisterIn(NodeBase, Input):
+    pass
 
 
 class RegisterOut(BaseModel):
@@ -79,6 +75,8 @@ def register(
         body.labels,
         body.agent_version,
         body.address,
+        kernel_version=body.kernel_version,
+        capabilities=body.capabilities,
     )
     return RegisterOut(node_id=reg.node.id, node_token=reg.node_token)
 
@@ -92,14 +90,12 @@ def heartbeat(body: agents.Heartbeat, node: ThisNode, ctx: Ctx) -> HeartbeatOut:
 
 
 async def wait_for_index(ctx: Context, node_id: str, index: int, wait: float) -> None:
-    deadline = time.monotonic() + wait
-    while True:
-        if await run_in_threadpool(agents.current_index, ctx, node_id) > index:
-            return
-        remaining = deadline - time.monotonic()
-        if remaining <= 0 or ctx.bus.closed:
-            return
-        await ctx.bus.wait(f"node:{node_id}", min(remaining, 5.0))
+    """Until the node's assignment index exceeds ``index`` or ``wait`` seconds pass."""
+
+    async def changed() -> bool:
+        return await run_in_threadpool(agents.current_index, ctx, node_id) > index
+
+    await wait_until(ctx.bus, f"node:{node_id}", changed, wait)
 
 
 @router.get("/v1/agent/assignments", response_model=AssignmentsOut, name="agent.assignments")

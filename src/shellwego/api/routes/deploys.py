@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, status
+from fastapi import APIRouter, Query, Request, status
 from fastapi.responses import StreamingResponse
 from pydantic import Field
 from starlette.concurrency import run_in_threadpool
@@ -17,7 +17,8 @@ from starlette.concurrency import run_in_threadpool
 from shellwego.api.deps import Ctx, Paging, Who
 from shellwego.api.pages import PageOut, out
 from shellwego.errors import InvalidInput
-from shellwego.models import Deployment, Input, Release
+from shellwego.models import Deployment, DeployPolicy, Event, Input, Release
+from shellwego.models.values import MAX_SURGE
 from shellwego.services import apps as app_service
 from shellwego.services import builds, deployments, releases
 from shellwego.services.context import Context, Principal
@@ -27,6 +28,23 @@ router = APIRouter(tags=["deploys"])
 
 class RollbackIn(Input):
     version: int = Field(ge=1)
+    # this rollout only; the app's deploy settings otherwise
+    surge: int | None = Field(default=None, ge=1, le=MAX_SURGE)
+    max_unavailable: int | None = Field(default=None, ge=0, le=MAX_SURGE)
+
+
+Surge = Annotated[
+    int | None,
+    Query(ge=1, le=MAX_SURGE, description="new instances started at once (app setting if unset)"),
+]
+MaxUnavailable = Annotated[
+    int | None,
+    Query(ge=0, le=MAX_SURGE, description="serving instances that may be missing (app setting)"),
+]
+
+
+class ImageDeployIn(Input):
+    image: str = Field(min_length=1, max_length=512)
 
 
 async def _receive(request: Request, ctx: Context) -> Path:
@@ -45,7 +63,20 @@ async def _receive(request: Request, ctx: Context) -> Path:
     return path
 
 
-def ndjson_stream(ctx: Context, who: Principal, app: str, source: Path) -> StreamingResponse:
+def ndjson_stream(
+    ctx: Context, who: Principal, app: str, source: Path, policy: DeployPolicy | None = None
+) -> StreamingResponse:
+    async def work(emit: builds.Emit) -> None:
+        try:
+            await builds.build_and_deploy(ctx, who, app, source, emit, policy=policy)
+        finally:
+            source.unlink(missing_ok=True)
+
+    return event_stream(work)
+
+
+def event_stream(work: Callable[[builds.Emit], Awaitable[Any]]) -> StreamingResponse:
+    """Stream what ``work`` emits as NDJSON; the stream always ends with one done line."""
     queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
 
     async def emit(event: dict[str, Any]) -> None:
@@ -53,7 +84,7 @@ def ndjson_stream(ctx: Context, who: Principal, app: str, source: Path) -> Strea
 
     async def run() -> None:
         try:
-            await builds.build_and_deploy(ctx, who, app, source, emit)
+            await work(emit)
         except Exception as exc:  # the stream must always end with one done line
             await queue.put(
                 {
@@ -64,7 +95,6 @@ def ndjson_stream(ctx: Context, who: Principal, app: str, source: Path) -> Strea
             )
             raise
         finally:
-            source.unlink(missing_ok=True)
             await queue.put(None)
 
     async def lines() -> AsyncIterator[bytes]:
@@ -86,15 +116,40 @@ def ndjson_stream(ctx: Context, who: Principal, app: str, source: Path) -> Strea
     response_class=StreamingResponse,
     responses={200: {"content": {"application/x-ndjson": {}}}},
 )
-async def create_build(app: str, request: Request, who: Who, ctx: Ctx) -> StreamingResponse:
-    """Upload the app's source (a gzipped tarball); streams the build and rollout as NDJSON."""
+async def create_build(
+    app: str,
+    request: Request,
+    who: Who,
+    ctx: Ctx,
+    surge: Surge = None,
+    max_unavailable: MaxUnavailable = None,
+) -> StreamingResponse:
+    """Upload the app's source (a gzipped tarball); streams the build and rollout as NDJSON.
+
+    ``surge`` and ``max_unavailable`` set this deploy's rollout (the app's otherwise)."""
     from shellwego.models import Role
     from shellwego.services.organizations import require_role
 
-    await run_in_threadpool(app_service.get, ctx, who, app)
+    row = await run_in_threadpool(app_service.get, ctx, who, app)
     require_role(who, Role.MEMBER)
+    policy = deployments.policy_for(row, surge, max_unavailable)
     source = await _receive(request, ctx)
-    return ndjson_stream(ctx, who, app, source)
+    return ndjson_stream(ctx, who, app, source, policy)
+
+
+@router.post(
+    "/v1/apps/{app}/deploy",
+    name="deploys.image",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"application/x-ndjson": {}}}},
+)
+async def deploy_image(app: str, body: ImageDeployIn, who: Who, ctx: Ctx) -> StreamingResponse:
+    """Deploy a container image (``{"image": "nginx:1.27"}``); streams the rollout as NDJSON.
+
+    Refused with a problem when no node offers an image-capable runtime (oci or microvm).
+    """
+    await run_in_threadpool(builds.check_image_deploy, ctx, who, app, body.image)
+    return event_stream(lambda emit: builds.deploy_image(ctx, who, app, body.image, emit))
 
 
 @router.get("/v1/apps/{app}/releases", response_model=PageOut[Release], name="releases.list")
@@ -118,7 +173,10 @@ def rollback(app: str, body: RollbackIn, who: Who, ctx: Ctx) -> Release:
     with ctx.db.session() as s:
         row = app_service.find(s, who.organization_id, app)
         release = releases.rollback(ctx, s, who, row, body.version)
-        deployments.start(ctx, s, who, row, release, reason=f"rollback to v{body.version}")
+        policy = deployments.policy_for(row, body.surge, body.max_unavailable)
+        deployments.start(
+            ctx, s, who, row, release, reason=f"rollback to v{body.version}", policy=policy
+        )
         return release
 
 
@@ -133,4 +191,19 @@ def list_deployments(app: str, who: Who, ctx: Ctx, paging: Paging) -> PageOut[De
     "/v1/apps/{app}/deployments/{deployment_id}", response_model=Deployment, name="deployments.get"
 )
 def get_deployment(app: str, deployment_id: str, who: Who, ctx: Ctx) -> Deployment:
+    """Status and progress (``instances_ready`` of ``instances_total``) of one rollout."""
     return deployments.get(ctx, who, app, deployment_id)
+
+
+@router.get("/v1/apps/{app}/events", response_model=PageOut[Event], name="events.list")
+def list_events(
+    app: str,
+    who: Who,
+    ctx: Ctx,
+    paging: Paging,
+    deployment: Annotated[
+        str | None, Query(max_length=26, description="only this deployment's events")
+    ] = None,
+) -> PageOut[Event]:
+    """What happened to the app (deploys, failures, placement problems), oldest first."""
+    return out(deployments.events_page(ctx, who, app, paging.cursor, paging.limit, deployment))

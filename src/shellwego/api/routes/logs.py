@@ -54,14 +54,14 @@ async def get_logs(
         if not follow:
             return
         yield b": following\n\n"
-        while not ctx.bus.closed and not await request.is_disconnected():
-            fresh = await run_in_threadpool(logs.after, ctx, app_id, cursor, process)
-            for line in fresh:
-                cursor = line.id
-                yield _event(line)
-            if not fresh:
-                woke = await ctx.bus.wait(f"logs:{app_id}", 10.0)
-                if not woke:
+        # subscribed before each read: a line stored while reading wakes the next wait
+        with ctx.bus.subscribe(f"logs:{app_id}") as new_lines:
+            while not ctx.bus.closed and not await request.is_disconnected():
+                fresh = await run_in_threadpool(logs.after, ctx, app_id, cursor, process)
+                for line in fresh:
+                    cursor = line.id
+                    yield _event(line)
+                if not fresh and not await new_lines.wait(10.0):
                     yield b": keep-alive\n\n"
 
     return StreamingResponse(

@@ -10,7 +10,11 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-from shellwego.models.columns import CIText
+
+def CIText() -> sa.types.TypeEngine[str]:
+    """Case-insensitive text, frozen here: CITEXT on PostgreSQL, NOCASE on SQLite."""
+    return sa.String(collation="NOCASE").with_variant(postgresql.CITEXT(), "postgresql")
+
 
 revision: str = "0001"
 down_revision: str | None = None
@@ -52,6 +56,18 @@ def upgrade() -> None:
             "runtimes", sa.JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=False
         ),
         sa.Column("agent_version", sa.String(length=50), nullable=False),
+        sa.Column("kernel_version", sa.String(length=100), nullable=False),
+        sa.Column(
+            "capabilities", sa.JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=False
+        ),
+        sa.Column(
+            "network", sa.JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=False
+        ),
+        sa.Column(
+            "allocatable", sa.JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=False
+        ),
+        sa.Column("microvm_capacity", sa.Integer(), nullable=False),
+        sa.Column("microvm_used", sa.Integer(), nullable=False),
         sa.Column("token_hash", sa.String(length=64), nullable=False),
         sa.Column("assignment_index", sa.Integer(), nullable=False),
         sa.Column("last_heartbeat_at", sa.DateTime(timezone=True), nullable=True),
@@ -67,6 +83,9 @@ def upgrade() -> None:
         sa.Column("name", sa.String(length=100), nullable=False),
         sa.Column("slug", CIText(), nullable=False),
         sa.Column("plan", sa.String(length=20), nullable=False),
+        sa.Column(
+            "settings", sa.JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=False
+        ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_organizations")),
         sa.UniqueConstraint("slug", name=op.f("uq_organizations_slug")),
     )
@@ -93,6 +112,9 @@ def upgrade() -> None:
         sa.Column("user_id", sa.String(length=26), nullable=False),
         sa.Column("organization_id", sa.String(length=26), nullable=False),
         sa.Column("prefix", sa.String(length=16), nullable=False),
+        sa.Column(
+            "scopes", sa.JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=False
+        ),
         sa.Column("token_hash", sa.String(length=64), nullable=False),
         sa.Column("last_used_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
@@ -125,6 +147,12 @@ def upgrade() -> None:
         ),
         sa.Column("redirect_https", sa.Boolean(), nullable=False),
         sa.Column("runtime", sa.String(length=20), nullable=False),
+        sa.Column(
+            "deploy", sa.JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=False
+        ),
+        sa.Column(
+            "placement", sa.JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=False
+        ),
         sa.Column("organization_id", sa.String(length=26), nullable=False),
         sa.Column("status", sa.String(length=20), nullable=False),
         sa.Column(
@@ -132,6 +160,7 @@ def upgrade() -> None:
         ),
         sa.Column("current_release_id", sa.String(length=26), nullable=True),
         sa.Column("created_by", sa.String(length=26), nullable=True),
+        sa.Column("formation_error", sa.String(length=2000), nullable=True),
         sa.ForeignKeyConstraint(
             ["organization_id"],
             ["organizations.id"],
@@ -139,7 +168,7 @@ def upgrade() -> None:
             ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_apps")),
-        sa.UniqueConstraint("organization_id", "name", name=op.f("uq_apps_organization_id_name")),
+        sa.UniqueConstraint("name", name=op.f("uq_apps_name")),
     )
     with op.batch_alter_table("apps", schema=None) as batch_op:
         batch_op.create_index(
@@ -160,7 +189,11 @@ def upgrade() -> None:
         sa.Column("result", sa.String(length=20), nullable=False),
         sa.Column("status_code", sa.Integer(), nullable=False),
         sa.Column("source_ip", sa.String(length=64), nullable=True),
+        sa.Column("user_agent", sa.String(length=255), nullable=True),
         sa.Column("request_id", sa.String(length=64), nullable=True),
+        sa.Column(
+            "changes", sa.JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=True
+        ),
         sa.ForeignKeyConstraint(
             ["organization_id"],
             ["organizations.id"],
@@ -219,6 +252,12 @@ def upgrade() -> None:
         ),
         sa.Column("last_error", sa.String(length=500), nullable=True),
         sa.Column("verified_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column(
+            "routing", sa.JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=False
+        ),
+        sa.Column(
+            "features", sa.JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=False
+        ),
         sa.ForeignKeyConstraint(
             ["app_id"], ["apps.id"], name=op.f("fk_domains_app_id_apps"), ondelete="CASCADE"
         ),
@@ -331,7 +370,7 @@ def upgrade() -> None:
         sa.Column("id", sa.String(length=26), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("name", sa.String(length=255), nullable=False),
+        sa.Column("name", CIText(), nullable=False),
         sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("organization_id", sa.String(length=26), nullable=False),
         sa.Column("app_id", sa.String(length=26), nullable=True),
@@ -373,9 +412,14 @@ def upgrade() -> None:
         sa.Column("organization_id", sa.String(length=26), nullable=False),
         sa.Column("name", CIText(), nullable=False),
         sa.Column("status", sa.String(length=20), nullable=False),
-        sa.Column("size_bytes", sa.Integer(), nullable=False),
-        sa.Column("used_bytes", sa.Integer(), nullable=False),
+        sa.Column("size_bytes", sa.BigInteger(), nullable=False),
+        sa.Column("used_bytes", sa.BigInteger(), nullable=False),
+        sa.Column("volume_type", sa.String(length=20), nullable=False),
         sa.Column("filesystem", sa.String(length=20), nullable=False),
+        sa.Column("encrypted", sa.Boolean(), nullable=False),
+        sa.Column(
+            "backup_policy", sa.JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=True
+        ),
         sa.Column("app_id", sa.String(length=26), nullable=True),
         sa.Column("node_id", sa.String(length=26), nullable=True),
         sa.Column("mount_path", sa.String(length=255), nullable=True),
@@ -416,8 +460,20 @@ def upgrade() -> None:
         sa.Column(
             "resources", sa.JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=False
         ),
-        sa.Column("storage_bytes", sa.Integer(), nullable=False),
+        sa.Column("storage_bytes", sa.BigInteger(), nullable=False),
         sa.Column("credentials_secret_id", sa.String(length=26), nullable=True),
+        sa.Column(
+            "endpoint", sa.JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=True
+        ),
+        sa.Column("ha", sa.JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=False),
+        sa.Column(
+            "backup_config",
+            sa.JSON().with_variant(postgresql.JSONB(), "postgresql"),
+            nullable=False,
+        ),
+        sa.Column(
+            "usage", sa.JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=False
+        ),
         sa.ForeignKeyConstraint(
             ["credentials_secret_id"],
             ["secrets.id"],
@@ -457,6 +513,7 @@ def upgrade() -> None:
         sa.Column("status", sa.String(length=20), nullable=False),
         sa.Column("strategy", sa.String(length=20), nullable=False),
         sa.Column("surge", sa.Integer(), nullable=False),
+        sa.Column("max_unavailable", sa.Integer(), nullable=False),
         sa.Column("instances_total", sa.Integer(), nullable=False),
         sa.Column("instances_ready", sa.Integer(), nullable=False),
         sa.Column("error", sa.String(length=2000), nullable=True),
@@ -574,7 +631,7 @@ def upgrade() -> None:
         sa.Column("volume_id", sa.String(length=26), nullable=False),
         sa.Column("organization_id", sa.String(length=26), nullable=False),
         sa.Column("name", sa.String(length=100), nullable=False),
-        sa.Column("size_bytes", sa.Integer(), nullable=False),
+        sa.Column("size_bytes", sa.BigInteger(), nullable=False),
         sa.ForeignKeyConstraint(
             ["organization_id"],
             ["organizations.id"],
@@ -610,6 +667,7 @@ def upgrade() -> None:
         sa.Column("active", sa.Boolean(), nullable=False),
         sa.Column("signing_secret_id", sa.String(length=26), nullable=True),
         sa.Column("failure_count", sa.Integer(), nullable=False),
+        sa.Column("last_delivered_at", sa.DateTime(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(
             ["organization_id"],
             ["organizations.id"],
@@ -646,6 +704,8 @@ def upgrade() -> None:
             "payload", sa.JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=False
         ),
         sa.Column("status_code", sa.Integer(), nullable=True),
+        sa.Column("response_body", sa.String(length=2000), nullable=True),
+        sa.Column("duration_ms", sa.Integer(), nullable=False),
         sa.Column("attempts", sa.Integer(), nullable=False),
         sa.Column("success", sa.Boolean(), nullable=False),
         sa.Column("delivered_at", sa.DateTime(timezone=True), nullable=True),
