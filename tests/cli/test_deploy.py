@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
+import httpx
+
 from shellwego.cli.logs import render
+from shellwego.services import nodes
 
 from .conftest import Cli
 
@@ -97,3 +100,58 @@ def test_failed_build_exits_1(logged_in: Cli) -> None:
     assert r.stderr.startswith("Error: deploy failed: ")
     assert r.stderr.count("\n") == 1
     assert json.loads(logged_in("releases", "--json").stdout) == []
+
+
+def test_image_deploy_is_refused_until_a_node_offers_an_image_runtime(logged_in: Cli) -> None:
+    assert logged_in("apps", "create", "hello", "--runtime", "oci").exit_code == 0
+    r = logged_in("deploy", "--image", "nginx:1.27")
+    assert (r.exit_code, r.stdout, r.stderr) == (
+        1,
+        "-----> Deploying image nginx:1.27 to hello\n",
+        "Error: Runtime unavailable: no node offers an image-capable runtime (oci or microvm)\n",
+    )
+    assert json.loads(logged_in("releases", "--json").stdout) == []
+
+    # a node that offers the oci runtime joins
+    join = nodes.create_join_token(logged_in.api.ctx, "oci-node")
+    joined = httpx.post(
+        f"{logged_in.api.url}/v1/agent/register",
+        headers={"Authorization": f"Bearer {join}"},
+        json={
+            "hostname": "oci-a",
+            "capacity": {"cpu_millis": 2000, "memory_bytes": 2**31},
+            "runtimes": ["process", "oci"],
+        },
+    )
+    assert joined.status_code == 201, joined.text
+    r = logged_in("deploy", "--image", "bad image")
+    assert (r.exit_code, r.stderr) == (
+        1,
+        "Error: Invalid input: 'bad image' is not an image reference (e.g. nginx:1.27)\n",
+    )
+    assert logged_in("apps", "create", "plain").exit_code == 0
+    r = logged_in("deploy", "--image", "nginx:1.27", "-a", "plain")
+    assert (r.exit_code, r.stderr) == (
+        1,
+        "Error: Invalid input: app plain uses the process runtime, which runs built source; "
+        "image deploys need an app on the oci or microvm runtime\n",
+    )
+
+    # no web instances wanted: the rollout of the image release finishes at once
+    assert logged_in("scale", "web=0").exit_code == 0
+    r = logged_in("deploy", "--image", "nginx:1.27")
+    assert (r.exit_code, r.stdout, r.stderr) == (
+        0,
+        "-----> Deploying image nginx:1.27 to hello\n"
+        "-----> Released v1\n"
+        "-----> Deployment succeeded: 0/0 instances ready\n"
+        "-----> Deployed v1 to http://hello.localhost/\n",
+        "",
+    )
+    [release] = json.loads(logged_in("releases", "--json").stdout)
+    assert (release["version"], release["image"], release["slug_digest"]) == (
+        1,
+        "nginx:1.27",
+        None,
+    )
+    assert release["description"] == "Deploy image nginx:1.27"

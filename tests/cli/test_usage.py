@@ -62,5 +62,7 @@ def test_topic_command_spellings(logged_in: Cli) -> None:
     r = logged_in("ps:scale", "web=0", "worker=2")
     assert (r.exit_code, r.stdout) == (0, "Scaled hello: web=0:small, worker=2:small\n")
     assert api_get(logged_in.api, "/v1/apps/hello")["formation"]["worker"]["count"] == 2
+    r = logged_in("releases:rollback", "v1")
+    assert (r.exit_code, r.stderr) == (1, "Error: Not found: release v1 of hello not found\n")
     r = logged_in("apps:destroy", "hello", "--yes")
     assert (r.exit_code, r.stdout) == (0, "Deleted app hello.\n")

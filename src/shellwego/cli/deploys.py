@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, BinaryIO
 
@@ -12,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
-from shellwego.cli.client import json_lines
+from shellwego.cli.client import Client, json_lines
 from shellwego.cli.context import AppOption, JsonOption, client, path_of, resolve_app, wants_json
 from shellwego.cli.output import emit_json, fail, line, size, table, when
 from shellwego.errors import ShellWeGoError
@@ -24,6 +25,8 @@ def register(app: typer.Typer) -> None:
     app.command("deploy")(deploy)
     app.command("releases")(list_releases)
     app.command("rollback")(rollback)
+    # the topic:command spelling of Heroku
+    app.command("releases:rollback", hidden=True)(rollback)
 
 
 def _chunks(handle: BinaryIO, total: int, show_progress: bool) -> Iterator[bytes]:
@@ -82,18 +85,25 @@ def deploy(
         str | None, typer.Option("--image", help="Deploy a container image instead of source.")
     ] = None,
 ) -> None:
-    """Build the source in PATH and roll it out; streams the build log."""
-    if image:
-        fail(
-            f"cannot deploy image {image}: image deploys need the oci runtime, "
-            "which this installation does not offer"
-        )
+    """Build the source in PATH (or take --image REF) and roll it out; streams the log."""
     from shellwego.build.archive import make_tarball
 
     target = resolve_app(app)
+    api = client()
+    if image:
+        line(f"-----> Deploying image {image} to {target}")
+        body = json.dumps({"image": image}).encode()
+        _finish(
+            _follow(
+                api,
+                f"{path_of(target)}/deploy",
+                content=[body],
+                headers={"Content-Type": "application/json"},
+            )
+        )
+        return
     if not path.is_dir():
         fail(f"{path} is not a directory")
-    api = client()
     with tempfile.TemporaryFile(prefix="shellwego-upload-", suffix=".tar.gz") as handle:
         try:
             total = make_tarball(path.resolve(), handle)
@@ -103,17 +113,29 @@ def deploy(
             fail(f"cannot read {path}: {exc.strerror or exc}")
         handle.seek(0)
         line(f"-----> Uploading {path.resolve().name or path} ({size(total)}) to {target}")
-        rollout = Rollout()
-        done: dict[str, Any] | None = None
-        with api.stream(
-            "POST",
+        outcome = _follow(
+            api,
             f"{path_of(target)}/builds",
             content=_chunks(handle, total, sys.stderr.isatty()),
             headers={"Content-Type": "application/gzip", "Content-Length": str(total)},
-            read_timeout=None,
-        ) as response:
-            for event in json_lines(response):
-                done = rollout.show(event) or done
+        )
+    _finish(outcome)
+
+
+def _follow(
+    api: Client, path: str, *, content: Iterable[bytes], headers: dict[str, str]
+) -> tuple[Rollout, dict[str, Any] | None]:
+    """POST ``content`` and print the build/rollout stream; returns its ``done`` event."""
+    rollout = Rollout()
+    done: dict[str, Any] | None = None
+    with api.stream("POST", path, content=content, headers=headers, read_timeout=None) as response:
+        for event in json_lines(response):
+            done = rollout.show(event) or done
+    return rollout, done
+
+
+def _finish(outcome: tuple[Rollout, dict[str, Any] | None]) -> None:
+    rollout, done = outcome
     if done is None:
         fail("the API closed the build stream before it finished")
     if done.get("status") != "succeeded":

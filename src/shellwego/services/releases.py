@@ -18,12 +18,13 @@ from .organizations import require_role
 
 @dataclass(frozen=True, slots=True)
 class Artifact:
-    """What a build produced."""
+    """What a build produced: a slug, or (an image deploy) an image reference."""
 
-    slug_digest: str
+    slug_digest: str | None
     stack: str
     process_types: dict[str, str]
     slug_env: dict[str, str]
+    image: str | None = None
 
 
 def next_version(s: Session, app_id: str) -> int:
@@ -57,7 +58,7 @@ def create(
         organization_id=app.organization_id,
         version=next_version(s, app.id),
         slug_digest=artifact.slug_digest if artifact else base.slug_digest,  # type: ignore[union-attr]
-        image=None if artifact else base.image,  # type: ignore[union-attr]
+        image=artifact.image if artifact else base.image,  # type: ignore[union-attr]
         stack=artifact.stack if artifact else base.stack,  # type: ignore[union-attr]
         process_types=dict(artifact.process_types if artifact else base.process_types),  # type: ignore[union-attr]
         slug_env=dict(artifact.slug_env if artifact else base.slug_env),  # type: ignore[union-attr]
