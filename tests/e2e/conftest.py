@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -14,6 +15,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from support.dns_server import DnsServer
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -78,6 +81,29 @@ class Platform:
                     raise
         raise AssertionError("unreachable")
 
+    @property
+    def data_dir(self) -> Path:
+        return self.home / "data" / "shellwego"
+
+    @property
+    def root_cert(self) -> Path:
+        """The edge's internal CA root (what a browser or curl --cacert trusts)."""
+        return self.data_dir / "caddy" / "storage" / "pki" / "authorities" / "local" / "root.crt"
+
+    def get_https(self, host: str, path: str = "/", timeout: float = 5.0) -> httpx.Response:
+        """GET https://<host>:<https port><path> through the edge, verified against the root.
+
+        The name is sent as SNI and Host while the connection goes to 127.0.0.1, as a
+        resolver mapping ``*.localhost`` (or the domain's DNS) to this machine would do.
+        """
+        trust = ssl.create_default_context(cafile=str(self.root_cert))
+        with httpx.Client(verify=trust, timeout=timeout) as client:
+            return client.get(
+                f"https://127.0.0.1:{self.https_port}{path}",
+                headers={"Host": host},
+                extensions={"sni_hostname": host},
+            )
+
     def wait_for(self, app: str, text: str, deadline: float = 60.0) -> httpx.Response:
         end = time.monotonic() + deadline
         last: object = None
@@ -93,10 +119,8 @@ class Platform:
         raise AssertionError(f"{app} never answered {text!r} through the edge; last: {last!r}")
 
 
-def start_platform(home: Path, ports: str = "20000-24999") -> Platform:
-    home.mkdir(parents=True, exist_ok=True)
-    api, http, https = free_port(), free_port(), free_port()
-    env = {
+def platform_env(home: Path, ports: str) -> dict[str, str]:
+    return {
         "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
         "HOME": str(home),
         "XDG_DATA_HOME": str(home / "data"),
@@ -105,7 +129,14 @@ def start_platform(home: Path, ports: str = "20000-24999") -> Platform:
         "LANG": "C.UTF-8",
         "SHELLWEGO_INSTANCE_PORTS": ports,  # platforms running side by side never collide
     }
-    process = subprocess.Popen(
+
+
+def launch(
+    home: Path, env: dict[str, str], api: int, http: int, https: int
+) -> subprocess.Popen[str]:
+    """``shellwego up`` on these ports, its output on a pipe."""
+    home.mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen(
         [
             SHELLWEGO,
             "up",
@@ -123,6 +154,18 @@ def start_platform(home: Path, ports: str = "20000-24999") -> Platform:
         text=True,
         start_new_session=True,
     )
+
+
+def start_platform(
+    home: Path,
+    ports: str = "20000-24999",
+    *,
+    api_port: int | None = None,
+    env: dict[str, str] | None = None,
+) -> Platform:
+    api, http, https = api_port or free_port(), free_port(), free_port()
+    env = {**platform_env(home, ports), **(env or {})}
+    process = launch(home, env, api, http, https)
     platform = Platform(home, api, http, https, process, env)
     end = time.monotonic() + 60
     assert process.stdout is not None
@@ -152,8 +195,20 @@ def stop_platform(platform: Platform) -> str:
 
 
 @pytest.fixture(scope="module")
-def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
-    p = start_platform(tmp_path_factory.mktemp("platform"))
+def dns() -> Iterator[DnsServer]:
+    """An authoritative DNS server the platform verifies custom domains against."""
+    server = DnsServer()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory: pytest.TempPathFactory, dns: DnsServer) -> Iterator[Platform]:
+    p = start_platform(
+        tmp_path_factory.mktemp("platform"), env={"SHELLWEGO_DNS_RESOLVER": dns.address}
+    )
     try:
         yield p
     finally:

@@ -11,14 +11,27 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
+
+from support.dns_server import DnsServer
 from support.load import Load
 
-from .conftest import EXAMPLES, Platform, start_platform, stop_platform
+from .conftest import (
+    EXAMPLES,
+    Platform,
+    free_port,
+    launch,
+    platform_env,
+    start_platform,
+    stop_platform,
+)
 
 
 def instances(platform: Platform, app: str) -> list[dict[str, Any]]:
@@ -56,6 +69,10 @@ def copy_example(name: str, dest: Path) -> Path:
 def test_first_start_logs_the_cli_in(platform: Platform) -> None:
     text = "".join(platform.output)
     assert "Owner account: owner@example.com" in text
+    assert (
+        f"and at https://<app>.localhost:{platform.https_port}/ "
+        f"(trust the edge's local CA: {platform.root_cert})\n"
+    ) in platform.output
     assert "password:" in text
     out = platform.cli("whoami").stdout
     assert "owner@example.com" in out
@@ -180,18 +197,210 @@ def test_zero_failed_requests_across_deploy_and_rollback(platform: Platform) -> 
     assert versions == {"web process of steady says hi", "web process of steady says v2"}
 
 
-def test_restart_resumes_running_apps(tmp_path: Path) -> None:
+def wait_answer(
+    get: Callable[[], httpx.Response], check: Callable[[httpx.Response], bool], what: str
+) -> httpx.Response:
+    end = time.monotonic() + 30
+    last: object = None
+    while time.monotonic() < end:
+        try:
+            r = get()
+            if check(r):
+                return r
+            last = (r.status_code, r.headers.get("location"), r.text[:200])
+        except httpx.HTTPError as exc:
+            last = exc
+        time.sleep(0.2)
+    raise AssertionError(f"{what}; last: {last!r}")
+
+
+def get_host(platform: Platform, host: str, path: str = "/") -> httpx.Response:
+    """Plain HTTP through the edge for any hostname (a custom domain)."""
+    return httpx.get(
+        f"http://127.0.0.1:{platform.http_port}{path}", headers={"Host": host}, timeout=5
+    )
+
+
+TOP_ROW = re.compile(
+    r"^(?P<app>\S+)\s+(?P<instances>\d+)\s+(?P<cpu>[\d.]+)\s+(?P<memory>[\d.]+ (?:B|KiB|MiB|GiB))"
+    r"\s+(?P<requests>\d+)\s+(?P<errors>\d+)\s+(?P<p50>-|[\d.]+ ms)\s+(?P<p99>-|[\d.]+ ms)$"
+)
+
+
+def top_row(platform: Platform, app: str) -> dict[str, str]:
+    lines = platform.cli("top", "--once").stdout.splitlines()
+    assert lines[0].split() == [
+        "APP",
+        "INSTANCES",
+        "CPU",
+        "MEMORY",
+        "REQUESTS",
+        "5XX",
+        "P50",
+        "P99",
+    ]
+    rows = [m.groupdict() for m in map(TOP_ROW.match, lines[2:]) if m]
+    assert len(rows) == len(lines) - 2, lines
+    [row] = [r for r in rows if r["app"] == app]
+    return row
+
+
+def test_https_redirect_custom_domain_and_top(platform: Platform, dns: DnsServer) -> None:
+    platform.cli("apps", "create", "secure")
+    platform.cli("deploy", str(EXAMPLES / "static-site"), "-a", "secure")
+    platform.wait_for("secure", "static site")
+
+    # HTTPS through the edge, verified against the edge's internal root certificate
+    r = wait_answer(
+        lambda: platform.get_https("secure.localhost"),
+        lambda r: r.status_code == 200 and "static site" in r.text,
+        "https://secure.localhost never answered",
+    )
+    assert platform.root_cert.is_file()
+
+    # the redirect to HTTPS, switched on and off from the CLI; the edge applies it
+    r = platform.cli("apps", "update", "secure", "--redirect-https")
+    assert r.stdout == "Updated secure: plain HTTP now redirects to HTTPS.\n"
+    r = wait_answer(
+        lambda: platform.get("secure", "/index.html?x=1"),
+        lambda r: r.status_code == 308,
+        "plain HTTP was never redirected",
+    )
+    assert r.headers["location"] == (
+        f"https://secure.localhost:{platform.https_port}/index.html?x=1"
+    )
+    assert platform.get_https("secure.localhost").status_code == 200
+    platform.cli("apps", "update", "secure", "--no-redirect-https")
+    wait_answer(
+        lambda: platform.get("secure"),
+        lambda r: r.status_code == 200 and "static site" in r.text,
+        "plain HTTP was still redirected",
+    )
+
+    # a custom domain: served once its DNS TXT record is verified
+    made = json.loads(
+        platform.cli("domains", "add", "shop.example.test", "-a", "secure", "--json").stdout
+    )
+    txt = next(r for r in made["dns"] if r["record_type"] == "TXT")
+    pending = platform.cli("domains", "verify", "shop.example.test").stdout
+    assert pending.startswith("shop.example.test: pending (TLS: pending)\n")
+    assert get_host(platform, "shop.example.test").status_code == 404
+    dns.publish("TXT", txt["name"], txt["value"])
+    verified = platform.cli("domains", "verify", "shop.example.test").stdout
+    assert verified == "shop.example.test: active (TLS: internal)\n"
+    wait_answer(
+        lambda: get_host(platform, "shop.example.test"),
+        lambda r: r.status_code == 200 and "static site" in r.text,
+        "the verified domain was never served",
+    )
+    wait_answer(
+        lambda: platform.get_https("shop.example.test"),
+        lambda r: r.status_code == 200 and "static site" in r.text,
+        "https://shop.example.test never answered",
+    )
+
+    # top counts the requests the edge served
+    before = int(top_row(platform, "secure")["requests"])
+    for _ in range(20):
+        assert platform.get("secure").status_code == 200
+    end = time.monotonic() + 30
+    while int((row := top_row(platform, "secure"))["requests"]) < before + 20:
+        assert time.monotonic() < end, f"top never counted the requests: {row}"
+        time.sleep(0.5)
+    assert (row["instances"], row["errors"]) == ("1", "0")
+    assert row["memory"] != "0 B"
+    assert row["p50"].endswith(" ms")
+
+
+def alive(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("", port))
+            sock.listen()
+        except OSError:
+            return False
+    return True
+
+
+def test_ctrl_c_stops_everything_and_up_resumes(tmp_path: Path) -> None:
     platform = start_platform(tmp_path / "home", ports="25000-29999")
     try:
         platform.cli("apps", "create", "again")
         platform.cli("deploy", str(EXAMPLES / "static-site"), "-a", "again")
         platform.wait_for("again", "static site")
+        pid_file = platform.data_dir / "caddy" / "caddy.pid"
+        caddy = int(pid_file.read_text())
+        apps = [i["pid"] for i in instances(platform, "again")]
+        assert apps and all(alive(pid) for pid in [caddy, *apps])
     finally:
         text = stop_platform(platform)
+    assert platform.process.returncode == 0, text
     assert "Error" not in text
-    again = start_platform(tmp_path / "home", ports="25000-29999")
+    assert not pid_file.exists()
+    # nothing is left running: the next start must not find (and take over) a stale edge
+    assert not alive(caddy)
+    assert not any(alive(pid) for pid in apps)
+    for port in (platform.api_port, platform.http_port, platform.https_port):
+        assert port_free(port), f"port {port} is still in use"
+
+    # `shellwego up` again brings every app back
+    again = start_platform(tmp_path / "home", ports="25000-29999", api_port=platform.api_port)
     try:
         assert "Owner account" not in "".join(again.output)  # not a first start
+        assert "not logged in" not in "".join(again.output)
         again.wait_for("again", "static site", deadline=60)
     finally:
         stop_platform(again)
+    assert again.process.returncode == 0
+
+
+def test_a_failed_first_start_keeps_the_login(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    api = free_port()
+    with socket.socket() as busy:  # something else holds the edge's HTTP port
+        busy.bind(("", 0))
+        busy.listen()
+        http = busy.getsockname()[1]
+        failed = launch(home, platform_env(home, "25000-29999"), api, http, free_port())
+        output, _ = failed.communicate(timeout=60)
+    assert failed.returncode == 1, output
+    last = output.strip().splitlines()[-1]
+    assert last.startswith("Error: ") and "address already in use" in last, output
+
+    # the owner account and its token were made: the next start is a resume, with the
+    # CLI still logged in
+    platform = start_platform(home, ports="25000-29999", api_port=api)
+    try:
+        text = "".join(platform.output)
+        assert "Owner account" not in text and "not logged in" not in text, text
+        r = platform.cli("apps", "list")
+        assert r.stdout == "No apps yet. Create one with: shellwego apps create NAME\n"
+        assert "owner@example.com" in platform.cli("whoami").stdout
+        platform.cli("logout")
+    finally:
+        stop_platform(platform)
+
+    # logged out (or moved to another API port), a resume says how to log in
+    platform = start_platform(home, ports="25000-29999", api_port=api)
+    try:
+        credentials = platform.data_dir / "credentials.txt"
+        assert (
+            f"The CLI is not logged in to {platform.api_url}: run shellwego login --api-url "
+            f"{platform.api_url} (the owner account's email and password are in "
+            f"{credentials})\n"
+        ) in platform.output
+        email, password = (line.split(": ", 1)[1] for line in credentials.read_text().splitlines())
+        platform.cli("login", "--email", email, "--password", password)
+        assert platform.cli("whoami").stdout == f"{email}\n"
+    finally:
+        stop_platform(platform)

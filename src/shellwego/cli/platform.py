@@ -119,9 +119,17 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"Error: {exc}", err=True)
             raise typer.Exit(1) from None
 
+        saved: list[Path] = []
+
+        def log_the_cli_in(first: Any) -> None:
+            # at once, before the edge and the API start: a failed first start keeps it
+            from shellwego.cli.config import save_login
+
+            saved.append(save_login(settings.api_url, first.token))
+
         async def start() -> None:
-            first = await platform.start()
-            _announce(platform, first)
+            first = await platform.start(on_first_start=log_the_cli_in)
+            _announce(platform, first, saved[0] if saved else None)
 
         async def stop() -> None:
             await platform.stop()
@@ -280,17 +288,33 @@ def register(app: typer.Typer) -> None:
         _serve_until_signal(start, node.stop)
 
 
+def _announce(platform: Any, first: Any, login: Path | None) -> None:
+    from shellwego.cli import config
 
-def _announce(platform: Any, first: Any) -> None:
     settings = platform.settings
-    scheme_port = "" if settings.http_port == 80 else f":{settings.http_port}"
+    http = "" if settings.http_port == 80 else f":{settings.http_port}"
+    https = "" if settings.https_port == 443 else f":{settings.https_port}"
+    credentials = settings.data_dir / "credentials.txt"
     typer.echo(f"ShellWeGo is up. API: {settings.api_url}  (docs: {settings.api_url}/docs)")
-    typer.echo(f"Apps answer at http://<app>.{settings.base_domain}{scheme_port}/")
+    typer.echo(f"Apps answer at http://<app>.{settings.base_domain}{http}/")
+    typer.echo(
+        f"and at https://<app>.{settings.base_domain}{https}/ "
+        f"(trust the edge's local CA: {platform.caddy.internal_root})"
+    )
     if first is not None:
-        from shellwego.cli.config import save_login
-
-        path = save_login(settings.api_url, first.token)
         typer.echo(f"Owner account: {first.email}  password: {first.password}")
-        typer.echo(f"(saved in {settings.data_dir / 'credentials.txt'}, mode 0600)")
-        typer.echo(f"The CLI is logged in ({path}); try: shellwego apps create myapp")
+        typer.echo(f"(saved in {credentials}, mode 0600)")
+        typer.echo(f"The CLI is logged in ({login}); try: shellwego apps create myapp")
+    else:
+        saved = config.load()
+        if saved.get("api_url") != settings.api_url or not saved.get("token"):
+            where = (
+                f"the owner account's email and password are in {credentials}"
+                if credentials.exists()
+                else "with an account of this platform"
+            )
+            typer.echo(
+                f"The CLI is not logged in to {settings.api_url}: "
+                f"run shellwego login --api-url {settings.api_url} ({where})"
+            )
     typer.echo(f"Data directory: {settings.data_dir}. Press Ctrl-C to stop.")

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import secrets
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from starlette.concurrency import run_in_threadpool
@@ -77,8 +78,17 @@ class AllInOne:
         self.agent: Agent | None = None
         self.agent_task: asyncio.Task[None] | None = None
 
-    async def start(self) -> FirstStart | None:
+    async def start(
+        self, on_first_start: Callable[[FirstStart], None] | None = None
+    ) -> FirstStart | None:
+        """Start everything; ``on_first_start`` gets the owner's login as soon as it exists.
+
+        It runs before the edge and the API start, so a start that fails after this point
+        (a busy port) leaves the login saved for the next start, which is then a resume.
+        """
         self.first = await run_in_threadpool(first_start, self.ctx, self.email)
+        if self.first is not None and on_first_start is not None:
+            on_first_start(self.first)
         join = await run_in_threadpool(ensure_join_token, self.ctx)
 
         async def traffic(app_id: str) -> dict[str, object]:
