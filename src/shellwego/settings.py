@@ -38,7 +38,7 @@ class Settings:
     heartbeat_interval: float = 5.0
     drain_seconds: float = 2.0
     instance_ports: tuple[int, int] = (20000, 29999)  # ports instances listen on, per node
-    # uid:gid that instances and one-off commands run as when ShellWeGo runs as root
+    # uid:gid that instances, one-off commands and sandboxed build steps run as (as root)
     instance_user: tuple[int, int] = (65534, 65534)
     cpu_overcommit: float = 4.0  # the all-in-one's local node offers this many times its CPUs
     join_token: str | None = None

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from shellwego.build.artifacts import ArtifactStore, extract_slug
-from shellwego.build.builder import Builder, fix_shebangs
+from shellwego.build.builder import Builder, fix_shebangs, host_python
 from shellwego.errors import BuildFailed
 
 from .helpers import Lines, run_in_slug, write
@@ -299,7 +299,7 @@ async def test_memory_cap_bounds_a_whole_step_with_its_children(
         pytest.skip(f"no writable cgroups here: {builder.cgroups().note}")
     with pytest.raises(BuildFailed) as raised:
         await builder._run(
-            ["python3", "-c", GREEDY_CHILDREN],
+            [host_python(), "-c", GREEDY_CHILDREN],  # the interpreter builds use
             cwd=tmp_path,
             env={"PATH": os.environ["PATH"]},
             log=Lines(),

@@ -110,7 +110,7 @@ async def test_a_step_writes_only_its_source_and_the_cache(tmp_path: Path) -> No
     src.mkdir(parents=True)
     escape = Path(f"/var/tmp/sw-escape-{tmp_path.name}")
     script = (
-        f"echo built > built.txt; echo cached > {cache}/probe; "
+        f"echo built > built.txt; echo cached > {cache}/npm/probe; "
         f"cat {data}/master.key {data}/{other}; "
         f"echo escaped > {tmp_path}/outside.txt; echo escaped > {escape}; "
         "echo HOME=$HOME PWD=$(pwd); exit 0"
@@ -125,8 +125,35 @@ async def test_a_step_writes_only_its_source_and_the_cache(tmp_path: Path) -> No
         deadline=asyncio.get_running_loop().time() + 60,
     )
     assert (src / "built.txt").read_text() == "built\n"
-    assert (cache / "probe").read_text() == "cached\n"
+    assert (cache / "npm" / "probe").read_text() == "cached\n"  # installers' caches
     assert "TOP-SECRET" not in log.text and "OTHER-APP-SOURCE" not in log.text
     assert not (tmp_path / "outside.txt").exists()
     assert not escape.exists()
     assert f"HOME=/tmp PWD={src.resolve()}" in log.text
+
+
+async def test_sandboxed_steps_of_a_root_builder_run_unprivileged(tmp_path: Path) -> None:
+    if Sandbox.detect().binary is None or os.geteuid() != 0:
+        pytest.skip("needs bubblewrap and a builder running as root")
+    cache = tmp_path / "cache"
+    (cache / "python" / "key").mkdir(parents=True)  # stored dependency trees
+    src = tmp_path / "src"
+    src.mkdir()
+    script = (
+        "id -u; echo x > built.txt && echo wrote-source; "
+        f"(echo x > {cache}/python/key/probe) 2>/dev/null || echo stored-trees-read-only; "
+        f"echo x > {cache}/pip/probe && echo wrote-pip-cache"
+    )
+    log = Lines()
+    await Builder(cache)._run(
+        ["/bin/sh", "-c", script],
+        cwd=src,
+        env={"PATH": "/usr/bin:/bin"},
+        log=log,
+        what="pip install",
+        deadline=asyncio.get_running_loop().time() + 60,
+    )
+    assert [line.strip() for line in log.lines] == [
+        "65534", "wrote-source", "stored-trees-read-only", "wrote-pip-cache",
+    ]  # fmt: skip
+    assert (src / "built.txt").stat().st_uid == 65534

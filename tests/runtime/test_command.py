@@ -74,7 +74,7 @@ def test_sandboxed_argv_layers_mount_namespace_bwrap_and_user_in_that_order() ->
     assert inside[len(user.argv()) :][:2] == ["/bin/sh", "-c"]
     assert inside[-3:] == ["sh", "id", "-u"]
     bwrap = argv[7 : argv.index("--", 8)]
-    for cap in ("CAP_SETUID", "CAP_SETGID", "CAP_SETPCAP"):
+    for cap in ("CAP_SETUID", "CAP_SETGID", "CAP_SETPCAP", "CAP_DAC_READ_SEARCH"):
         assert ["--cap-add", cap] == bwrap[bwrap.index(cap) - 1 : bwrap.index(cap) + 1]
 
 

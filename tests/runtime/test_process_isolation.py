@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from shellwego.runtime.driver import InstanceState, InstanceStatus
+from shellwego.runtime.process import ProcessDriver
 
 from .conftest import Node, wait_until
 
@@ -169,3 +170,60 @@ async def test_instances_of_a_root_agent_run_as_an_unprivileged_user(
     assert "Permission denied" in done.output
     written = await driver.exec(spec, ["sh", "-c", "echo x > who.py && mkdir -p log && ls"])
     assert (written.exit_code, written.output) == (0, "log\nwho.py\n")
+
+
+LOOKER = """
+import json, os, sys
+def attempt(path):
+    try:
+        return sorted(os.listdir(path)) if os.path.isdir(path) else open(path).read()
+    except OSError as exc:
+        return type(exc).__name__
+print(json.dumps({path: attempt(path) for path in sys.argv[1:]}), flush=True)
+import time
+time.sleep(1000)
+"""
+
+
+async def test_an_agents_instance_sees_neither_platform_agent_nor_other_apps(
+    node: Node, host_dir: Path
+) -> None:
+    """The layout of `shellwego agent` (and `up`): data dir, agent state, slugs, instances."""
+    data = host_dir / "data"
+    agent = data / "agent"
+    slugs = agent / "slugs"
+    x, y = slugs / ("a" * 64), slugs / ("b" * 64)
+    for path, text in {
+        data / "master.key": "MASTER",
+        data / "shellwego.db": "DATABASE",
+        agent / "node.json": "NODE-TOKEN",
+        x / "looker.py": LOOKER,
+        y / "secret.txt": "OTHER-APP",
+    }.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    slugs.chmod(0o700)  # as the slug cache keeps it
+    driver = ProcessDriver(agent / "instances", hidden_paths=[data, agent], backoff_base=30)
+    if "bwrap" not in driver.capabilities().isolation:
+        pytest.skip(f"no sandbox on this host: {driver.capabilities().notes}")
+    other = node.spec("y-1", y, "python3 -c 'import time; time.sleep(1000)'")
+    looked = [
+        data / "master.key", data / "shellwego.db", agent / "node.json", y / "secret.txt",
+        agent / "instances", agent / "instances" / "y-1" / "app" / "secret.txt", slugs,
+    ]  # fmt: skip
+    spec = node.spec("x-1", x, "python3 looker.py " + " ".join(map(str, looked)))
+    try:
+        await driver.start(other)
+        await driver.start(spec)
+
+        async def report() -> dict[str, object] | None:
+            lines = [line.line async for line in driver.logs("x-1")]
+            return json.loads(lines[0]) if lines else None
+
+        found = await wait_until(report)
+        assert set(found.values()) <= {"FileNotFoundError", "PermissionError"}, found
+    finally:
+        for instance in ("x-1", "y-1"):
+            await driver.stop(instance, grace_seconds=1)
+            await driver.remove(instance)
+        await driver.close()

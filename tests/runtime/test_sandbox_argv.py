@@ -54,4 +54,10 @@ def test_a_hidden_path_inside_the_app_is_masked_on_top_of_its_bind(tmp_path: Pat
     (app / "secrets").mkdir(parents=True)
     argv = Sandbox("/usr/bin/bwrap").argv(app, [app / "secrets"], ["true"])
     assert argv.index("--bind") < argv.index(str(app / "secrets"))
-    assert "--dir" not in argv
+
+
+def test_the_way_into_the_private_tmp_is_search_only() -> None:
+    app = Path("/tmp/builds/b-1/src")
+    argv = Sandbox("/usr/bin/bwrap").argv(app, [], ["true"])
+    assert _pairs(argv, "--dir") == ["/tmp/builds", "/tmp/builds/b-1"]
+    assert argv.index("/tmp/builds/b-1") < argv.index("--bind")

@@ -32,7 +32,9 @@ from pathlib import Path
 from shellwego.errors import BuildFailed, RuntimeFailure
 from shellwego.runtime.cgroups import Cgroups
 from shellwego.runtime.command import BASE_PATH
+from shellwego.runtime.layer import chown_tree
 from shellwego.runtime.sandbox import Sandbox
+from shellwego.runtime.user import NOBODY, SWITCH_CAPS, RunUser, run_user
 
 from .archive import SKIP_NAMES, add_tree, walk
 from .detect import GENERIC, LABELS, NODE, PYTHON, STATIC, BuildPlan, detect
@@ -46,6 +48,7 @@ SLUG_NAME = "slug.tar.gz"
 # fast over small: level 1 writes a slug ~2.5x faster than 6 for ~15% more bytes
 SLUG_COMPRESSION = 1
 RELOCATABLE_SHEBANG = b"#!/usr/bin/env python3\n"
+INSTALLER_CACHES = ("pip", "npm")  # under the cache dir, written by the build steps
 
 # the build's subprocesses see only these variables of the platform's environment
 ENV_KEEP = frozenset(
@@ -299,6 +302,9 @@ class Builder:
     The memory cap bounds a whole step, every process it starts included: each step runs
     in a cgroup of its own with that memory limit where the host's cgroups are writable,
     else each of its processes gets that much address space (``prlimit --as``).
+
+    Sandboxed steps of a builder running as root run as ``run_as`` (an unprivileged
+    user): the source tree and the installers' caches are handed to that user first.
     """
 
     def __init__(
@@ -310,11 +316,13 @@ class Builder:
         hidden_paths: Sequence[Path] = (),
         sandbox: bool | None = None,
         cgroups: bool | None = None,
+        run_as: tuple[int, int] | None = NOBODY,
     ) -> None:
         """``hidden_paths``: what build steps (which run the app's own install code) must not
         see, e.g. the platform's data directory. ``sandbox``: None = bubblewrap when it
         works here, False = never. ``cgroups``: None = a memory cgroup per step when the
-        host allows it, False = the per-process limit only."""
+        host allows it, False = the per-process limit only. ``run_as``: the uid/gid
+        sandboxed steps run as when this process is root (None: as root)."""
         self.cache_dir = Path(cache_dir)
         self.memory_bytes = memory_bytes
         self.timeout_seconds = timeout_seconds
@@ -323,6 +331,7 @@ class Builder:
         self._sandbox: Sandbox | None = None
         self._want_cgroups = cgroups
         self._cgroups: Cgroups | None = None
+        self._user: RunUser | None = run_user(run_as)
 
     def sandbox(self) -> Sandbox:
         """How build steps are isolated on this host (detected once)."""
@@ -526,7 +535,13 @@ class Builder:
         sandbox = self.sandbox()
         if sandbox.binary is not None:
             self.cache_dir.mkdir(parents=True, exist_ok=True)
-            full = sandbox.argv(cwd, self.hidden_paths, full, binds=[self.cache_dir])
+            keep: tuple[str, ...] = ()
+            if self._user is not None:
+                await asyncio.to_thread(self._hand_over, cwd, self._user)
+                full, keep = [*self._user.argv(), *full], SWITCH_CAPS
+            full = sandbox.argv(
+                cwd, self.hidden_paths, full, binds=[self.cache_dir], keep_caps=keep
+            )
             env = {**env, "HOME": "/tmp"}
         if dirs:
             full = ["/bin/sh", "-c", Cgroups.join_script(dirs) + 'exec "$@"\n', "sh", *full]
@@ -544,6 +559,16 @@ class Builder:
         finally:
             if dirs:
                 await Cgroups.remove(dirs)  # and whatever the step left running in it
+
+    def _hand_over(self, src: Path, user: RunUser) -> None:
+        """Let ``user`` write the source tree and the installers' caches (not the stored
+        dependency trees, which only this process writes)."""
+        chown_tree(src, user.uid, user.gid)
+        for name in INSTALLER_CACHES:
+            cache = self.cache_dir / name
+            cache.mkdir(exist_ok=True)
+            if cache.stat().st_uid != user.uid:
+                chown_tree(cache, user.uid, user.gid)
 
     async def _step(
         self,

@@ -32,7 +32,9 @@ def equip(ctx: Context) -> None:
     (data / "tmp").mkdir(parents=True, exist_ok=True)
     ctx.extras["artifacts"] = ArtifactStore(data / "artifacts")
     # build steps run the app's own install code: they never see the platform's data
-    ctx.extras["builder"] = Builder(data / "cache" / "build", hidden_paths=[data])
+    ctx.extras["builder"] = Builder(
+        data / "cache" / "build", hidden_paths=[data], run_as=ctx.settings.instance_user
+    )
     # so do one-off commands: they see their release's slug (through a private writable
     # layer) and nothing else of the data directory (master key, database, artifacts)
     (data / "oneoff").mkdir(exist_ok=True)

@@ -33,14 +33,16 @@ def _caps(keep: Sequence[str]) -> list[str]:
 
 
 def _way_in(target: Path, masked: Sequence[Path]) -> list[str]:
-    """Search-only (0711) directories leading to ``target`` inside the mask over it, so
-    that a user other than root can reach it (bwrap would create them 0700)."""
+    """Search-only (0711) directories leading to ``target`` inside the innermost tmpfs
+    over it (a mask, or the private /tmp), so that a user other than root can reach it:
+    bwrap would create them 0700."""
+    around = [m for m in (*masked, Path("/tmp")) if target.is_relative_to(m) and target != m]
+    if not around:
+        return []
+    mask = max(around, key=lambda m: len(m.parts))
     argv: list[str] = []
-    for mask in masked:
-        if target.is_relative_to(mask) and target != mask:
-            for depth in range(len(mask.parts) + 1, len(target.parts)):
-                argv += ["--perms", "0711", "--dir", str(Path(*target.parts[:depth]))]
-            break
+    for depth in range(len(mask.parts) + 1, len(target.parts)):
+        argv += ["--perms", "0711", "--dir", str(Path(*target.parts[:depth]))]
     return argv
 
 

@@ -20,8 +20,9 @@ from shellwego.errors import RuntimeUnavailable
 
 NOBODY = (65534, 65534)
 
-# what bubblewrap must leave to setpriv inside the sandbox (setpriv then drops them all)
-SWITCH_CAPS = ("CAP_SETUID", "CAP_SETGID", "CAP_SETPCAP")
+# what bubblewrap must leave to setpriv inside the sandbox, which drops them all: switching
+# user, and entering a working directory that only that user may enter
+SWITCH_CAPS = ("CAP_SETUID", "CAP_SETGID", "CAP_SETPCAP", "CAP_DAC_READ_SEARCH")
 
 
 @dataclass(frozen=True, slots=True)
