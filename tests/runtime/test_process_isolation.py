@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from shellwego.errors import RuntimeUnavailable
 from shellwego.runtime.driver import InstanceState, InstanceStatus
 from shellwego.runtime.process import ProcessDriver
 
@@ -227,3 +228,20 @@ async def test_an_agents_instance_sees_neither_platform_agent_nor_other_apps(
             await driver.stop(instance, grace_seconds=1)
             await driver.remove(instance)
         await driver.close()
+
+
+def test_unsandboxed_instances_must_be_able_to_reach_their_app_directories(
+    tmp_path: Path,
+) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("instances run as the agent's own user here")
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    with pytest.raises(RuntimeUnavailable) as raised:
+        ProcessDriver(private / "instances", sandbox=False)
+    assert raised.value.detail.startswith(
+        f"instances run as uid 65534 without a sandbox and cannot reach their app "
+        f"directories under {private / 'instances'}: "
+    )
+    assert "not searchable by them" in raised.value.detail
+    ProcessDriver(private / "instances", sandbox=False, run_as=None)  # as root: no need

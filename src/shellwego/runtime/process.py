@@ -479,7 +479,8 @@ class ProcessDriver:
             raise RuntimeUnavailable(
                 f"instances run as uid {self._user.uid} without a sandbox and cannot reach "
                 f"their app directories under {self.state_dir}: {blocked} is not searchable "
-                f"by them (make it so with chmod o+x, or install bubblewrap)"
+                f"by them (make it so with chmod o+x, keep the agent's state elsewhere, or "
+                f"install bubblewrap)"
             )
 
     @staticmethod
