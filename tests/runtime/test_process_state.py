@@ -55,3 +55,10 @@ async def test_state_dir_is_0700_and_state_json_0600(node: Node, open_umask: Non
     await wait_until(running)
     for spec in specs:
         _assert_private(node, spec.instance_id)
+        log = node.state_dir / spec.instance_id / "output.log"
+
+        async def logged(log: Path = log) -> bool:
+            return log.exists()
+
+        await wait_until(logged)
+        assert _mode(log) == 0o600  # apps log secrets too
