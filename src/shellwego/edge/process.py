@@ -16,6 +16,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 from dataclasses import replace
@@ -28,6 +29,7 @@ from .admin import CaddyAdmin
 from .metrics import TrafficMeter
 from .render import access_log_path, internal_root_cert, render
 from .routes import EdgeSettings, RouteTable
+from .sockets import fd_listen, listen_of, open_listener
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +93,10 @@ class CaddyProcess:
         self._supervisor: asyncio.Task[None] | None = None
         self._stopping = False
         self._lock = asyncio.Lock()
+        # the listening sockets Caddy serves on (opened here, passed to Caddy), and their
+        # listen addresses in Caddy's config (also known for an adopted Caddy)
+        self._sockets: tuple[socket.socket, socket.socket] | None = None
+        self._listen: tuple[str, str] | None = None
 
     @property
     def pid(self) -> int | None:
@@ -133,9 +139,12 @@ class CaddyProcess:
                 await self._launch()
         self._supervisor = asyncio.create_task(self._supervise(), name="caddy-supervisor")
 
+    def _config(self, table: RouteTable) -> dict[str, Any]:
+        return render(table, replace(self.settings, listen=self._listen))
+
     async def apply(self, table: RouteTable) -> None:
         """Render ``table`` and load it; Caddy keeps serving in-flight requests."""
-        config = render(table, self.settings)
+        config = self._config(table)
         async with self._lock:
             await self.admin.load(config)
             self.table = table
@@ -160,7 +169,13 @@ class CaddyProcess:
             self._orphan = None
             with contextlib.suppress(FileNotFoundError):
                 self.pid_file.unlink()
+            self._close_sockets()
         self.meter.close()
+
+    def _close_sockets(self) -> None:
+        for sock in self._sockets or ():
+            sock.close()
+        self._sockets, self._listen = None, None
 
     # -- internals -------------------------------------------------------------------------
 
@@ -215,7 +230,10 @@ class CaddyProcess:
         pid = self._left_running()
         if pid is None:
             return False
-        config = render(self.table, self.settings)
+        with contextlib.suppress(OSError, ValueError):
+            # the sockets it was given are still open in it, under the same numbers
+            self._listen = listen_of(json.loads(self.config_file.read_text()))
+        config = self._config(self.table)
         try:
             await self.admin.load(config)  # unchanged config: Caddy keeps it as it is
         except EdgeError as exc:
@@ -227,6 +245,7 @@ class CaddyProcess:
             deadline = loop.time() + STOP_TIMEOUT
             while _alive(pid) and loop.time() < deadline:  # it must let go of the ports
                 await asyncio.sleep(0.05)
+            self._listen = None
             return False
         self._proc, self._orphan, self.adopted = None, pid, True
         self._persist(config, self.table)
@@ -235,7 +254,13 @@ class CaddyProcess:
 
     async def _launch(self) -> None:
         """Start Caddy with the last table it served, and wait for its admin API."""
-        config = render(self.table, self.settings)
+        if self._sockets is None:
+            self._sockets = (
+                open_listener(self.settings.bind_host, self.settings.http_port),
+                open_listener(self.settings.bind_host, self.settings.https_port),
+            )
+            self._listen = (fd_listen(self._sockets[0]), fd_listen(self._sockets[1]))
+        config = self._config(self.table)
         self._persist(config, self.table)
         sock = self.settings.admin_socket
         with contextlib.suppress(FileNotFoundError):
@@ -260,6 +285,7 @@ class CaddyProcess:
                 stderr=logfile,
                 env=env,
                 start_new_session=True,
+                pass_fds=[sock.fileno() for sock in self._sockets],
             )
         self._proc, self._orphan = proc, None
         self.pid_file.write_text(f"{proc.pid}\n")

@@ -194,6 +194,10 @@ def _tls(table: RouteTable, settings: EdgeSettings) -> dict[str, Any]:
 def render(table: RouteTable, settings: EdgeSettings) -> dict[str, Any]:
     """The complete Caddy config for ``table``."""
     host = settings.bind_host
+    http_listen, https_listen = settings.listen or (
+        f"{host}:{settings.http_port}",
+        f"{host}:{settings.https_port}",
+    )
     access = {"default_logger_name": "access"}
     return {
         # the socket file is created 0600: only the supervisor's user may program the edge
@@ -222,7 +226,7 @@ def render(table: RouteTable, settings: EdgeSettings) -> dict[str, Any]:
                 "grace_period": "10s",
                 "servers": {
                     "https": {
-                        "listen": [f"{host}:{settings.https_port}"],
+                        "listen": [https_listen],
                         "routes": _routes(table, settings, plain_http=False),
                         "errors": _errors(table),
                         "automatic_https": {"disable_redirects": True},
@@ -230,7 +234,7 @@ def render(table: RouteTable, settings: EdgeSettings) -> dict[str, Any]:
                         "logs": access,
                     },
                     "http": {
-                        "listen": [f"{host}:{settings.http_port}"],
+                        "listen": [http_listen],
                         "routes": _routes(table, settings, plain_http=True),
                         "errors": _errors(table),
                         "automatic_https": {"disable": True},

@@ -43,3 +43,6 @@ class EdgeSettings:
     data_dir: Path
     caddy_binary: str | None = None
     bind_host: str = ""  # "" = every interface
+    # Caddy's listen addresses (http, https) when they differ from bind_host:port, e.g.
+    # ("fd/7", "fd/8") for sockets the supervisor opened and passed to Caddy
+    listen: tuple[str, str] | None = None
