@@ -8,6 +8,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
@@ -18,6 +19,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlmodel import SQLModel
 
 from conftest import PG_ADMIN_URL, _pg_server_url
+from shellwego.models import Organization, new_id
 from shellwego.store import Database
 
 SHELLWEGO = str(Path(sys.executable).with_name("shellwego"))
@@ -71,11 +73,10 @@ def test_db_upgrade_creates_the_schema_and_a_second_run_changes_nothing(
 
     db = Database(fresh_url)
     try:
-        with db.engine.begin() as conn:
-            conn.execute(sa.text(
-                "insert into organizations (id, created_at, updated_at, name, slug, plan) values "
-                "('01JMARKER00000000000000000', '2026-01-01T00:00:00+00:00', "
-                "'2026-01-01T00:00:00+00:00', 'Kept', 'kept', 'free')"))
+        now = datetime.now(UTC)
+        with db.session() as s:
+            s.add(Organization(id=new_id(), name="Kept", slug="kept", created_at=now,
+                               updated_at=now))
         second = _upgrade(fresh_url, tmp_path)
         assert (second.returncode, second.stdout, second.stderr) == (0, first.stdout, "")
         with db.engine.connect() as conn:
@@ -104,6 +105,7 @@ def test_db_upgrade_with_a_bad_database_url_says_so_in_one_line(url: str, tmp_pa
 
 REPLICA = """
 import sys, time
+from shellwego.models import Organization, new_id
 from shellwego.store import Database
 db = Database(sys.argv[1])
 time.sleep(max(0.0, float(sys.argv[2]) - time.time()))  # start together

@@ -146,6 +146,7 @@ class ControlPlaneClient:
         labels: Mapping[str, str],
         agent_version: str,
         address: str,
+        machine: Mapping[str, Any] | None = None,
     ) -> Registered:
         response = await self._request(
             "POST",
@@ -159,6 +160,7 @@ class ControlPlaneClient:
                 "labels": dict(labels),
                 "agent_version": agent_version,
                 "address": address,
+                **(machine or {}),
             },
         )
         body = response.json()

@@ -31,6 +31,7 @@ from shellwego.errors import (
 from shellwego.runtime.driver import Driver, InstanceState, InstanceStatus
 from shellwego.runtime.host import host_capacity
 
+from . import facts
 from . import identity as identities
 from .client import ControlPlaneClient
 from .health import HealthMonitor, Target
@@ -89,6 +90,7 @@ class Agent:
         self._desired: list[Assignment] | None = None
         self._index = 0
         self._capacity: dict[str, int] | None = None
+        self._machine: dict[str, Any] = {}  # kernel and capabilities (agent/facts.py)
         self._tasks: list[asyncio.Task[None]] = []
         self.logs = LogShipper(driver, self.client.ship_logs, retry_delay=retry_delay)
         self._cpu_samples: dict[str, tuple[int, float]] = {}
@@ -115,6 +117,7 @@ class Agent:
         self._running = True
         try:
             self._capacity = await asyncio.to_thread(self._measure_capacity)
+            self._machine = await asyncio.to_thread(facts.machine)
             self.identity = await self._identify()
             if self.identity is None:  # stopped while joining
                 return
@@ -196,6 +199,7 @@ class Agent:
                     runtimes=self.settings.runtimes,
                     labels=self.settings.labels,
                     agent_version=__version__,
+                    machine=self._machine,
                     address=self.settings.address,
                 )
             except Unavailable as exc:
@@ -389,7 +393,7 @@ class Agent:
         for iid in list(self._cpu_samples):
             if iid not in known:
                 del self._cpu_samples[iid]
-        return {"capacity": self._capacity, "instances": instances}
+        return {**self._machine, "capacity": self._capacity, "instances": instances}
 
     async def _usage(self, status: InstanceStatus) -> dict[str, Any]:
         if status.state not in ACTIVE:

@@ -124,4 +124,5 @@ class Audit:
             status_code=status,
             source_ip=client[0] if client else None,
             request_id=request_id,
+            user_agent=dict(scope.get("headers") or []).get(b"user-agent", b"").decode("latin-1"),
         )

@@ -24,6 +24,7 @@ class Webhook(Entity, table=True):
     # the HMAC signing key is a secret, referenced by id
     signing_secret_id: str | None = id_ref("secrets", nullable=True, ondelete="SET NULL")
     failure_count: int = Field(default=0)
+    last_delivered_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
 class WebhookDelivery(Entity, table=True):
@@ -32,6 +33,8 @@ class WebhookDelivery(Entity, table=True):
     event_type: str = Field(max_length=50)
     payload: dict[str, Any] = Field(sa_type=PydanticJSON(dict[str, Any]))
     status_code: int | None = Field(default=None)
+    response_body: str | None = Field(default=None, max_length=2000)  # the start of it
+    duration_ms: int = Field(default=0, ge=0)
     attempts: int = Field(default=0)
     success: bool = Field(default=False)
     delivered_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
@@ -50,7 +53,10 @@ class AuditLog(Entity, table=True):
     result: str = Field(max_length=20)
     status_code: int = Field()
     source_ip: str | None = Field(default=None, max_length=64)
+    user_agent: str | None = Field(default=None, max_length=255)
     request_id: str | None = Field(default=None, max_length=64)
+    # before/after of what changed, where the action records it (never a secret value)
+    changes: dict[str, Any] | None = Field(default=None, sa_type=PydanticJSON(dict[str, Any]))
 
 
 class Event(Entity, table=True):

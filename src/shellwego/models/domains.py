@@ -9,7 +9,7 @@ from sqlmodel import Field, SQLModel
 from .base import Entity, Input, id_ref
 from .columns import CIText, EnumText, PydanticJSON, UTCDateTime
 from .enums import DomainStatus, TlsStatus
-from .values import Certificate, DnsInstructions
+from .values import Certificate, DnsInstructions, EdgeFeatures, RoutingConfig
 
 HOSTNAME_PATTERN = (
     r"^([a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?\.)+"
@@ -32,6 +32,12 @@ class DomainFields(DomainBase, Entity):
     certificate: Certificate | None = Field(default=None, sa_type=PydanticJSON(Certificate))
     last_error: str | None = Field(default=None, max_length=500)
     verified_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    routing: RoutingConfig = Field(
+        default_factory=RoutingConfig, sa_type=PydanticJSON(RoutingConfig)
+    )
+    features: EdgeFeatures = Field(
+        default_factory=EdgeFeatures, sa_type=PydanticJSON(EdgeFeatures)
+    )
 
 
 class Domain(DomainFields, table=True):

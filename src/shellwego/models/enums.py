@@ -80,6 +80,12 @@ class VolumeStatus(enum.StrEnum):
     ERROR = "error"
 
 
+class VolumeType(enum.StrEnum):
+    PERSISTENT = "persistent"  # survives its app
+    EPHEMERAL = "ephemeral"  # deleted with its app
+    SHARED = "shared"  # attachable to several apps
+
+
 class DatabaseEngine(enum.StrEnum):
     POSTGRES = "postgres"
     MYSQL = "mysql"

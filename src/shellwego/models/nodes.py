@@ -4,27 +4,43 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlmodel import Field
+from sqlmodel import Field, SQLModel
 
 from .base import Entity
 from .columns import CIText, EnumText, PydanticJSON, UTCDateTime
 from .enums import NodeStatus
-from .values import NodeCapacity
+from .values import NodeCapabilities, NodeCapacity, NodeNetwork
 
 
-class Node(Entity, table=True):
+class NodeBase(SQLModel):
+    """What an agent says about its machine when it registers."""
+
+    hostname: str = Field(sa_type=CIText(), min_length=1, max_length=253, unique=True)
+    address: str = Field(default="127.0.0.1", max_length=255)
+    labels: dict[str, str] = Field(default_factory=dict, sa_type=PydanticJSON(dict[str, str]))
+    capacity: NodeCapacity = Field(sa_type=PydanticJSON(NodeCapacity))
+    runtimes: list[str] = Field(
+        default_factory=lambda: ["process"], max_length=10, sa_type=PydanticJSON(list[str])
+    )
+    agent_version: str = Field(default="", max_length=50)
+    kernel_version: str = Field(default="", max_length=100)  # os.uname().release
+    capabilities: NodeCapabilities = Field(
+        default_factory=NodeCapabilities, sa_type=PydanticJSON(NodeCapabilities)
+    )
+
+
+class Node(NodeBase, Entity, table=True):
     """A machine that runs instances. Nodes belong to the platform, not to one tenant."""
 
     __tablename__ = "nodes"
-    hostname: str = Field(sa_type=CIText(), max_length=253, unique=True)
     status: NodeStatus = Field(sa_type=EnumText(NodeStatus))
     region: str = Field(default="local", max_length=50)
     zone: str = Field(default="local", max_length=50)
-    address: str = Field(default="127.0.0.1", max_length=255)
-    labels: dict[str, str] = Field(sa_type=PydanticJSON(dict[str, str]))
-    capacity: NodeCapacity = Field(sa_type=PydanticJSON(NodeCapacity))
-    runtimes: list[str] = Field(sa_type=PydanticJSON(list[str]))
-    agent_version: str = Field(default="", max_length=50)
+    network: NodeNetwork = Field(default_factory=NodeNetwork, sa_type=PydanticJSON(NodeNetwork))
+    # status: capacity less what the instances placed here reserve (set on each heartbeat)
+    allocatable: NodeCapacity = Field(sa_type=PydanticJSON(NodeCapacity))
+    microvm_capacity: int = Field(default=0, ge=0)  # microVMs of the smallest size that fit
+    microvm_used: int = Field(default=0, ge=0)  # instances placed here that run as microVMs
     token_hash: str = Field(max_length=64, unique=True, exclude=True)
     assignment_index: int = Field(default=0)
     last_heartbeat_at: datetime | None = Field(default=None, sa_type=UTCDateTime)

@@ -7,8 +7,15 @@ from sqlmodel import Field
 
 from .base import Entity, id_ref
 from .columns import CIText, EnumText, PydanticJSON
-from .enums import DatabaseEngine, DatabaseStatus, VolumeStatus
-from .values import Resources
+from .enums import DatabaseEngine, DatabaseStatus, VolumeStatus, VolumeType
+from .values import (
+    BackupPolicy,
+    DatabaseBackupConfig,
+    DatabaseEndpoint,
+    DatabaseUsage,
+    HighAvailability,
+    Resources,
+)
 
 
 class Volume(Entity, table=True):
@@ -17,9 +24,12 @@ class Volume(Entity, table=True):
     organization_id: str = id_ref("organizations")
     name: str = Field(sa_type=CIText(), max_length=63)
     status: VolumeStatus = Field(sa_type=EnumText(VolumeStatus))
-    size_bytes: int = Field(gt=0)
-    used_bytes: int = Field(default=0)
+    size_bytes: int = Field(gt=0, sa_type=sa.BigInteger)
+    used_bytes: int = Field(default=0, sa_type=sa.BigInteger)
+    volume_type: VolumeType = Field(default=VolumeType.PERSISTENT, sa_type=EnumText(VolumeType))
     filesystem: str = Field(default="ext4", max_length=20)
+    encrypted: bool = Field(default=False)
+    backup_policy: BackupPolicy | None = Field(default=None, sa_type=PydanticJSON(BackupPolicy))
     app_id: str | None = id_ref("apps", nullable=True, ondelete="SET NULL")
     node_id: str | None = id_ref("nodes", nullable=True, ondelete="SET NULL")
     mount_path: str | None = Field(default=None, max_length=255)
@@ -31,7 +41,7 @@ class Snapshot(Entity, table=True):
     volume_id: str = id_ref("volumes")
     organization_id: str = id_ref("organizations")
     name: str = Field(max_length=100)
-    size_bytes: int = Field(default=0)
+    size_bytes: int = Field(default=0, sa_type=sa.BigInteger)
 
 
 class Database(Entity, table=True):
@@ -45,5 +55,16 @@ class Database(Entity, table=True):
     version: str = Field(max_length=20)
     status: DatabaseStatus = Field(sa_type=EnumText(DatabaseStatus))
     resources: Resources = Field(sa_type=PydanticJSON(Resources))
-    storage_bytes: int = Field(gt=0)
+    storage_bytes: int = Field(gt=0, sa_type=sa.BigInteger)
     credentials_secret_id: str | None = id_ref("secrets", nullable=True, ondelete="SET NULL")
+    # None until provisioned
+    endpoint: DatabaseEndpoint | None = Field(
+        default=None, sa_type=PydanticJSON(DatabaseEndpoint)
+    )
+    ha: HighAvailability = Field(
+        default_factory=HighAvailability, sa_type=PydanticJSON(HighAvailability)
+    )
+    backup_config: DatabaseBackupConfig = Field(
+        default_factory=DatabaseBackupConfig, sa_type=PydanticJSON(DatabaseBackupConfig)
+    )
+    usage: DatabaseUsage = Field(default_factory=DatabaseUsage, sa_type=PydanticJSON(DatabaseUsage))

@@ -9,8 +9,9 @@ from pydantic import EmailStr
 from sqlmodel import Field, SQLModel
 
 from .base import Entity, Input, id_ref
-from .columns import CIText, EnumText, UTCDateTime
+from .columns import CIText, EnumText, PydanticJSON, UTCDateTime
 from .enums import Role
+from .values import OrgSettings
 
 SLUG_PATTERN = r"^[a-zA-Z0-9][a-zA-Z0-9-]{0,38}[a-zA-Z0-9]$|^[a-zA-Z0-9]$"
 
@@ -25,6 +26,7 @@ class OrganizationBase(SQLModel):
 class Organization(OrganizationBase, Entity, table=True):
     __tablename__ = "organizations"
     plan: str = Field(default="free", max_length=20)
+    settings: OrgSettings = Field(default_factory=OrgSettings, sa_type=PydanticJSON(OrgSettings))
 
 
 class OrganizationCreate(OrganizationBase, Input):
@@ -69,6 +71,8 @@ class ApiToken(ApiTokenBase, Entity, table=True):
     user_id: str = id_ref("users")
     organization_id: str = id_ref("organizations")
     prefix: str = Field(max_length=16)
+    # what the token may do: "*" is everything its user's role allows (the only scope yet)
+    scopes: list[str] = Field(default_factory=lambda: ["*"], sa_type=PydanticJSON(list[str]))
     token_hash: str = Field(max_length=64, unique=True, exclude=True)
     last_used_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     revoked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)

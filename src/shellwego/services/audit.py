@@ -19,6 +19,7 @@ def record(
     status_code: int,
     source_ip: str | None,
     request_id: str | None,
+    user_agent: str | None = None,
 ) -> None:
     now = ctx.clock.now()
     with ctx.db.session() as s:
@@ -39,7 +40,9 @@ def record(
                 result="success" if status_code < 400 else "failure",
                 status_code=status_code,
                 source_ip=source_ip,
+                user_agent=(user_agent or "")[:255] or None,
                 request_id=request_id,
+                changes=None,
                 created_at=now,
                 updated_at=now,
             ),

@@ -18,6 +18,7 @@ from shellwego.models import (
     UserCreate,
     new_id,
 )
+from shellwego.models.values import OrgSettings
 from shellwego.store import repository as repo
 
 from .context import Context, Principal
@@ -51,7 +52,13 @@ def bootstrap(ctx: Context, user: UserCreate, org: OrganizationCreate) -> Bootst
             raise Conflict("this platform is already bootstrapped; log in instead")
         now = ctx.clock.now()
         organization = Organization(
-            id=new_id(), name=org.name, slug=org.slug, plan="free", created_at=now, updated_at=now
+            id=new_id(),
+            name=org.name,
+            slug=org.slug,
+            plan="free",
+            settings=OrgSettings(),
+            created_at=now,
+            updated_at=now,
         )
         repo.add(s, organization, conflict="organization slug already taken")
         owner = User(
@@ -93,6 +100,7 @@ def _issue(
         user_id=user_id,
         organization_id=org_id,
         prefix=secret[:10],
+        scopes=["*"],
         token_hash=token_hash(secret),
         last_used_at=None,
         revoked_at=None,

@@ -15,7 +15,7 @@ from shellwego.models import (
     new_id,
 )
 from shellwego.models.hostnames import is_local_name
-from shellwego.models.values import DnsInstructions
+from shellwego.models.values import DnsInstructions, EdgeFeatures, RoutingConfig
 from shellwego.store import repository as repo
 
 from . import apps as app_service
@@ -89,6 +89,8 @@ def create(ctx: Context, who: Principal, body: DomainCreate) -> Domain:
             certificate=None,
             last_error=None,
             verified_at=None,
+            routing=RoutingConfig(),
+            features=EdgeFeatures(),
             created_at=now,
             updated_at=now,
         )

@@ -17,6 +17,7 @@ from shellwego.models import (
     User,
     new_id,
 )
+from shellwego.models.values import OrgSettings
 from shellwego.store import repository as repo
 
 from .context import Context, Principal
@@ -70,7 +71,13 @@ def create(ctx: Context, who: Principal, body: OrganizationCreate) -> Organizati
     with ctx.db.session() as s:
         now = ctx.clock.now()
         org = Organization(
-            id=new_id(), name=body.name, slug=body.slug, plan="free", created_at=now, updated_at=now
+            id=new_id(),
+            name=body.name,
+            slug=body.slug,
+            plan="free",
+            settings=OrgSettings(),
+            created_at=now,
+            updated_at=now,
         )
         repo.add(s, org, conflict=f"organization slug {body.slug!r} is already taken")
         repo.add(

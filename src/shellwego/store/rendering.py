@@ -12,8 +12,8 @@ from shellwego.models.columns import CIText, EnumText, PydanticJSON, UTCDateTime
 def render_item(kind: str, obj: Any, autogen_context: Any) -> str | bool:
     if kind != "type":
         return False
-    if isinstance(obj, CIText):
-        return "CIText()"
+    if isinstance(obj, CIText):  # inline, so a migration never imports a live model type
+        return 'sa.String(collation="NOCASE").with_variant(postgresql.CITEXT(), "postgresql")'
     if isinstance(obj, PydanticJSON):
         return 'sa.JSON().with_variant(postgresql.JSONB(), "postgresql")'
     if isinstance(obj, UTCDateTime):

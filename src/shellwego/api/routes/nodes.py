@@ -1,4 +1,4 @@
-"""Nodes: list, inspect, drain (operators)."""
+"""Nodes: list, inspect, drain, uncordon (platform operators only; others get 403)."""
 
 from __future__ import annotations
 
@@ -18,12 +18,14 @@ router = APIRouter(tags=["nodes"])
 def list_nodes(
     who: Who, ctx: Ctx, paging: Paging, status: Annotated[NodeStatus | None, Query()] = None
 ) -> PageOut[Node]:
-    return out(nodes.list_page(ctx, paging.cursor, paging.limit, status.value if status else None))
+    return out(
+        nodes.list_page(ctx, who, paging.cursor, paging.limit, status.value if status else None)
+    )
 
 
 @router.get("/v1/nodes/{node}", response_model=Node, name="nodes.get")
 def get_node(node: str, who: Who, ctx: Ctx) -> Node:
-    return nodes.get(ctx, node)
+    return nodes.get(ctx, who, node)
 
 
 @router.post("/v1/nodes/{node}/actions/drain", response_model=Node, name="nodes.drain")
