@@ -78,3 +78,16 @@ def test_static_key_must_be_32_bytes() -> None:
     assert envelope.open(sealed, b"ctx") == b"hello"
     with pytest.raises(ConfigError):
         envelope.open(sealed, b"other context")
+
+
+def test_a_damaged_keyring_or_bad_old_key_is_refused_by_name(tmp_path: Path) -> None:
+    path = tmp_path / "master.key"
+    path.write_text("not json")
+    path.chmod(0o600)
+    with pytest.raises(ConfigError, match="is not a ShellWeGo keyring"):
+        FileKeyProvider(path)
+    with pytest.raises(ConfigError, match="SHELLWEGO_MASTER_KEY_OLD is not valid base64"):
+        StaticKeyProvider(base64.b64encode(os.urandom(32)).decode(), "%%%")
+    with pytest.raises(ConfigError, match="no master key file"):
+        FileKeyProvider(tmp_path / "absent.key", create=False)
+    assert not (tmp_path / "absent.key").exists()
