@@ -37,10 +37,6 @@ from shellwego.store import repository as repo
 from .context import Context, wake_after_commit
 
 
-def live_instances(s: Session) -> list[Instance]:
-    return repo.find_all(s, Instance, desired_state=DesiredState.RUNNING.value)
-
-
 @dataclass(frozen=True, slots=True)
 class LiveInstance:
     """The columns placement needs of a running instance (read without ORM objects)."""
@@ -82,37 +78,69 @@ def live_rows(s: Session) -> list[LiveInstance]:
     ]
 
 
-def usage_snapshot(s: Session, nodes: list[Node]) -> scheduler.Snapshot:
-    """The scheduler's view, with instances summed per (node, app, process type) by the
-    database: the same free capacity and replica groups as one row per instance, at a
-    cost that does not grow with the number of instances of a group."""
+def node_snapshots(s: Session, *, lock: bool) -> list[scheduler.NodeSnapshot]:
+    """Every node as the scheduler sees it, read as plain columns in id order; with
+    ``lock``, ``FOR UPDATE`` on PostgreSQL (SQLite's transaction is already exclusive)."""
+    t = Node.__table__.c  # type: ignore[attr-defined]
+    query = sa.select(
+        t.id,
+        t.status,
+        sa.type_coerce(t.runtimes, sa.JSON),
+        sa.type_coerce(t.labels, sa.JSON),
+        sa.type_coerce(t.capacity, sa.JSON),
+    ).order_by(t.id)
+    if lock and s.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update()
+    return [
+        scheduler.NodeSnapshot(
+            id=node_id,
+            status=str(status),
+            runtimes=frozenset(runtimes),
+            labels=labels,
+            allocatable=scheduler.Resources(
+                cpu_millis=int(capacity["cpu_millis"]), memory_bytes=int(capacity["memory_bytes"])
+            ),
+        )
+        for node_id, status, runtimes, labels, capacity in s.execute(query)
+    ]
+
+
+def usage_snapshot(
+    s: Session, nodes: list[scheduler.NodeSnapshot], app_id: str
+) -> scheduler.Snapshot:
+    """The scheduler's view for placing ``app_id``'s instances, summed by the database.
+
+    Per node, the app's instances are summed per process type (the replica groups the
+    planner spreads) and every other instance into one row (capacity is all the planner
+    needs of them): the same plan as one row per instance, at a cost that grows with the
+    nodes, not with the instances, so it stays flat as the cluster fills.
+    """
     t = Instance.__table__.c  # type: ignore[attr-defined]
     resources = sa.type_coerce(t.resources, sa.JSON)
+    group = sa.case((t.app_id == app_id, t.process_type), else_=sa.null())
     query = (
         sa.select(
             t.node_id,
-            t.app_id,
-            t.process_type,
+            group,
             # BIGINT: an instance may reserve more than 2 GiB
             sa.func.sum(sa.cast(resources["cpu_millis"].as_string(), sa.BigInteger)),
             sa.func.sum(sa.cast(resources["memory_bytes"].as_string(), sa.BigInteger)),
         )
         .where(t.desired_state == DesiredState.RUNNING.value)
-        .group_by(t.node_id, t.app_id, t.process_type)
+        .group_by(t.node_id, group)
     )
-    base = take_snapshot(s, nodes, live=[])
     return scheduler.Snapshot(
-        nodes=base.nodes,
+        nodes=nodes,
         instances=[
             scheduler.InstanceSnapshot(
-                id=f"{node_id}/{app_id}/{process_type}",
-                app_id=app_id,
-                process_type=process_type,
+                id=f"{node_id}/{process_type or '*'}",
+                app_id=app_id if process_type is not None else "",
+                process_type=process_type or "",
                 release_id="",
                 node_id=node_id,
                 resources=scheduler.Resources(cpu_millis=int(cpu), memory_bytes=int(memory)),
             )
-            for node_id, app_id, process_type, cpu, memory in s.execute(query)
+            for node_id, process_type, cpu, memory in s.execute(query)
         ],
     )
 
@@ -137,52 +165,25 @@ def used_ports(s: Session, node_ids: set[str]) -> dict[str, set[int]]:
     return used
 
 
-def take_snapshot(
-    s: Session, nodes: list[Node], live: list[LiveInstance] | None = None
-) -> scheduler.Snapshot:
-    rows = live_rows(s) if live is None else live
-    return scheduler.Snapshot(
-        nodes=[
-            scheduler.NodeSnapshot(
-                id=n.id,
-                status=str(n.status),
-                runtimes=frozenset(n.runtimes),
-                labels=dict(n.labels),
-                allocatable=scheduler.Resources(
-                    cpu_millis=n.capacity.cpu_millis, memory_bytes=n.capacity.memory_bytes
-                ),
-            )
-            for n in nodes
-        ],
-        instances=[
-            scheduler.InstanceSnapshot(
-                id=i.id,
-                app_id=i.app_id,
-                process_type=i.process_type,
-                release_id=i.release_id,
-                node_id=i.node_id,
-                resources=scheduler.Resources(cpu_millis=i.cpu_millis, memory_bytes=i.memory_bytes),
-            )
-            for i in rows
-        ],
-    )
-
-
-def touch_nodes(
-    ctx: Context, s: Session, node_ids: set[str], locked: list[Node] | None = None
-) -> None:
+def touch_nodes(ctx: Context, s: Session, node_ids: set[str], *, locked: bool = False) -> None:
     """Bump the nodes' assignment index and wake their agents after commit.
 
-    ``locked``: the nodes, already read FOR UPDATE in this transaction (saves a query).
+    ``locked``: the transaction already holds the nodes' rows (``place`` locks them all);
+    otherwise they are locked here in id order, as ``place`` does, so no two transactions
+    wait on each other's nodes.
     """
     if not node_ids:
         return
-    rows = locked if locked is not None else repo.lock(s, Node, sorted(node_ids))
-    for node in rows:
-        if node.id in node_ids:
-            node.assignment_index += 1
-    topics = [f"node:{nid}" for nid in sorted(node_ids)]
-    wake_after_commit(ctx, s, *topics)
+    t = Node.__table__.c  # type: ignore[attr-defined]
+    ids = sorted(node_ids)
+    if not locked and s.get_bind().dialect.name == "postgresql":
+        s.execute(sa.select(t.id).where(t.id.in_(ids)).order_by(t.id).with_for_update())
+    s.execute(
+        sa.update(Node.__table__)  # type: ignore[attr-defined]
+        .where(t.id.in_(ids))
+        .values(assignment_index=t.assignment_index + 1)
+    )
+    wake_after_commit(ctx, s, *(f"node:{nid}" for nid in ids))
 
 
 def request_for(
@@ -284,10 +285,8 @@ def check_formation(
             requests.append(request_for(app, release.id, ptype, need, wanted.resources))
     if not requests:
         return
-    snap = usage_snapshot(s, nodes)
-    others = [
-        i for i in snap.instances if not (i.app_id == app.id and i.process_type in replaced)
-    ]
+    snap = usage_snapshot(s, node_snapshots(s, lock=False), app.id)
+    others = [i for i in snap.instances if not (i.app_id == app.id and i.process_type in replaced)]
     try:
         plan_for(app, scheduler.Snapshot(nodes=snap.nodes, instances=others), requests)
     except CapacityError as exc:
@@ -301,6 +300,15 @@ def check_formation(
         ) from None
 
 
+@dataclass(frozen=True, slots=True)
+class Placed:
+    """A new instance, as inserted."""
+
+    id: str
+    node_id: str
+    port: int
+
+
 def place(
     ctx: Context,
     s: Session,
@@ -311,51 +319,58 @@ def place(
     resources: Resources,
     *,
     deployment_id: str | None,
-) -> list[Instance]:
-    """Place ``count`` new instances; all or nothing; raises :class:`CapacityError`."""
+) -> list[Placed]:
+    """Place ``count`` new instances; all or nothing; raises :class:`CapacityError`.
+
+    Rows are read and written as plain columns (no ORM objects): at thousands of nodes
+    and instances, hydrating them would cost more than the placement itself.
+    """
     if count <= 0:
         return []
-    nodes = repo.lock_all(s, Node)  # the guard: see the module's docstring
-    snap = usage_snapshot(s, nodes)
+    s.flush()  # this transaction's own changes (instances stopped just now) count
+    nodes = node_snapshots(s, lock=True)  # the guard: see the module's docstring
+    snap = usage_snapshot(s, nodes, app.id)
     plan = plan_for(app, snap, [request_for(app, release.id, process_type, count, resources)])
     node_ids = {p.node_id for p in plan.placements}
     used = used_ports(s, node_ids)
+    low, high = ctx.settings.instance_ports
     now = ctx.clock.now()
-    created = []
+    rows: list[dict[str, object]] = []
+    made: list[Placed] = []
     for p in plan.placements:
-        low, high = ctx.settings.instance_ports
         port = next((n for n in range(low, high + 1) if n not in used[p.node_id]), None)
         if port is None:
             raise CapacityError(f"node {p.node_id} has no free instance port in {low}-{high}")
         used[p.node_id].add(port)
-        inst = Instance(
-            id=new_id(),
-            app_id=app.id,
-            organization_id=app.organization_id,
-            release_id=release.id,
-            node_id=p.node_id,
-            process_type=process_type,
-            resources=resources,
-            port=port,
-            desired_state=DesiredState.RUNNING,
-            state="pending",
-            healthy=False,
-            restarts=0,
-            exit_code=None,
-            pid=None,
-            last_error=None,
-            observed_at=None,
-            healthy_at=None,
-            drain_started_at=None,
-            deployment_id=deployment_id,
-            created_at=now,
-            updated_at=now,
+        made.append(Placed(id=new_id(), node_id=p.node_id, port=port))
+        rows.append(
+            {
+                "id": made[-1].id,
+                "app_id": app.id,
+                "organization_id": app.organization_id,
+                "release_id": release.id,
+                "node_id": p.node_id,
+                "process_type": process_type,
+                "resources": resources,
+                "port": port,
+                "desired_state": DesiredState.RUNNING,
+                "state": "pending",
+                "healthy": False,
+                "restarts": 0,
+                "exit_code": None,
+                "pid": None,
+                "last_error": None,
+                "observed_at": None,
+                "healthy_at": None,
+                "drain_started_at": None,
+                "deployment_id": deployment_id,
+                "created_at": now,
+                "updated_at": now,
+            }
         )
-        s.add(inst)
-        created.append(inst)
-    s.flush()
-    touch_nodes(ctx, s, node_ids, nodes)
-    return created
+    s.execute(sa.insert(Instance.__table__), rows)  # type: ignore[attr-defined]
+    touch_nodes(ctx, s, node_ids, locked=True)
+    return made
 
 
 def stop(ctx: Context, s: Session, instances: list[Instance]) -> None:
@@ -378,18 +393,15 @@ def begin_drain(ctx: Context, s: Session, instances: list[Instance]) -> None:
     wake_after_commit(ctx, s, "edge")
 
 
-def ready_nodes(s: Session) -> list[Node]:
-    return repo.find_all(s, Node, status=NodeStatus.READY.value)
-
-
 __all__ = [
     "CapacityError",
+    "Placed",
     "begin_drain",
     "check_constraints",
     "check_formation",
     "eligible",
+    "node_snapshots",
     "place",
     "stop",
-    "take_snapshot",
     "touch_nodes",
 ]
