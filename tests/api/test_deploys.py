@@ -157,6 +157,13 @@ def test_deploy_settings_and_placement_policy(client: TestClient, ctx: Context, 
     assert r.status_code == 422, r.text
     assert "has the labels region=mars" in r.json()["detail"]
     assert "labels on ready nodes: region=eu" in r.json()["detail"]
+    r = client.post(
+        "/v1/apps",
+        headers=h,
+        json={"name": "elsewhere", "placement": {"constraints": {"region": "mars"}}},
+    )
+    assert r.status_code == 422 and "has the labels region=mars" in r.json()["detail"]
+    assert client.get("/v1/apps/elsewhere", headers=h).status_code == 404
     app = client.get("/v1/apps/blog", headers=h).json()
     assert app["deploy"] == {"surge": 3, "max_unavailable": 0}
     assert app["placement"] == {"strategy": "spread", "constraints": {"region": "eu"}}

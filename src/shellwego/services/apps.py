@@ -72,6 +72,7 @@ def create(ctx: Context, who: Principal, body: AppCreate) -> App:
             created_at=now,
             updated_at=now,
         )
+        placement.check_constraints(s, app)
         return repo.add(s, app, conflict=taken(body.name))
 
 
