@@ -84,3 +84,16 @@ def org_b(client: TestClient, org_a: Org) -> Org:
     r = client.delete("/v1/organizations/org-a/members/owner@b.example", headers=org_a.h())
     assert r.status_code == 204, r.text
     return org
+
+
+def row_counts(ctx: Context, *, skip: tuple[str, ...] = ("audit_logs",)) -> dict[str, int]:
+    """How many rows every table holds (the audit log grows with each request: skipped)."""
+    import sqlalchemy as sa
+    from sqlmodel import SQLModel
+
+    with ctx.db.engine.connect() as conn:
+        return {
+            t.name: int(conn.execute(sa.select(sa.func.count()).select_from(t)).scalar_one())
+            for t in SQLModel.metadata.sorted_tables
+            if t.name not in skip
+        }

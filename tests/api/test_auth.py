@@ -76,7 +76,9 @@ def test_tokens_are_stored_hashed(client: TestClient, org_a: Org, ctx) -> None: 
 
 
 def test_member_roles(client: TestClient, org_a: Org) -> None:
-    members = client.get("/v1/organizations/org-a/members", headers=org_a.h("viewer")).json()
+    members = client.get("/v1/organizations/org-a/members", headers=org_a.h("viewer")).json()[
+        "items"
+    ]
     assert {m["email"]: m["role"] for m in members} == {
         "owner@a.example": "owner",
         "admin@a.example": "admin",

@@ -42,6 +42,35 @@ def test_duplicate_names_differing_in_case_conflict(client: TestClient, org_a: O
     assert r.status_code == 409
 
 
+def test_app_names_are_unique_across_organizations(
+    client: TestClient, ctx: Context, org_a: Org, org_b: Org
+) -> None:
+    """<app>.<base domain> is one hostname for the whole platform."""
+    from .conftest import row_counts
+
+    assert client.post("/v1/apps", headers=org_b.h(), json={"name": "shop"}).status_code == 201
+    assert client.post("/v1/apps", headers=org_a.h(), json={"name": "mine"}).status_code == 201
+    before = row_counts(ctx)
+    attempts = [("POST", "/v1/apps", name) for name in ("shop", "SHOP", "Shop")]
+    attempts += [("PATCH", "/v1/apps/mine", name) for name in ("shop", "sHoP")]
+    for method, path, name in attempts:
+        body = {"name": name}
+        r = client.request(method, path, headers=org_a.h(), json=body)
+        assert r.status_code == 409, (method, name)
+        assert r.headers["content-type"] == "application/problem+json"
+        assert r.json()["detail"] == f"app name {name!r} is already taken"
+        assert "org-b" not in r.text and org_b.id not in r.text  # whose it is stays unsaid
+    assert row_counts(ctx) == before
+    assert client.get("/v1/apps/mine", headers=org_a.h()).json()["name"] == "mine"
+    # the name is taken, the app still is not A's to see
+    assert client.get("/v1/apps/shop", headers=org_a.h()).status_code == 404
+    # once B lets the name go, A may take it
+    r = client.patch("/v1/apps/shop", headers=org_b.h(), json={"name": "shop-old"})
+    assert r.status_code == 200
+    r = client.patch("/v1/apps/mine", headers=org_a.h(), json={"name": "Shop"})
+    assert r.status_code == 200 and r.json()["name"] == "Shop"
+
+
 def test_bad_input_is_a_clear_4xx_and_changes_nothing(client: TestClient, org_a: Org) -> None:
     cases = [
         {"name": "ok-name", "unknown": 1},
@@ -130,7 +159,7 @@ def test_secrets_are_write_only_with_versions_rotate_reveal(client: TestClient, 
         json={"value": "sk_live_456"},
     )
     assert r.status_code == 201 and r.json()["current_version"] == 2
-    versions = client.get(f"/v1/secrets/{secret['id']}/versions", headers=org_a.h()).json()
+    versions = client.get(f"/v1/secrets/{secret['id']}/versions", headers=org_a.h()).json()["items"]
     assert [v["version"] for v in versions] == [1, 2]
     assert "sk_live" not in str(versions)
     listed = client.get("/v1/secrets", headers=org_a.h("viewer"), params={"app": "api"})
@@ -207,7 +236,9 @@ def test_domains_add_list_remove(client: TestClient, org_a: Org, ctx: Context) -
     assert client.get("/v1/domains", headers=org_a.h()).json()["items"] == []
 
 
-def test_nodes_list_get_drain(client: TestClient, org_a: Org, ctx: Context) -> None:
+def test_nodes_are_for_operators_only(
+    client: TestClient, org_a: Org, org_b: Org, ctx: Context
+) -> None:
     from shellwego.models import NodeCapacity
     from shellwego.services import nodes
 
@@ -222,13 +253,24 @@ def test_nodes_list_get_drain(client: TestClient, org_a: Org, ctx: Context) -> N
         "0.1.0",
         "127.0.0.1",
     )
-    listed = client.get("/v1/nodes", headers=org_a.h("viewer")).json()["items"]
+    # A's owner bootstrapped the platform: the operator. Nobody else is one.
+    others = [org_a.h(role) for role in ("admin", "member", "viewer")] + [org_b.h()]
+    for headers in others:
+        for method, path in (
+            ("GET", "/v1/nodes"),
+            ("GET", "/v1/nodes/worker-1"),
+            ("GET", f"/v1/nodes/{reg.node.id}"),
+            ("POST", "/v1/nodes/worker-1/actions/drain"),
+            ("POST", "/v1/nodes/worker-1/actions/uncordon"),
+        ):
+            r = client.request(method, path, headers=headers)
+            assert r.status_code == 403, (method, path, r.text)
+            assert r.headers["content-type"] == "application/problem+json"
+            assert "capacity" not in r.text and "127.0.0.1" not in r.text
+    listed = client.get("/v1/nodes", headers=org_a.h()).json()["items"]
     assert [n["hostname"] for n in listed] == ["worker-1"]
     assert "token_hash" not in listed[0]
-    assert client.get("/v1/nodes/worker-1", headers=org_a.h()).json()["id"] == reg.node.id
-    assert (
-        client.post("/v1/nodes/worker-1/actions/drain", headers=org_a.h("admin")).status_code == 403
-    )
+    assert client.get("/v1/nodes/worker-1", headers=org_a.h()).json()["status"] == "ready"
     r = client.post(f"/v1/nodes/{reg.node.id}/actions/drain", headers=org_a.h())
     assert r.status_code == 200 and r.json()["status"] == "draining"
     assert client.get("/v1/nodes/nope", headers=org_a.h()).status_code == 404

@@ -87,7 +87,7 @@ def test_sqlite_and_postgres_schemas_are_the_same(sqlite_template: Any, pg_datab
         assert a["apps"]["columns"]["id"][0] == "varchar(26)"
         assert a["apps"]["columns"]["formation"][0] == "json"
         assert a["apps"]["columns"]["status"][0] == "varchar(20)"
-        assert ("organization_id", "name") in a["apps"]["unique"]
+        assert ("name",) in a["apps"]["unique"]
     finally:
         lite.dispose()
         pg.dispose()

@@ -71,11 +71,12 @@ def create_app(ctx: Context, *, extra_routers: tuple[object, ...] = ()) -> FastA
     problems.install(app)
     for module in (*ROUTERS, *extra_routers):
         app.include_router(module.router)  # type: ignore[attr-defined]
-    app.add_middleware(Audit, ctx_of=lambda: ctx)
+    # the last added is the outermost: the audit sees the body limit's 413s too
     app.add_middleware(
         BodyLimit,
         limit=ctx.settings.max_body_bytes,
         upload_limit=ctx.settings.max_upload_bytes,
         is_upload=is_upload,
     )
+    app.add_middleware(Audit, ctx_of=lambda: ctx, routes_of=lambda: app.routes)
     return app

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -23,6 +25,22 @@ def bearer(request: Request) -> str | None:
     if scheme.lower() != "bearer" or not value.strip():
         return None
     return value.strip()
+
+
+def credentials(request: Request) -> str | None:
+    """The API token of a request: a bearer token, or the password of HTTP Basic auth
+    (what git sends; the user name is ignored)."""
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer":
+        return value.strip() or None
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    _user, sep, password = decoded.partition(":")
+    return password if sep and password else None
 
 
 async def principal(request: Request, ctx: Annotated[Context, Depends(context)]) -> Principal:

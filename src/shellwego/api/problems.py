@@ -64,10 +64,16 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException) -> JSONResponse:
-        titles = {404: "Not found", 405: "Method not allowed", 401: "Authentication required"}
+        titles = {
+            404: "Not found",
+            405: "Method not allowed",
+            401: "Authentication required",
+            413: "Payload too large",
+        }
+        slugs = {413: "payload-too-large"}
         return problem(
             exc.status_code,
-            f"http-{exc.status_code}",
+            slugs.get(exc.status_code, f"http-{exc.status_code}"),
             titles.get(exc.status_code, "Error"),
             str(exc.detail),
             request.url.path,

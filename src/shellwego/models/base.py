@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, get_args
 
-from pydantic import ConfigDict, create_model
+from pydantic import ConfigDict, create_model, field_validator
 from pydantic.fields import FieldInfo
+from pydantic_core import PydanticCustomError
 from sqlmodel import Field, SQLModel
 
 from .columns import UTCDateTime
@@ -55,14 +56,36 @@ class Input(SQLModel):
 M = TypeVar("M", bound=SQLModel)
 
 
-def partial(model: type[SQLModel], name: str) -> type[Input]:
-    """The Update shape of ``model``: every field optional, unknown fields refused.
+def accepts_none(annotation: Any) -> bool:
+    """Whether a field of this type may hold ``None``."""
+    return annotation is Any or annotation is None or type(None) in get_args(annotation)
 
-    Derived from the one definition, so an Update can never drift from its entity.
+
+def _refuse_null(value: Any) -> Any:
+    if value is None:
+        raise PydanticCustomError(
+            "null_not_allowed", "may not be null; leave the field out instead"
+        )
+    return value
+
+
+def partial(model: type[SQLModel], name: str) -> type[Input]:
+    """The Update shape of ``model``: every field may be left out, unknown fields refused.
+
+    A field left out keeps its value. An explicit ``null`` is accepted only where the
+    entity's field is itself nullable; elsewhere it is refused (422), so a PATCH can never
+    write ``None`` into a required column. Derived from the one definition, so an Update
+    can never drift from its entity.
     """
     fields: dict[str, Any] = {}
+    required: list[str] = []
     for field_name, info in model.model_fields.items():
         optional = FieldInfo.merge_field_infos(info, default=None)
         optional.default_factory = None
-        fields[field_name] = (info.annotation | None, optional)  # type: ignore[operator]
-    return create_model(name, __base__=Input, **fields)
+        fields[field_name] = (info.annotation, optional)
+        if not accepts_none(info.annotation):
+            required.append(field_name)
+    validators = (
+        {"refuse_null": field_validator(*required, mode="before")(_refuse_null)} if required else {}
+    )
+    return create_model(name, __base__=Input, __validators__=validators, **fields)

@@ -8,14 +8,15 @@ import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
 from .base import Entity, Input, id_ref
-from .columns import EnumText, UTCDateTime
+from .columns import CIText, EnumText, UTCDateTime
 from .enums import SecretKind, SecretScope
 
 ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,254}$"
 
 
 class SecretBase(SQLModel):
-    name: str = Field(max_length=255, schema_extra={"pattern": ENV_NAME_PATTERN})
+    # unique per scope case-insensitively: FOO and foo would be confusable twins
+    name: str = Field(sa_type=CIText(), max_length=255, schema_extra={"pattern": ENV_NAME_PATTERN})
     expires_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
@@ -45,25 +46,22 @@ class SecretRotate(Input):
     value: str = Field(max_length=65536, repr=False)
 
 
-class SecretVersion(SQLModel, table=True):
-    """One immutable value of a secret: AES-256-GCM ciphertext with its wrapped data key."""
+class SecretVersionInfo(SQLModel):
+    """What the API says about a version: never the value."""
 
-    __tablename__ = "secret_versions"
-    __table_args__ = (sa.UniqueConstraint("secret_id", "version"),)
     id: str = Field(primary_key=True, max_length=26)
-    secret_id: str = id_ref("secrets")
     version: int = Field(ge=1)
-    ciphertext: bytes = Field(sa_type=sa.LargeBinary)
-    nonce: bytes = Field(sa_type=sa.LargeBinary)
-    wrapped_key: bytes = Field(sa_type=sa.LargeBinary)
-    key_id: str = Field(max_length=64)
     created_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
     created_by: str | None = Field(default=None, max_length=26)
 
 
-class SecretVersionInfo(SQLModel):
-    """What the API says about a version: never the value."""
+class SecretVersion(SecretVersionInfo, table=True):
+    """One immutable value of a secret: AES-256-GCM ciphertext with its wrapped data key."""
 
-    version: int
-    created_at: datetime
-    created_by: str | None = None
+    __tablename__ = "secret_versions"
+    __table_args__ = (sa.UniqueConstraint("secret_id", "version"),)
+    secret_id: str = id_ref("secrets")
+    ciphertext: bytes = Field(sa_type=sa.LargeBinary)
+    nonce: bytes = Field(sa_type=sa.LargeBinary)
+    wrapped_key: bytes = Field(sa_type=sa.LargeBinary)
+    key_id: str = Field(max_length=64)

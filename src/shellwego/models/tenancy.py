@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from pydantic import EmailStr
 from sqlmodel import Field, SQLModel
 
-from .base import Entity, Input, id_ref
+from .base import Entity, Input, id_ref, partial
 from .columns import CIText, EnumText, PydanticJSON, UTCDateTime
 from .enums import Role
 from .values import OrgSettings
@@ -34,8 +34,14 @@ class OrganizationCreate(OrganizationBase, Input):
 
 
 class UserBase(SQLModel):
-    email: str = Field(sa_type=CIText(), max_length=254, unique=True)
+    email: EmailStr = Field(sa_type=CIText(), max_length=254, unique=True)
     name: str = Field(default="", max_length=100)
+
+
+class Password(SQLModel):
+    """A password as a user gives it; stored only as an argon2 hash."""
+
+    password: str = Field(min_length=10, max_length=256, repr=False)
 
 
 class User(UserBase, Entity, table=True):
@@ -45,18 +51,39 @@ class User(UserBase, Entity, table=True):
     last_login_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
-class UserCreate(Input):
-    email: EmailStr
-    name: str = Field(default="", max_length=100)
-    password: str = Field(min_length=10, max_length=256)
+class UserCreate(UserBase, Password, Input):
+    pass
 
 
-class Membership(Entity, table=True):
-    __tablename__ = "memberships"
-    __table_args__ = (sa.UniqueConstraint("organization_id", "user_id"),)
+class MembershipBase(SQLModel):
+    role: Role = Field(default=Role.MEMBER, sa_type=EnumText(Role))
+
+
+class MembershipFields(MembershipBase, Entity):
     organization_id: str = id_ref("organizations")
     user_id: str = id_ref("users")
-    role: Role = Field(sa_type=EnumText(Role))
+
+
+class Membership(MembershipFields, table=True):
+    __tablename__ = "memberships"
+    __table_args__ = (sa.UniqueConstraint("organization_id", "user_id"),)
+
+
+class Member(UserBase, MembershipFields):
+    """A member as the API shows them: the membership, with the user's email and name."""
+
+    @classmethod
+    def of(cls, membership: Membership, user: User) -> Member:
+        return cls.model_validate(
+            {**membership.model_dump(), **user.model_dump(include=set(UserBase.model_fields))}
+        )
+
+
+class MemberAdd(UserBase, MembershipBase, partial(Password, "OptionalPassword")):  # type: ignore[misc]
+    """Add a user by email; the password is needed only when the email has no account."""
+
+
+MemberUpdate = partial(MembershipBase, "MemberUpdate")
 
 
 class ApiTokenBase(SQLModel):
@@ -64,18 +91,29 @@ class ApiTokenBase(SQLModel):
     expires_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
-class ApiToken(ApiTokenBase, Entity, table=True):
-    """A bearer token: random, shown once, stored only as a SHA-256 hash."""
+class ApiTokenFields(ApiTokenBase, Entity):
+    """What may be shown of a token: everything but its hash."""
 
-    __tablename__ = "api_tokens"
     user_id: str = id_ref("users")
     organization_id: str = id_ref("organizations")
     prefix: str = Field(max_length=16)
     # what the token may do: "*" is everything its user's role allows (the only scope yet)
     scopes: list[str] = Field(default_factory=lambda: ["*"], sa_type=PydanticJSON(list[str]))
-    token_hash: str = Field(max_length=64, unique=True, exclude=True)
     last_used_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     revoked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class ApiToken(ApiTokenFields, table=True):
+    """A bearer token: random, shown once, stored only as a SHA-256 hash."""
+
+    __tablename__ = "api_tokens"
+    token_hash: str = Field(max_length=64, unique=True, exclude=True)
+
+
+class IssuedApiToken(ApiTokenFields):
+    """A token just made: the one time its secret is shown."""
+
+    token: str = Field(description="the secret token; shown only once")
 
 
 class ApiTokenCreate(ApiTokenBase, Input):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import sqlalchemy as sa
 
@@ -36,6 +36,8 @@ from .tokens import (
 class IssuedToken:
     token: ApiToken
     secret: str  # shown once
+    # who logged in (login and bootstrap): the actor of the request's audit entry
+    principal: Principal | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +87,10 @@ def bootstrap(ctx: Context, user: UserCreate, org: OrganizationCreate) -> Bootst
             conflict="membership exists",
         )
         issued = _issue(ctx, s, owner.id, organization.id, ApiTokenCreate(name="bootstrap"))
-        return Bootstrap(organization=organization, user=owner, token=issued)
+        who = Principal(owner.id, organization.id, Role.OWNER, None, is_operator=True)
+        return Bootstrap(
+            organization=organization, user=owner, token=replace(issued, principal=who)
+        )
 
 
 def _issue(
@@ -132,7 +137,15 @@ def login(ctx: Context, email: str, password: str, organization: str | None) -> 
         else:
             raise Forbidden("this user belongs to no organization")
         user.last_login_at = ctx.clock.now()
-        return _issue(ctx, s, user.id, membership.organization_id, ApiTokenCreate(name="login"))
+        issued = _issue(ctx, s, user.id, membership.organization_id, ApiTokenCreate(name="login"))
+        who = Principal(
+            user.id,
+            membership.organization_id,
+            Role(membership.role),
+            None,
+            is_operator=user.is_operator,
+        )
+        return replace(issued, principal=who)
 
 
 def authenticate(ctx: Context, bearer: str | None) -> Principal:

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from pydantic import EmailStr, Field
 from sqlalchemy.orm import Session
 
 from shellwego.errors import Conflict, Forbidden, NotFound
 from shellwego.models import (
-    Input,
     Membership,
     Organization,
     OrganizationCreate,
@@ -17,6 +13,7 @@ from shellwego.models import (
     User,
     new_id,
 )
+from shellwego.models.tenancy import Member, MemberAdd
 from shellwego.models.values import OrgSettings
 from shellwego.store import repository as repo
 
@@ -24,35 +21,24 @@ from .context import Context, Principal
 from .tokens import hash_password
 
 
-class MemberAdd(Input):
-    email: EmailStr
-    role: Role = Role.MEMBER
-    name: str = Field(default="", max_length=100)
-    # needed only when the email has no account yet
-    password: str | None = Field(default=None, min_length=10, max_length=256)
-
-
-class MemberUpdate(Input):
-    role: Role
-
-
-@dataclass(frozen=True, slots=True)
-class Member:
-    user_id: str
-    email: str
-    name: str
-    role: Role
-
-
 def require_role(who: Principal, role: Role) -> None:
     if not who.at_least(role):
         raise Forbidden(f"this action needs the {role.value} role or higher")
 
 
-def list_for(ctx: Context, who: Principal) -> list[Organization]:
+def list_for(
+    ctx: Context, who: Principal, cursor: str | None, limit: int
+) -> repo.Page[Organization]:
+    """The organizations the caller belongs to."""
     with ctx.db.session() as s:
-        ids = [m.organization_id for m in repo.find_all(s, Membership, user_id=who.user_id)]
-        return repo.find_all(s, Organization, Organization.id.in_(ids))  # type: ignore[attr-defined]
+        mine = [m.organization_id for m in repo.find_all(s, Membership, user_id=who.user_id)]
+        return repo.page(
+            s,
+            Organization,
+            cursor=cursor,
+            limit=limit,
+            where=[Organization.id.in_(mine)],  # type: ignore[attr-defined]
+        )
 
 
 def resolve(ctx: Context, who: Principal, ref: str) -> Organization:
@@ -103,16 +89,25 @@ def _scoped(ctx: Context, who: Principal, ref: str) -> Organization:
     return org
 
 
-def members(ctx: Context, who: Principal, ref: str) -> list[Member]:
+def members(
+    ctx: Context, who: Principal, ref: str, cursor: str | None, limit: int
+) -> repo.Page[Member]:
+    """The organization's members, paged by membership id."""
     org = _scoped(ctx, who, ref)
     with ctx.db.session() as s:
-        result = []
-        for m in repo.find_all(s, Membership, organization_id=org.id):
-            user = repo.require(s, User, "user", id=m.user_id)
-            result.append(
-                Member(user_id=user.id, email=user.email, name=user.name, role=Role(m.role))
+        page = repo.page(s, Membership, cursor=cursor, limit=limit, organization_id=org.id)
+        users = {
+            u.id: u
+            for u in repo.find_all(
+                s,
+                User,
+                User.id.in_([m.user_id for m in page.items]),  # type: ignore[attr-defined]
             )
-        return result
+        }
+        return repo.Page(
+            items=[Member.of(m, users[m.user_id]) for m in page.items],
+            next_cursor=page.next_cursor,
+        )
 
 
 def add_member(ctx: Context, who: Principal, ref: str, body: MemberAdd) -> Member:
@@ -137,7 +132,7 @@ def add_member(ctx: Context, who: Principal, ref: str, body: MemberAdd) -> Membe
                 updated_at=now,
             )
             repo.add(s, user, conflict="email already registered")
-        repo.add(
+        membership = repo.add(
             s,
             Membership(
                 id=new_id(),
@@ -149,7 +144,7 @@ def add_member(ctx: Context, who: Principal, ref: str, body: MemberAdd) -> Membe
             ),
             conflict=f"{body.email} is already a member",
         )
-        return Member(user_id=user.id, email=user.email, name=user.name, role=body.role)
+        return Member.of(membership, user)
 
 
 def _member_row(s: Session, org_id: str, user_ref: str) -> Membership:
@@ -165,20 +160,22 @@ def _owners(s: Session, org_id: str) -> int:
 
 
 def update_member(
-    ctx: Context, who: Principal, ref: str, user_ref: str, body: MemberUpdate
+    ctx: Context, who: Principal, ref: str, user_ref: str, role: Role | None
 ) -> Member:
+    """Change a member's role (``None``: leave it as it is)."""
     org = _scoped(ctx, who, ref)
     require_role(who, Role.ADMIN)
     with ctx.db.session() as s:
         m = _member_row(s, org.id, user_ref)
-        if Role.OWNER in (Role(m.role), body.role) and who.role != Role.OWNER:
+        role = Role(m.role) if role is None else role
+        if Role.OWNER in (Role(m.role), role) and who.role != Role.OWNER:
             raise Forbidden("only an owner can grant or remove the owner role")
-        if m.role == Role.OWNER and body.role != Role.OWNER and _owners(s, org.id) <= 1:
+        if m.role == Role.OWNER and role != Role.OWNER and _owners(s, org.id) <= 1:
             raise Conflict("an organization needs at least one owner")
-        m.role = body.role
+        m.role = role
         m.updated_at = ctx.clock.now()
         user = repo.require(s, User, "user", id=m.user_id)
-        return Member(user_id=user.id, email=user.email, name=user.name, role=body.role)
+        return Member.of(m, user)
 
 
 def remove_member(ctx: Context, who: Principal, ref: str, user_ref: str) -> None:

@@ -104,8 +104,13 @@ def _store(
         repo.add(s, secret, conflict=f"{name} already exists")
         _seal_version(ctx, s, secret, 1, value, who.user_id)
         return secret
+    if secret.deleted_at is None and secret.name != name:
+        raise Conflict(
+            f"{secret.name} already exists (names differing only in case are one name)"
+        )
     latest = repo.max_of(s, SecretVersion, "version", secret_id=secret.id)
     secret.current_version = int(latest or 0) + 1
+    secret.name = name  # a deleted one comes back under the name given now
     secret.deleted_at = None
     secret.kind = kind
     secret.updated_at = now
@@ -134,7 +139,7 @@ def create(ctx: Context, who: Principal, body: SecretCreate) -> Secret:
         app = app_service.find(s, who.organization_id, body.app) if body.app else None
         existing = _live(s, who.organization_id, app.id if app else "", body.name)
         if existing is not None and existing.deleted_at is None:
-            raise Conflict(f"secret {body.name} already exists; rotate it to change its value")
+            raise Conflict(f"secret {existing.name} already exists; rotate it to change its value")
         secret = _store(ctx, s, who, app, body.name, body.value, SecretKind.SECRET)
         secret.expires_at = body.expires_at
         return secret
@@ -173,15 +178,16 @@ def rotate(ctx: Context, who: Principal, ref: str, app_ref: str | None, value: s
 
 
 def versions(
-    ctx: Context, who: Principal, ref: str, app_ref: str | None
-) -> list[SecretVersionInfo]:
+    ctx: Context, who: Principal, ref: str, app_ref: str | None, cursor: str | None, limit: int
+) -> repo.Page[SecretVersionInfo]:
+    """A secret's versions, oldest first (ids are ULIDs, so id order is version order)."""
     with ctx.db.session() as s:
         secret = find(s, who, ref, app_ref)
-        rows = repo.find_all(s, SecretVersion, order_by=SecretVersion.version, secret_id=secret.id)
-        return [
-            SecretVersionInfo(version=r.version, created_at=r.created_at, created_by=r.created_by)
-            for r in rows
-        ]
+        page = repo.page(s, SecretVersion, cursor=cursor, limit=limit, secret_id=secret.id)
+        return repo.Page(
+            items=[SecretVersionInfo.model_validate(r, from_attributes=True) for r in page.items],
+            next_cursor=page.next_cursor,
+        )
 
 
 def reveal(

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Request, status
 from pydantic import BaseModel, EmailStr, Field
 
 from shellwego.api.deps import Ctx, Paging, Who
@@ -18,6 +16,7 @@ from shellwego.models import (
     User,
     UserCreate,
 )
+from shellwego.models.tenancy import IssuedApiToken
 from shellwego.services import auth
 
 router = APIRouter(tags=["auth"])
@@ -28,18 +27,10 @@ class BootstrapIn(Input):
     organization: OrganizationCreate
 
 
-class TokenOut(BaseModel):
-    id: str
-    name: str
-    token: str = Field(description="the secret token; shown only once")
-    organization_id: str
-    expires_at: datetime | None = None
-
-
 class BootstrapOut(BaseModel):
     user: User
     organization: Organization
-    token: TokenOut
+    token: IssuedApiToken
 
 
 class LoginIn(Input):
@@ -48,15 +39,13 @@ class LoginIn(Input):
     organization: str | None = Field(default=None, max_length=40)
 
 
-def _token_out(issued: auth.IssuedToken) -> TokenOut:
-    t = issued.token
-    return TokenOut(
-        id=t.id,
-        name=t.name,
-        token=issued.secret,
-        organization_id=t.organization_id,
-        expires_at=t.expires_at,
-    )
+def _token_out(issued: auth.IssuedToken) -> IssuedApiToken:
+    return IssuedApiToken.model_validate({**issued.token.model_dump(), "token": issued.secret})
+
+
+def _signed_in(request: Request, issued: auth.IssuedToken) -> None:
+    """Name who just signed in as the actor of this request's audit entry."""
+    request.state.principal = issued.principal
 
 
 @router.post(
@@ -65,9 +54,10 @@ def _token_out(issued: auth.IssuedToken) -> TokenOut:
     name="platform.bootstrap",
     response_model=BootstrapOut,
 )
-def bootstrap(body: BootstrapIn, ctx: Ctx) -> BootstrapOut:
+def bootstrap(body: BootstrapIn, request: Request, ctx: Ctx) -> BootstrapOut:
     """Create the first organization and its owner (only on an empty platform)."""
     result = auth.bootstrap(ctx, body.user, body.organization)
+    _signed_in(request, result.token)
     return BootstrapOut(
         user=result.user, organization=result.organization, token=_token_out(result.token)
     )
@@ -77,11 +67,13 @@ def bootstrap(body: BootstrapIn, ctx: Ctx) -> BootstrapOut:
     "/v1/auth/token",
     status_code=status.HTTP_201_CREATED,
     name="auth.login",
-    response_model=TokenOut,
+    response_model=IssuedApiToken,
 )
-def login(body: LoginIn, ctx: Ctx) -> TokenOut:
+def login(body: LoginIn, request: Request, ctx: Ctx) -> IssuedApiToken:
     """Log in with email and password; returns a new API token."""
-    return _token_out(auth.login(ctx, body.email, body.password, body.organization))
+    issued = auth.login(ctx, body.email, body.password, body.organization)
+    _signed_in(request, issued)
+    return _token_out(issued)
 
 
 @router.delete("/v1/auth/token", status_code=status.HTTP_204_NO_CONTENT, name="auth.logout")
@@ -104,10 +96,10 @@ def list_tokens(who: Who, ctx: Ctx, paging: Paging) -> PageOut[ApiToken]:
 @router.post(
     "/v1/user/tokens",
     status_code=status.HTTP_201_CREATED,
-    response_model=TokenOut,
+    response_model=IssuedApiToken,
     name="tokens.create",
 )
-def create_token(body: ApiTokenCreate, who: Who, ctx: Ctx) -> TokenOut:
+def create_token(body: ApiTokenCreate, who: Who, ctx: Ctx) -> IssuedApiToken:
     return _token_out(auth.create_token(ctx, who, body))
 
 

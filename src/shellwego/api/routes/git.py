@@ -6,14 +6,11 @@ the app's organization, pushing needs member or above.
 
 from __future__ import annotations
 
-import base64
-import binascii
-
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from shellwego.api.deps import Ctx
+from shellwego.api.deps import Ctx, credentials
 from shellwego.api.problems import problem
 from shellwego.build import git
 from shellwego.errors import NotFound, Unauthenticated
@@ -26,20 +23,6 @@ router = APIRouter(tags=["git"])
 
 REALM = 'Basic realm="ShellWeGo"'
 PUSH = "git-receive-pack"
-
-
-def _token(request: Request) -> str | None:
-    scheme, _, value = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() == "bearer":
-        return value.strip() or None
-    if scheme.lower() != "basic":
-        return None
-    try:
-        decoded = base64.b64decode(value.strip(), validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError):
-        return None
-    _user, sep, password = decoded.partition(":")
-    return password if sep and password else None
 
 
 def _challenge(detail: str, path: str) -> Response:
@@ -72,13 +55,14 @@ def _content_length(request: Request) -> int | None:
 )
 async def git_http(app: str, path: str, request: Request, ctx: Ctx) -> Response:
     """git's smart HTTP protocol for the app's repository, through ``git http-backend``."""
-    token = _token(request)
+    token = credentials(request)
     if token is None:
         return _challenge("log in with an API token as the password", request.url.path)
     try:
         who = await run_in_threadpool(auth.authenticate, ctx, token)
     except Unauthenticated as exc:
         return _challenge(exc.detail, request.url.path)
+    request.state.principal = who  # the audit's actor for a push
     row = await run_in_threadpool(app_service.get, ctx, who, app)
     if path.startswith("/") or any(part in ("", ".", "..") for part in path.split("/")):
         raise NotFound("no such path in the repository")

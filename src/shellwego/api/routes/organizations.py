@@ -3,29 +3,19 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, status
-from pydantic import BaseModel
 
-from shellwego.api.deps import Ctx, Who
-from shellwego.models import Organization, OrganizationCreate, Role
+from shellwego.api.deps import Ctx, Paging, Who
+from shellwego.api.pages import PageOut, out
+from shellwego.models import Organization, OrganizationCreate
+from shellwego.models.tenancy import Member, MemberAdd, MemberUpdate
 from shellwego.services import organizations as orgs
 
 router = APIRouter(tags=["organizations"])
 
 
-class MemberOut(BaseModel):
-    user_id: str
-    email: str
-    name: str
-    role: Role
-
-
-def _member(m: orgs.Member) -> MemberOut:
-    return MemberOut(user_id=m.user_id, email=m.email, name=m.name, role=m.role)
-
-
-@router.get("/v1/organizations", response_model=list[Organization], name="organizations.list")
-def list_organizations(who: Who, ctx: Ctx) -> list[Organization]:
-    return orgs.list_for(ctx, who)
+@router.get("/v1/organizations", response_model=PageOut[Organization], name="organizations.list")
+def list_organizations(who: Who, ctx: Ctx, paging: Paging) -> PageOut[Organization]:
+    return out(orgs.list_for(ctx, who, paging.cursor, paging.limit))
 
 
 @router.post(
@@ -43,26 +33,32 @@ def get_organization(org: str, who: Who, ctx: Ctx) -> Organization:
     return orgs.resolve(ctx, who, org)
 
 
-@router.get("/v1/organizations/{org}/members", response_model=list[MemberOut], name="members.list")
-def list_members(org: str, who: Who, ctx: Ctx) -> list[MemberOut]:
-    return [_member(m) for m in orgs.members(ctx, who, org)]
+@router.get("/v1/organizations/{org}/members", response_model=PageOut[Member], name="members.list")
+def list_members(org: str, who: Who, ctx: Ctx, paging: Paging) -> PageOut[Member]:
+    return out(orgs.members(ctx, who, org, paging.cursor, paging.limit))
 
 
 @router.post(
     "/v1/organizations/{org}/members",
     status_code=status.HTTP_201_CREATED,
-    response_model=MemberOut,
+    response_model=Member,
     name="members.add",
 )
-def add_member(org: str, body: orgs.MemberAdd, who: Who, ctx: Ctx) -> MemberOut:
-    return _member(orgs.add_member(ctx, who, org, body))
+def add_member(org: str, body: MemberAdd, who: Who, ctx: Ctx) -> Member:
+    return orgs.add_member(ctx, who, org, body)
 
 
 @router.patch(
-    "/v1/organizations/{org}/members/{user}", response_model=MemberOut, name="members.update"
+    "/v1/organizations/{org}/members/{user}", response_model=Member, name="members.update"
 )
-def update_member(org: str, user: str, body: orgs.MemberUpdate, who: Who, ctx: Ctx) -> MemberOut:
-    return _member(orgs.update_member(ctx, who, org, user, body))
+def update_member(
+    org: str,
+    user: str,
+    body: MemberUpdate,  # type: ignore[valid-type]
+    who: Who,
+    ctx: Ctx,
+) -> Member:
+    return orgs.update_member(ctx, who, org, user, body.role)  # type: ignore[attr-defined]
 
 
 @router.delete(

@@ -48,10 +48,14 @@ def delete_secret(secret: str, who: Who, ctx: Ctx, app: AppQuery = None) -> None
 
 
 @router.get(
-    "/v1/secrets/{secret}/versions", response_model=list[SecretVersionInfo], name="secrets.versions"
+    "/v1/secrets/{secret}/versions",
+    response_model=PageOut[SecretVersionInfo],
+    name="secrets.versions",
 )
-def list_versions(secret: str, who: Who, ctx: Ctx, app: AppQuery = None) -> list[SecretVersionInfo]:
-    return secrets.versions(ctx, who, secret, app)
+def list_versions(
+    secret: str, who: Who, ctx: Ctx, paging: Paging, app: AppQuery = None
+) -> PageOut[SecretVersionInfo]:
+    return out(secrets.versions(ctx, who, secret, app, paging.cursor, paging.limit))
 
 
 @router.post(
