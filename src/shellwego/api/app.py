@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from fastapi import FastAPI
-from fastapi.routing import APIRoute
 
 from shellwego import __version__
 from shellwego.services.context import Context
@@ -47,12 +46,6 @@ ROUTERS = (
 )
 
 
-def api_routes(app: FastAPI) -> list[APIRoute]:
-    """Every API route of ``app`` (flattened across the included routers)."""
-    modules = (*ROUTERS, *app.state.extra_routers)
-    return [r for m in modules for r in m.router.routes if isinstance(r, APIRoute)]
-
-
 def is_upload(path: str) -> bool:
     return path.startswith("/git/") or path.endswith("/builds")
 
@@ -67,7 +60,6 @@ def create_app(ctx: Context, *, extra_routers: tuple[object, ...] = ()) -> FastA
         redoc_url="/redoc",
     )
     app.state.ctx = ctx
-    app.state.extra_routers = extra_routers
     problems.install(app)
     for module in (*ROUTERS, *extra_routers):
         app.include_router(module.router)  # type: ignore[attr-defined]
