@@ -281,12 +281,21 @@ async def test_memory_cap_applies_to_steps_without_cgroups(tmp_path: Path) -> No
 
 
 # Three processes of about 80 MiB each: every one fits a 160 MiB address-space limit,
-# together they are over a 160 MiB cap on the whole step.
+# together they are over a 160 MiB cap on the whole step. The step ends as soon as one of
+# them is gone (killed), or after 20 s with all three alive.
 GREEDY_CHILDREN = """
-import subprocess, sys
-hog = "import time; b = b'x' * (80 << 20); time.sleep(3)"
-children = [subprocess.Popen([sys.executable, "-c", hog]) for _ in range(3)]
-sys.exit(1 if any(child.wait() for child in children) else 0)
+import subprocess, sys, time
+from subprocess import DEVNULL
+hog = "import time; b = b'x' * (80 << 20); time.sleep(20)"
+children = [
+    subprocess.Popen([sys.executable, "-c", hog], stdout=DEVNULL, stderr=DEVNULL) for _ in range(3)
+]
+while all(child.poll() is None for child in children):
+    time.sleep(0.05)
+ended = [child.returncode for child in children if child.returncode is not None]
+for child in children:
+    child.kill()
+sys.exit(1 if any(ended) else 0)
 """
 
 
