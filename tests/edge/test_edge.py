@@ -270,6 +270,20 @@ async def test_traffic_is_counted_per_app_and_status_class(
         await asyncio.sleep(0.05)
 
 
+async def test_requests_before_an_app_was_routed_are_not_its_traffic(
+    caddy: CaddyProcess, backends: dict[str, Backend]
+) -> None:
+    for _ in range(3):
+        assert (await get(caddy, "late.localhost")).status_code == 404  # no such app yet
+    await caddy.apply(RouteTable([route("late", backends["A"].upstream)]))
+    assert (await get(caddy, "late.localhost")).status_code == 200
+    end = time.monotonic() + 5
+    while (figures := await traffic_for_app(caddy, "id-late"))["requests"] < 1:
+        assert time.monotonic() < end, figures
+        await asyncio.sleep(0.05)
+    assert (figures["requests"], figures["status_2xx"], figures["status_4xx"]) == (1, 1, 0)
+
+
 async def test_unknown_host_404_and_app_without_instances_503_fast(caddy: CaddyProcess) -> None:
     await caddy.apply(RouteTable([route("idle")]))
     started = time.monotonic()

@@ -146,6 +146,9 @@ class CaddyProcess:
         """Render ``table`` and load it; Caddy keeps serving in-flight requests."""
         config = self._config(table)
         async with self._lock:
+            # requests logged under the old table count by the old table's names: a host
+            # that an app gets only now was answered 404 then, not by that app
+            self.meter.poll()
             await self.admin.load(config)
             self.table = table
             self.meter.learn(table.app_ids_by_host())
