@@ -9,17 +9,20 @@ only wrapped data keys change.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from shellwego.clock import SystemClock
-from shellwego.crypto.keys import new_key_text, read_keyring
+from shellwego.crypto import Envelope
+from shellwego.crypto.keys import StaticKeyProvider, new_key_text, read_keyring
 from shellwego.errors import ConfigError
 from shellwego.models import Role, SecretCreate, SecretVersion
 from shellwego.models.tenancy import OrganizationCreate, UserCreate
@@ -278,3 +281,45 @@ def test_status_names_keys_that_are_not_configured(file_ctx: Context, settings: 
         "Error: some data keys are wrapped by a master key that is not configured\n")
     assert other not in out.stdout + out.stderr
     assert base64.b64decode(other) not in (out.stdout + out.stderr).encode()
+
+
+def test_a_write_wrapped_under_the_old_key_just_before_rotation_is_not_lost(
+    file_ctx: Context, settings: Settings
+) -> None:
+    """A server wrapped a data key under the old key, then the new key joined the keyring,
+    then the server committed: the rotation waits out such writes and re-wraps them."""
+    keys, old_key = read_keyring(settings.key_file)
+    stale = dataclasses.replace(
+        file_ctx,
+        envelope=Envelope(StaticKeyProvider(base64.b64encode(keys[old_key]).decode())),
+    )
+    owner = file_ctx.extras["owner"]
+    waits: list[float] = []
+
+    def in_flight_write_lands(seconds: float) -> None:
+        if not waits:
+            secrets.rotate(stale, owner, "CANARY_0", None, "written-during-rotation")
+        waits.append(seconds)
+        time.sleep(seconds)
+
+    operator_db = Database(settings.database_url)
+    try:
+        result = secrets.rotate_master_key(
+            operator_db, key_provider(settings), settle_seconds=0.5, sleep=in_flight_write_lands
+        )
+    finally:
+        operator_db.dispose()
+
+    assert waits and 0 < waits[0] <= 0.5
+    assert result.retired == [old_key]
+    keys_after, new_key = read_keyring(settings.key_file)
+    assert list(keys_after) == [new_key]
+    assert {r.key_id for r in _rows(file_ctx.db).values()} == {new_key}
+    restarted = _context(settings)  # only the new key from here on
+    try:
+        with restarted.db.session() as s:
+            secret = repo.require(s, secrets.Secret, "secret", name="CANARY_0")
+        _, value = secrets.reveal(restarted, owner, secret.id, None, 2)
+        assert value == "written-during-rotation"
+    finally:
+        restarted.db.dispose()

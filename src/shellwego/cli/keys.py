@@ -31,6 +31,15 @@ def register(app: typer.Typer) -> None:
         batch_size: Annotated[
             int, typer.Option(min=1, max=100000, help="Data keys re-wrapped per transaction.")
         ] = 500,
+        settle_seconds: Annotated[
+            float,
+            typer.Option(
+                min=0,
+                max=3600,
+                help="Wait this long after the new key joins the keyring before the old "
+                "one is retired, so writes servers began under it land and are re-wrapped.",
+            ),
+        ] = 10.0,
     ) -> None:
         """Re-wrap every data key under the current master key (values stay as they are).
 
@@ -46,7 +55,10 @@ def register(app: typer.Typer) -> None:
             settings = Settings.from_env()
             db = Database(settings.database_url)
             try:
-                result = rotate_master_key(db, key_provider(settings), batch_size=batch_size)
+                result = rotate_master_key(
+                    db, key_provider(settings), batch_size=batch_size,
+                    settle_seconds=settle_seconds,
+                )
             finally:
                 db.dispose()
         except ShellWeGoError as exc:

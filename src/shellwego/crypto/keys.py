@@ -83,6 +83,10 @@ class KeyProvider(Protocol):
         """Forget the older keys this provider owns (once nothing is wrapped by them)."""
         ...
 
+    def changed_at(self) -> float:
+        """When the current key became current (epoch seconds; 0 when it was given)."""
+        ...
+
 
 class _Keyring:
     """Wrapping with AES-256-GCM under one of several master keys."""
@@ -252,6 +256,9 @@ class FileKeyProvider(_Keyring):
         self.add_key()
         return True
 
+    def changed_at(self) -> float:
+        return self.path.stat().st_mtime
+
     def retire_others(self) -> list[str]:
         """Drop every key of the file but the current one (after all were re-wrapped)."""
         self._refresh()
@@ -285,3 +292,6 @@ class StaticKeyProvider(_Keyring):
 
     def retire_others(self) -> list[str]:
         return []
+
+    def changed_at(self) -> float:
+        return 0.0

@@ -9,6 +9,7 @@ AES-256-GCM ciphertext under its own data key.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -34,6 +35,8 @@ from . import apps as app_service
 from .context import Context, Principal
 from .organizations import require_role
 
+# longer than any write transaction takes between wrapping a data key and committing it
+SETTLE_SECONDS = 10.0
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
 MAX_VALUE = 65536
 
@@ -330,6 +333,8 @@ def rotate_master_key(
     *,
     batch_size: int = 500,
     after_batch: Callable[[int], None] | None = None,
+    settle_seconds: float = SETTLE_SECONDS,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> KeyRotation:
     """Re-wrap every data key under the current master key; values are never touched.
 
@@ -337,6 +342,11 @@ def rotate_master_key(
     before any data key moves, each batch commits on its own, and older keys leave the
     keyring only once no data key is wrapped by them, checked while writers are held
     off. Running it again after a crash finishes the same rotation.
+
+    A server that wrapped a data key under the old key just before the new one joined
+    the keyring may not have inserted it yet; the older keys are retired only once
+    ``settle_seconds`` have passed since the keyring changed, so such a write has either
+    committed (and is re-wrapped here) or failed.
     """
     if batch_size < 1:
         raise InvalidInput("batch size must be at least 1")
@@ -356,7 +366,8 @@ def rotate_master_key(
                 rows = repo.lock_batch(
                     s, SecretVersion, SecretVersion.key_id != current, limit=batch_size
                 )
-                if not rows:
+                wait = provider.changed_at() + settle_seconds - time.time()
+                if not rows and wait <= 0:
                     repo.hold_writes(s, SecretVersion)
                     if repo.count(s, SecretVersion, SecretVersion.key_id != current) == 0:
                         retired = provider.retire_others()
@@ -365,7 +376,9 @@ def rotate_master_key(
                 for row in rows:
                     row.wrapped_key, row.key_id = envelope.rewrap(row.wrapped_key, row.key_id)
                 done += len(rows)
-            if after_batch is not None:
+            if not rows:
+                sleep(wait)  # then look again for writes that landed meanwhile
+            elif after_batch is not None:
                 after_batch(done)
     still = [k for k in provider.key_ids if k != current]
     return KeyRotation(
