@@ -22,9 +22,10 @@ from shellwego.errors import Unauthenticated
 from shellwego.models import AppCreate, Instance, LogLine, Node, Resources, Role
 from shellwego.runtime.driver import InstanceState
 from shellwego.runtime.fake import FakeDriver
-from shellwego.services import apps, placement, releases
+from shellwego.services import apps, placement
 from shellwego.services.context import Principal
 from shellwego.store import repository as repo
+from support.releases import slug_release
 
 from .conftest import Plane, wait_for
 from .helpers import assignment
@@ -168,18 +169,14 @@ def deploy(plane: Plane, digest: str, count: int) -> list[str]:
     app = apps.create(ctx, who(plane), AppCreate(name="blog"))
     with ctx.db.session() as s:
         app = repo.require(s, type(app), "app", id=app.id)
-        release = releases.create(
+        release = slug_release(
             ctx,
             s,
             who(plane),
             app,
-            artifact=releases.Artifact(
-                slug_digest=digest,
-                stack="python",
-                process_types={"web": "python app.py", "worker": "python worker.py"},
-                slug_env={"PYTHONUNBUFFERED": "1", "SLUG_SECRET": "s3cr3t-slug-value"},
-            ),
-            description="test",
+            {"web": "python app.py", "worker": "python worker.py"},
+            digest=digest,
+            slug_env={"PYTHONUNBUFFERED": "1", "SLUG_SECRET": "s3cr3t-slug-value"},
         )
         placed = placement.place(
             ctx, s, app, release, "worker", count, Resources(), deployment_id=None

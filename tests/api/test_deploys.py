@@ -6,9 +6,10 @@ from fastapi.testclient import TestClient
 
 from shellwego.controllers import rollout
 from shellwego.models import App, DesiredState, Instance, Node, NodeCapacity
-from shellwego.services import agents, auth, deployments, nodes, releases
+from shellwego.services import agents, auth, deployments, nodes
 from shellwego.services.context import Context
 from shellwego.store import repository as repo
+from support.releases import slug_release
 
 from .conftest import Org
 
@@ -33,16 +34,7 @@ def deployed(client: TestClient, ctx: Context, org: Org, name: str = "blog") -> 
     who = auth.authenticate(ctx, org.tokens["owner"])
     with ctx.db.session() as s:
         app = repo.require(s, App, "app", name=name)
-        rel = releases.create(
-            ctx,
-            s,
-            who,
-            app,
-            artifact=releases.Artifact(
-                slug_digest="a" * 64, stack="python", process_types={"web": "x"}, slug_env={}
-            ),
-            description="test",
-        )
+        rel = slug_release(ctx, s, who, app, {"web": "x"})
         dep_id = deployments.start(ctx, s, who, app, rel, reason="test").id
     for _ in range(3):
         rollout.pass_once(ctx)

@@ -26,9 +26,10 @@ from shellwego.api import deps
 from shellwego.api.routes import agent as agent_routes
 from shellwego.api.routes import edge as edge_routes
 from shellwego.models import App, Release, Resources
-from shellwego.services import auth, deployments, nodes, placement, releases
+from shellwego.services import auth, deployments, nodes, placement
 from shellwego.services.context import Context
 from shellwego.store import repository as repo
+from support.releases import slug_release
 
 from .conftest import PASSWORD, Org, row_counts
 
@@ -230,16 +231,7 @@ def _tenant(client: TestClient, ctx: Context, org: Org, user: str) -> Tenant:
     who = auth.authenticate(ctx, org.tokens["owner"])
     with ctx.db.session() as s:
         row = repo.require(s, App, "app", id=app["id"])
-        release = releases.create(
-            ctx,
-            s,
-            who,
-            row,
-            artifact=releases.Artifact(
-                slug_digest="a" * 64, stack="python", process_types={"web": "serve"}, slug_env={}
-            ),
-            description="walk",
-        )
+        release = slug_release(ctx, s, who, row, {"web": "serve"}, description="walk")
         deployment = deployments.start(ctx, s, who, row, release, reason="walk")
     common = {"token_id": token["id"], "deployment_id": deployment.id, "version": "1"}
     return Tenant(

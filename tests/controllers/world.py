@@ -23,9 +23,10 @@ from shellwego.models import (
     Release,
     UserCreate,
 )
-from shellwego.services import agents, apps, auth, deployments, nodes, releases
+from shellwego.services import agents, apps, auth, deployments, nodes
 from shellwego.services.context import Context, Principal
 from shellwego.store import repository as repo
+from support.releases import slug_release
 
 GIB = 1024**3
 REGIONS = ("us", "eu")  # node-0 is in us, node-1 in eu
@@ -63,19 +64,7 @@ class World:
     ) -> tuple[int, str]:
         with self.ctx.db.session() as s:
             app = repo.require(s, App, "app", id=app_id or self.app_id)
-            rel = releases.create(
-                self.ctx,
-                s,
-                self.who,
-                app,
-                artifact=releases.Artifact(
-                    slug_digest="a" * 64,
-                    stack="python",
-                    process_types={"web": web, "worker": "work"},
-                    slug_env={},
-                ),
-                description="test",
-            )
+            rel = slug_release(self.ctx, s, self.who, app, {"web": web, "worker": "work"})
             dep = deployments.start(self.ctx, s, self.who, app, rel, reason="test", policy=policy)
             return rel.version, dep.id
 

@@ -13,10 +13,11 @@ from shellwego.models import (
     new_id,
 )
 from shellwego.models.values import Resources
-from shellwego.services import auth, nodes, releases
+from shellwego.services import auth, nodes
 from shellwego.services.context import Context
 from shellwego.store import repository as repo
 from support.dns_server import DnsServer
+from support.releases import slug_release
 
 from .realparts import Api
 
@@ -42,18 +43,8 @@ class World:
         app_id = self.api.ok("POST", "/v1/apps", json={"name": name})["id"]
         with self.ctx.db.session() as s:
             app = repo.require(s, App, "app", id=app_id)
-            release = releases.create(
-                self.ctx,
-                s,
-                self.who,
-                app,
-                artifact=releases.Artifact(
-                    slug_digest="a" * 64,
-                    stack="python",
-                    process_types={"web": "serve", "worker": "work"},
-                    slug_env={},
-                ),
-                description="test",
+            release = slug_release(
+                self.ctx, s, self.who, app, {"web": "serve", "worker": "work"}
             )
             return app_id, release.id
 

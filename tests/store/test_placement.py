@@ -17,9 +17,10 @@ from shellwego.models import (
     Resources,
     UserCreate,
 )
-from shellwego.services import agents, apps, auth, nodes, placement, releases
+from shellwego.services import agents, apps, auth, nodes, placement
 from shellwego.services.context import Context
 from shellwego.store import repository as repo
+from support.releases import slug_release
 
 MIB = 1024**2
 
@@ -47,16 +48,7 @@ def _setup(ctx: Context, app_count: int) -> list[tuple[str, str]]:
         app = apps.create(ctx, who, AppCreate(name=f"app{n}"))
         with ctx.db.session() as s:
             row = apps.find(s, who.organization_id, app.id)
-            rel = releases.create(
-                ctx,
-                s,
-                who,
-                row,
-                artifact=releases.Artifact(
-                    slug_digest="0" * 64, stack="python", process_types={"web": "x"}, slug_env={}
-                ),
-                description="test",
-            )
+            rel = slug_release(ctx, s, who, row, {"web": "x"}, digest="0" * 64)
             out.append((row.id, rel.id))
     return out
 

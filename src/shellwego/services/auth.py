@@ -18,9 +18,9 @@ from shellwego.models import (
     UserCreate,
     new_id,
 )
-from shellwego.models.values import OrgSettings
 from shellwego.store import repository as repo
 
+from . import organizations
 from .context import Context, Principal
 from .tokens import (
     DUMMY_HASH,
@@ -53,16 +53,6 @@ def bootstrap(ctx: Context, user: UserCreate, org: OrganizationCreate) -> Bootst
         if repo.count(s, User) > 0:
             raise Conflict("this platform is already bootstrapped; log in instead")
         now = ctx.clock.now()
-        organization = Organization(
-            id=new_id(),
-            name=org.name,
-            slug=org.slug,
-            plan="free",
-            settings=OrgSettings(),
-            created_at=now,
-            updated_at=now,
-        )
-        repo.add(s, organization, conflict="organization slug already taken")
         owner = User(
             id=new_id(),
             email=user.email,
@@ -74,18 +64,7 @@ def bootstrap(ctx: Context, user: UserCreate, org: OrganizationCreate) -> Bootst
             updated_at=now,
         )
         repo.add(s, owner, conflict="email already registered")
-        repo.add(
-            s,
-            Membership(
-                id=new_id(),
-                organization_id=organization.id,
-                user_id=owner.id,
-                role=Role.OWNER,
-                created_at=now,
-                updated_at=now,
-            ),
-            conflict="membership exists",
-        )
+        organization = organizations.add_with_owner(ctx, s, org, owner.id)
         issued = _issue(ctx, s, owner.id, organization.id, ApiTokenCreate(name="bootstrap"))
         who = Principal(owner.id, organization.id, Role.OWNER, None, is_operator=True)
         return Bootstrap(

@@ -53,32 +53,39 @@ def resolve(ctx: Context, who: Principal, ref: str) -> Organization:
         return org
 
 
-def create(ctx: Context, who: Principal, body: OrganizationCreate) -> Organization:
-    with ctx.db.session() as s:
-        now = ctx.clock.now()
-        org = Organization(
+def add_with_owner(
+    ctx: Context, s: Session, body: OrganizationCreate, owner_id: str
+) -> Organization:
+    """A new organization in the caller's transaction, ``owner_id`` its owner."""
+    now = ctx.clock.now()
+    org = Organization(
+        id=new_id(),
+        name=body.name,
+        slug=body.slug,
+        plan="free",
+        settings=OrgSettings(),
+        created_at=now,
+        updated_at=now,
+    )
+    repo.add(s, org, conflict=f"organization slug {body.slug!r} is already taken")
+    repo.add(
+        s,
+        Membership(
             id=new_id(),
-            name=body.name,
-            slug=body.slug,
-            plan="free",
-            settings=OrgSettings(),
+            organization_id=org.id,
+            user_id=owner_id,
+            role=Role.OWNER,
             created_at=now,
             updated_at=now,
-        )
-        repo.add(s, org, conflict=f"organization slug {body.slug!r} is already taken")
-        repo.add(
-            s,
-            Membership(
-                id=new_id(),
-                organization_id=org.id,
-                user_id=who.user_id,
-                role=Role.OWNER,
-                created_at=now,
-                updated_at=now,
-            ),
-            conflict="already a member",
-        )
-        return org
+        ),
+        conflict="already a member",
+    )
+    return org
+
+
+def create(ctx: Context, who: Principal, body: OrganizationCreate) -> Organization:
+    with ctx.db.session() as s:
+        return add_with_owner(ctx, s, body, who.user_id)
 
 
 def _scoped(ctx: Context, who: Principal, ref: str) -> Organization:
