@@ -17,6 +17,7 @@ class NatsBus:
     def __init__(self, url: str) -> None:
         self.url = url
         self._local = MemoryBus()
+        self._publishing: set[asyncio.Task[None]] = set()
         self._nc: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -46,7 +47,10 @@ class NatsBus:
         payload = topic.encode()
 
         def publish() -> None:
-            loop.create_task(self._nc.publish(SUBJECT, payload))
+            # the loop holds tasks weakly: keep each publish alive until it is done
+            task = loop.create_task(self._nc.publish(SUBJECT, payload))
+            self._publishing.add(task)
+            task.add_done_callback(self._publishing.discard)
 
         with contextlib.suppress(RuntimeError):
             loop.call_soon_threadsafe(publish)

@@ -75,6 +75,10 @@ def ndjson_stream(
     return event_stream(work)
 
 
+# builds and rollouts whose streams are being served (or whose clients went away)
+RUNNING: set[asyncio.Task[None]] = set()
+
+
 def event_stream(work: Callable[[builds.Emit], Awaitable[Any]]) -> StreamingResponse:
     """Stream what ``work`` emits as NDJSON; the stream always ends with one done line."""
     queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
@@ -98,14 +102,13 @@ def event_stream(work: Callable[[builds.Emit], Awaitable[Any]]) -> StreamingResp
             await queue.put(None)
 
     async def lines() -> AsyncIterator[bytes]:
+        # if the client goes away the build and rollout carry on without it; the loop
+        # holds tasks weakly, so the set keeps this one alive until it is done
         task = asyncio.create_task(run())
-        try:
-            while (event := await queue.get()) is not None:
-                yield (json.dumps(event) + "\n").encode()
-        finally:
-            if not task.done():
-                # the client went away: the build and rollout carry on without it
-                pass
+        RUNNING.add(task)
+        task.add_done_callback(RUNNING.discard)
+        while (event := await queue.get()) is not None:
+            yield (json.dumps(event) + "\n").encode()
 
     return StreamingResponse(lines(), media_type="application/x-ndjson")
 
