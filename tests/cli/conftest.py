@@ -36,6 +36,7 @@ EMAIL = "owner@example.com"
 PASSWORD = "correct horse battery staple"
 
 
+MIB = 1024**2
 GIB = 1024**3
 
 
@@ -228,3 +229,28 @@ def api_get(api: Api, path: str) -> Any:
     r = httpx.get(f"{api.url}{path}", headers={"Authorization": f"Bearer {api.token}"})
     assert r.status_code == 200, r.text
     return r.json()
+
+
+def register_node(
+    api: Api,
+    hostname: str,
+    *,
+    cpu_millis: int = 2000,
+    memory_bytes: int = 2 * GIB,
+    runtimes: tuple[str, ...] = ("process",),
+    labels: dict[str, str] | None = None,
+) -> str:
+    """A node that joins through the agent protocol and runs nothing; returns its id."""
+    join = nodes.create_join_token(api.ctx, f"{hostname}-join")
+    joined = httpx.post(
+        f"{api.url}/v1/agent/register",
+        headers={"Authorization": f"Bearer {join}"},
+        json={
+            "hostname": hostname,
+            "capacity": {"cpu_millis": cpu_millis, "memory_bytes": memory_bytes},
+            "runtimes": list(runtimes),
+            "labels": labels or {},
+        },
+    )
+    assert joined.status_code == 201, joined.text
+    return str(joined.json()["node_id"])

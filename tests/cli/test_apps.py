@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 
-from .conftest import Cli, api_get, stamp
+from .conftest import Cli, api_get, register_node, stamp
 
 
 def test_create_list_info_delete(logged_in: Cli) -> None:
@@ -48,6 +48,8 @@ def test_create_list_info_delete(logged_in: Cli) -> None:
         "Runtime:   process\n"
         "Release:   none\n"
         "Formation: web=1:small\n"
+        "Deploy:    surge 1, max unavailable 0\n"
+        "Placement: binpack, any node\n"
         "URL:       http://hello.localhost/\n"
         "Redirect:  no\n"
         f"Created:   {created['hello']}\n"
@@ -93,10 +95,91 @@ def test_update_redirect_https(logged_in: Cli) -> None:
     assert (r.exit_code, r.stdout, r.stderr) == (
         1,
         "",
-        "Error: nothing to change: pass --redirect-https or --no-redirect-https\n",
+        "Error: nothing to change: pass --[no-]redirect-https, --surge, --max-unavailable, "
+        "--strategy or --constraint\n",
     )
     r = logged_in("apps", "update", "ghost", "--redirect-https")
     assert (r.exit_code, r.stderr) == (1, "Error: Not found: app 'ghost' not found\n")
+
+
+def test_update_deploy_and_placement_settings(logged_in: Cli) -> None:
+    assert logged_in("apps", "create", "hello").exit_code == 0
+    r = logged_in("apps", "update", "--surge", "3")
+    assert (r.exit_code, r.stdout, r.stderr) == (
+        0,
+        "Updated hello: deploy surge 3, max unavailable 0.\n",
+        "",
+    )
+    # a setting left out keeps its value
+    r = logged_in("apps", "update", "--max-unavailable", "1", "--redirect-https")
+    assert (r.exit_code, r.stdout) == (
+        0,
+        "Updated hello: plain HTTP now redirects to HTTPS.\n"
+        "Updated hello: deploy surge 3, max unavailable 1.\n",
+    )
+    assert api_get(logged_in.api, "/v1/apps/hello")["deploy"] == {"surge": 3, "max_unavailable": 1}
+
+    # constraints no ready node satisfies are refused, and nothing changes
+    r = logged_in("apps", "update", "--constraint", "region=eu", "--strategy", "spread")
+    assert (r.exit_code, r.stdout, r.stderr) == (
+        1,
+        "",
+        "Error: Invalid input: no ready node offering runtime 'process' has the labels "
+        "region=eu (placement constraints of app hello); labels on ready nodes: none\n",
+    )
+    register_node(logged_in.api, "eu-a", labels={"region": "eu", "disk": "ssd"})
+    r = logged_in("apps", "update", "--constraint", "region=eu", "--constraint", "disk=ssd")
+    assert (r.exit_code, r.stdout, r.stderr) == (
+        0,
+        "Updated hello: placement binpack, nodes with disk=ssd region=eu.\n",
+        "",
+    )
+    # LABEL= removes one constraint; the others stay
+    r = logged_in("apps", "update", "--strategy", "spread", "--constraint", "disk=")
+    assert (r.exit_code, r.stdout) == (
+        0,
+        "Updated hello: placement spread, nodes with region=eu.\n",
+    )
+    assert api_get(logged_in.api, "/v1/apps/hello")["placement"] == {
+        "strategy": "spread",
+        "constraints": {"region": "eu"},
+    }
+    lines = logged_in("apps", "info").stdout.splitlines()
+    assert lines[6:8] == [
+        "Deploy:    surge 3, max unavailable 1",
+        "Placement: spread, nodes with region=eu",
+    ]
+    r = logged_in("apps", "update", "--constraint", "region=")
+    assert (r.exit_code, r.stdout) == (0, "Updated hello: placement spread, any node.\n")
+
+    for args, message in [
+        (
+            ("--constraint", "region"),
+            "Error: 'region' is not LABEL=VALUE (e.g. region=eu; region= removes it)\n",
+        ),
+        (
+            ("--constraint", "bad label=x"),
+            "Error: Invalid input: placement.constraints.bad label.[key]: String should match "
+            "pattern '^[A-Za-z0-9]([A-Za-z0-9._/-]{0,61}[A-Za-z0-9])?$'\n",
+        ),
+        (
+            ("--strategy", "random"),
+            "Error: Invalid value for '--strategy': Value error, 'random' is not one of "
+            "'binpack', 'spread' (see: shellwego apps update --help)\n",
+        ),
+        (
+            ("--max-unavailable", "101"),
+            "Error: Invalid value for '--max-unavailable': Input should be less than or equal to "
+            "100 (see: shellwego apps update --help)\n",
+        ),
+    ]:
+        r = logged_in("apps", "update", *args)
+        assert (r.exit_code != 0, r.stdout, r.stderr) == (True, "", message)
+    shown = api_get(logged_in.api, "/v1/apps/hello")
+    assert (shown["deploy"], shown["placement"]) == (
+        {"surge": 3, "max_unavailable": 1},
+        {"strategy": "spread", "constraints": {}},
+    )
 
 
 def test_app_resolution_order(logged_in: Cli) -> None:

@@ -5,12 +5,9 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
-import httpx
-
 from shellwego.cli.logs import render
-from shellwego.services import nodes
 
-from .conftest import Cli
+from .conftest import Cli, api_get, register_node
 
 
 def _source(cli: Cli) -> None:
@@ -40,19 +37,34 @@ def test_deploy_streams_the_build_and_releases(logged_in: Cli) -> None:
     ]
     assert logged_in("apps", "info").stdout.splitlines()[4] == "Release:   v1"
 
-    # a second deploy and a rollback; the list is newest first
-    assert logged_in("deploy", ".").exit_code == 0
-    r = logged_in("rollback", "v1")
+    # a second deploy and a rollback, each with its own rollout settings; the list is
+    # newest first
+    r = logged_in("deploy", ".", "--surge", "3", "--max-unavailable", "1")
+    assert (r.exit_code, r.stdout.splitlines()[-1]) == (
+        0,
+        "-----> Deployed v2 to http://hello.localhost/",
+    ), r.stderr
+    r = logged_in("rollback", "v1", "--surge", "2")
     assert (r.exit_code, r.stdout) == (
         0,
         "Rolled back hello to v1: release v3 is rolling out.\n",
     )
+    deployments = api_get(logged_in.api, "/v1/apps/hello/deployments")["items"]
+    deployments.sort(key=lambda d: (d["created_at"], d["id"]))
+    # the first deploy follows the app's settings, the rollback its max unavailable
+    assert [(d["surge"], d["max_unavailable"]) for d in deployments] == [(1, 0), (3, 1), (2, 0)]
     versions = [r["version"] for r in json.loads(logged_in("releases", "--json").stdout)]
     assert versions == [3, 2, 1]
     r = logged_in("releases")
     assert [line.split()[0] for line in r.stdout.splitlines()[2:]] == ["v3", "v2", "v1"]
     r = logged_in("rollback", "vx")
     assert (r.exit_code, r.stderr) == (1, "Error: 'vx' is not a release version (e.g. v3 or 3)\n")
+    r = logged_in("rollback", "v1", "--surge", "0")
+    assert (r.exit_code, r.stderr) == (
+        2,
+        "Error: Invalid value for '--surge': Input should be greater than or equal to 1 "
+        "(see: shellwego rollback --help)\n",
+    )
 
     # a one-off command runs in the release's environment and passes on its exit code
     r = logged_in("run", "--", "sh", "-c", "echo one-off; exit 3")
@@ -113,17 +125,7 @@ def test_image_deploy_is_refused_until_a_node_offers_an_image_runtime(logged_in:
     assert json.loads(logged_in("releases", "--json").stdout) == []
 
     # a node that offers the oci runtime joins
-    join = nodes.create_join_token(logged_in.api.ctx, "oci-node")
-    joined = httpx.post(
-        f"{logged_in.api.url}/v1/agent/register",
-        headers={"Authorization": f"Bearer {join}"},
-        json={
-            "hostname": "oci-a",
-            "capacity": {"cpu_millis": 2000, "memory_bytes": 2**31},
-            "runtimes": ["process", "oci"],
-        },
-    )
-    assert joined.status_code == 201, joined.text
+    register_node(logged_in.api, "oci-a", runtimes=("process", "oci"))
     r = logged_in("deploy", "--image", "bad image")
     assert (r.exit_code, r.stderr) == (
         1,
@@ -135,6 +137,14 @@ def test_image_deploy_is_refused_until_a_node_offers_an_image_runtime(logged_in:
         1,
         "Error: Invalid input: app plain uses the process runtime, which runs built source; "
         "image deploys need an app on the oci or microvm runtime\n",
+    )
+
+    r = logged_in("deploy", "--image", "nginx:1.27", "--surge", "2")
+    assert (r.exit_code, r.stdout, r.stderr) == (
+        1,
+        "",
+        "Error: --surge and --max-unavailable apply to source deploys; an image deploy follows "
+        "the app's settings: shellwego apps update --surge N --max-unavailable N\n",
     )
 
     # no web instances wanted: the rollout of the image release finishes at once

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import webbrowser
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 
@@ -12,9 +12,12 @@ from shellwego.cli.client import Client
 from shellwego.cli.context import (
     AppOption,
     JsonOption,
+    MaxUnavailableOption,
+    SurgeOption,
     client,
     path_of,
     resolve_app,
+    rollout_settings,
     wants_json,
     write_app_file,
 )
@@ -39,6 +42,27 @@ def register(app: typer.Typer) -> None:
 def formation_text(formation: dict[str, Any]) -> str:
     parts = [f"{kind}={spec['count']}:{spec['size']}" for kind, spec in sorted(formation.items())]
     return " ".join(parts) or "-"
+
+
+def deploy_text(deploy: dict[str, Any]) -> str:
+    return f"surge {deploy['surge']}, max unavailable {deploy['max_unavailable']}"
+
+
+def placement_text(placement: dict[str, Any]) -> str:
+    constraints = placement.get("constraints") or {}
+    labels = " ".join(f"{key}={value}" for key, value in sorted(constraints.items()))
+    return f"{placement['strategy']}, " + (f"nodes with {labels}" if labels else "any node")
+
+
+def parse_constraints(items: list[str]) -> dict[str, str]:
+    """``region=eu`` sets a constraint, ``region=`` removes it (the later of two wins)."""
+    found: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            fail(f"{item!r} is not LABEL=VALUE (e.g. region=eu; region= removes it)")
+        found[key] = value
+    return found
 
 
 def app_url(api: Client, name: str) -> str:
@@ -111,19 +135,23 @@ def info(
         versions = release_versions(api, target)
         version = versions.get(found["current_release_id"])
         release = f"v{version}" if version else found["current_release_id"]
-    pairs(
-        found["name"],
-        [
-            ("ID", found["id"]),
-            ("Status", found["status"]),
-            ("Runtime", found["runtime"]),
-            ("Release", release),
-            ("Formation", formation_text(found["formation"])),
-            ("URL", app_url(api, found["name"])),
-            ("Redirect", "HTTP to HTTPS" if found.get("redirect_https") else "no"),
-            ("Created", when(found["created_at"])),
-        ],
-    )
+    rows: list[tuple[str, Any]] = [
+        ("ID", found["id"]),
+        ("Status", found["status"]),
+        ("Runtime", found["runtime"]),
+        ("Release", release),
+        ("Formation", formation_text(found["formation"])),
+    ]
+    if found.get("formation_error"):
+        rows.append(("Unplaced", found["formation_error"]))
+    rows += [
+        ("Deploy", deploy_text(found["deploy"])),
+        ("Placement", placement_text(found["placement"])),
+        ("URL", app_url(api, found["name"])),
+        ("Redirect", "HTTP to HTTPS" if found.get("redirect_https") else "no"),
+        ("Created", when(found["created_at"])),
+    ]
+    pairs(found["name"], rows)
 
 
 def update(
@@ -136,20 +164,65 @@ def update(
             help="Answer plain HTTP with a redirect to HTTPS (or serve it as is).",
         ),
     ] = None,
+    surge: SurgeOption = None,
+    max_unavailable: MaxUnavailableOption = None,
+    strategy: Annotated[
+        Literal["binpack", "spread"] | None,
+        typer.Option(
+            "--strategy",
+            help="Placement: binpack fills the fullest node that fits, spread the emptiest.",
+        ),
+    ] = None,
+    constraint: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--constraint",
+            metavar="LABEL=VALUE",
+            help="Run only on nodes with this label (repeatable); LABEL= removes it.",
+        ),
+    ] = None,
     json_: JsonOption = False,
 ) -> None:
-    """Change an app's settings; the edge applies them at once."""
-    if redirect_https is None:
-        fail("nothing to change: pass --redirect-https or --no-redirect-https")
+    """Change an app's settings: the HTTPS redirect (the edge applies it at once), rolling
+    deploy settings, and placement (instances on nodes that no longer match move)."""
+    deploy = rollout_settings(surge, max_unavailable)
+    constraints = parse_constraints(constraint or [])
+    if redirect_https is None and not deploy and strategy is None and not constraints:
+        fail(
+            "nothing to change: pass --[no-]redirect-https, --surge, --max-unavailable, "
+            "--strategy or --constraint"
+        )
     target = name or resolve_app(app)
-    changed = client().patch(path_of(target), {"redirect_https": redirect_https})
+    api = client()
+    body: dict[str, Any] = {}
+    if redirect_https is not None:
+        body["redirect_https"] = redirect_https
+    if deploy or strategy or constraints:
+        # settings are replaced whole: keep what this command does not change
+        current = api.get(path_of(target))
+        if deploy:
+            body["deploy"] = {**current["deploy"], **deploy}
+        if strategy or constraints:
+            placement = dict(current["placement"])
+            if strategy:
+                placement["strategy"] = strategy
+            labels = {**placement.get("constraints", {}), **constraints}
+            placement["constraints"] = {k: v for k, v in labels.items() if v}
+            body["placement"] = placement
+    changed = api.patch(path_of(target), body)
     if wants_json(json_):
         emit_json(changed)
         return
-    if changed["redirect_https"]:
-        line(f"Updated {changed['name']}: plain HTTP now redirects to HTTPS.")
-    else:
-        line(f"Updated {changed['name']}: plain HTTP is served without a redirect.")
+    updated = f"Updated {changed['name']}:"
+    if "redirect_https" in body:
+        if changed["redirect_https"]:
+            line(f"{updated} plain HTTP now redirects to HTTPS.")
+        else:
+            line(f"{updated} plain HTTP is served without a redirect.")
+    if "deploy" in body:
+        line(f"{updated} deploy {deploy_text(changed['deploy'])}.")
+    if "placement" in body:
+        line(f"{updated} placement {placement_text(changed['placement'])}.")
 
 
 def delete(

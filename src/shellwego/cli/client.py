@@ -115,15 +115,19 @@ class Client:
 
     def items(self, path: str, params: dict[str, Any] | None = None) -> list[Any]:
         """Every item of a paged list (``{"items", "next_cursor"}``)."""
-        found: list[Any] = []
-        query = dict(params or {})
-        query.setdefault("limit", 100)
+        return list(self.walk(path, params))
+
+    def walk(
+        self, path: str, params: dict[str, Any] | None = None, *, page_size: int = 100
+    ) -> Iterator[Any]:
+        """The items of a paged list in the API's order, following ``next_cursor``."""
+        query = {"limit": page_size, **(params or {})}
         while True:
             page = self.get(path, params=query)
-            found.extend(page.get("items", []))
+            yield from page.get("items", [])
             cursor = page.get("next_cursor")
             if not cursor:
-                return found
+                return
             query["cursor"] = cursor
 
     @contextlib.contextmanager

@@ -16,6 +16,7 @@ import typer
 from shellwego.cli import config
 from shellwego.cli.client import DEFAULT_API_URL, Client
 from shellwego.cli.output import fail
+from shellwego.models.values import MAX_SURGE
 
 APP_FILE = ".shellwego"
 GIT_REMOTE = "shellwego"
@@ -25,6 +26,30 @@ AppOption = Annotated[
     typer.Option("--app", "-a", help="App name (default: $SHELLWEGO_APP, .shellwego, git remote)."),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+SurgeOption = Annotated[
+    int | None,
+    typer.Option(
+        "--surge",
+        min=1,
+        max=MAX_SURGE,
+        help="New instances a rolling deploy starts at once beyond the formation.",
+    ),
+]
+MaxUnavailableOption = Annotated[
+    int | None,
+    typer.Option(
+        "--max-unavailable",
+        min=0,
+        max=MAX_SURGE,
+        help="How far below the formation serving instances may drop during a deploy.",
+    ),
+]
+
+
+def rollout_settings(surge: int | None, max_unavailable: int | None) -> dict[str, int]:
+    """The deploy settings given on the command line (``surge``, ``max_unavailable``)."""
+    given = {"surge": surge, "max_unavailable": max_unavailable}
+    return {key: value for key, value in given.items() if value is not None}
 
 
 @dataclass

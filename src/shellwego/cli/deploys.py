@@ -14,7 +14,17 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
 from shellwego.cli.client import Client, json_lines
-from shellwego.cli.context import AppOption, JsonOption, client, path_of, resolve_app, wants_json
+from shellwego.cli.context import (
+    AppOption,
+    JsonOption,
+    MaxUnavailableOption,
+    SurgeOption,
+    client,
+    path_of,
+    resolve_app,
+    rollout_settings,
+    wants_json,
+)
 from shellwego.cli.output import emit_json, fail, line, size, table, when
 from shellwego.errors import ShellWeGoError
 
@@ -84,13 +94,24 @@ def deploy(
     image: Annotated[
         str | None, typer.Option("--image", help="Deploy a container image instead of source.")
     ] = None,
+    surge: SurgeOption = None,
+    max_unavailable: MaxUnavailableOption = None,
 ) -> None:
-    """Build the source in PATH (or take --image REF) and roll it out; streams the log."""
+    """Build the source in PATH (or take --image REF) and roll it out; streams the log.
+
+    --surge and --max-unavailable set this deploy's rollout; the app's deploy settings
+    (shellwego apps update) apply otherwise."""
     from shellwego.build.archive import make_tarball
 
     target = resolve_app(app)
+    overrides = rollout_settings(surge, max_unavailable)
     api = client()
     if image:
+        if overrides:
+            fail(
+                "--surge and --max-unavailable apply to source deploys; an image deploy "
+                "follows the app's settings: shellwego apps update --surge N --max-unavailable N"
+            )
         line(f"-----> Deploying image {image} to {target}")
         body = json.dumps({"image": image}).encode()
         _finish(
@@ -118,17 +139,25 @@ def deploy(
             f"{path_of(target)}/builds",
             content=_chunks(handle, total, sys.stderr.isatty()),
             headers={"Content-Type": "application/gzip", "Content-Length": str(total)},
+            params=overrides,
         )
     _finish(outcome)
 
 
 def _follow(
-    api: Client, path: str, *, content: Iterable[bytes], headers: dict[str, str]
+    api: Client,
+    path: str,
+    *,
+    content: Iterable[bytes],
+    headers: dict[str, str],
+    params: dict[str, Any] | None = None,
 ) -> tuple[Rollout, dict[str, Any] | None]:
     """POST ``content`` and print the build/rollout stream; returns its ``done`` event."""
     rollout = Rollout()
     done: dict[str, Any] | None = None
-    with api.stream("POST", path, content=content, headers=headers, read_timeout=None) as response:
+    with api.stream(
+        "POST", path, content=content, params=params, headers=headers, read_timeout=None
+    ) as response:
         for event in json_lines(response):
             done = rollout.show(event) or done
     return rollout, done
@@ -180,12 +209,17 @@ def parse_version(text: str) -> int:
 def rollback(
     version: Annotated[str, typer.Argument(metavar="vN", help="The release to go back to.")],
     app: AppOption = None,
+    surge: SurgeOption = None,
+    max_unavailable: MaxUnavailableOption = None,
     json_: JsonOption = False,
 ) -> None:
-    """Roll back: a new release copying vN, rolled out like a deploy."""
+    """Roll back: a new release copying vN, rolled out like a deploy.
+
+    --surge and --max-unavailable set this rollout; the app's deploy settings otherwise."""
     number = parse_version(version)
     target = resolve_app(app)
-    made = client().post(f"{path_of(target)}/rollback", {"version": number})
+    body = {"version": number, **rollout_settings(surge, max_unavailable)}
+    made = client().post(f"{path_of(target)}/rollback", body)
     if wants_json(json_):
         emit_json(made)
         return

@@ -11,7 +11,10 @@ from typing import Any, NoReturn
 import typer
 from rich import box
 from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
+
+UNBOUNDED = 1_000_000  # columns: how wide a table off a terminal may grow
 
 
 def console() -> Console:
@@ -51,11 +54,14 @@ def table(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
 
 
 def show(renderable: Any) -> None:
-    """Print a Rich renderable; off a terminal, without trailing blanks on each line."""
+    """Print a Rich renderable; off a terminal, as wide as it needs (rows never fold) and
+    without trailing blanks on each line."""
     out = console()
     if out.is_terminal:
         out.print(renderable)
         return
+    needed = Measurement.get(out, out.options.update(max_width=UNBOUNDED), renderable)
+    out.width = max(out.width, needed.maximum)
     with out.capture() as captured:
         out.print(renderable)
     for text in captured.get().splitlines():
