@@ -58,6 +58,9 @@ class World:
         self.app_id = apps.create(ctx, self.who, AppCreate(name="web")).id
         self.healthy_releases: set[int] = set()  # versions whose instances report healthy
         self.silent: set[str] = set()  # node ids whose agents stopped heartbeating
+        # instance ids whose processes still run after being asked to stop (their agents
+        # keep listing them as running until they are removed from this set)
+        self.lingering: set[str] = set()
 
     def release(
         self, web: str = "serve", policy: DeployPolicy | None = None, app_id: str | None = None
@@ -104,7 +107,11 @@ class World:
         with self.ctx.db.session() as s:
             versions = {r.id: r.version for r in repo.find_all(s, Release)}
             all_nodes = repo.find_all(s, Node)
-            rows = repo.find_all(s, Instance, desired_state=DesiredState.RUNNING.value)
+            rows = [
+                i
+                for i in repo.find_all(s, Instance)
+                if i.desired_state == DesiredState.RUNNING or i.id in self.lingering
+            ]
         for node in all_nodes:
             if node.id in self.silent:
                 continue

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -194,6 +195,18 @@ def stop_platform(platform: Platform) -> str:
     return "".join(platform.output)
 
 
+@contextlib.contextmanager
+def running_platform(
+    home: Path, ports: str = "20000-24999", *, env: dict[str, str] | None = None
+) -> Iterator[Platform]:
+    """``shellwego up`` for the duration of the block, stopped with Ctrl-C after it."""
+    p = start_platform(home, ports, env=env)
+    try:
+        yield p
+    finally:
+        stop_platform(p)
+
+
 @pytest.fixture(scope="module")
 def dns() -> Iterator[DnsServer]:
     """An authoritative DNS server the platform verifies custom domains against."""
@@ -206,10 +219,7 @@ def dns() -> Iterator[DnsServer]:
 
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory: pytest.TempPathFactory, dns: DnsServer) -> Iterator[Platform]:
-    p = start_platform(
+    with running_platform(
         tmp_path_factory.mktemp("platform"), env={"SHELLWEGO_DNS_RESOLVER": dns.address}
-    )
-    try:
+    ) as p:
         yield p
-    finally:
-        stop_platform(p)

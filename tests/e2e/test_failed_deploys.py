@@ -9,18 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import EXAMPLES, Platform, start_platform, stop_platform
+from .conftest import EXAMPLES, Platform, running_platform
 
 SERVING = "Hello from a static site on ShellWeGo!"
 
 
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
-    p = start_platform(tmp_path_factory.mktemp("failures"), ports="30000-32999")
-    try:
+    with running_platform(tmp_path_factory.mktemp("failures"), ports="30000-32999") as p:
         yield p
-    finally:
-        stop_platform(p)
 
 
 def source(root: Path, files: dict[str, str]) -> Path:

@@ -162,3 +162,25 @@ def test_the_ask_endpoint_allows_platform_hosts_and_active_domains_only(
         assert r.status_code == 403
         assert r.headers["content-type"] == "application/problem+json"
 
+
+
+async def test_a_deleted_apps_hostnames_answer_404_at_once_and_get_no_certificates(
+    world: World, servers: dict[str, Backend], caddy: CaddyProcess, ctx: Context
+) -> None:
+    blog = world.app("blog")
+    world.instance(blog, port(servers["healthy-1"]))
+    world.domain("www.blog.example", "blog", verified=True)
+    await caddy.apply(route_table(world.ctx))
+    async with httpx.AsyncClient(timeout=5) as client:
+        assert (await get(caddy, "blog.localhost", client)).text == "healthy-1"
+        assert (await get(caddy, "www.blog.example", client)).text == "healthy-1"
+
+        world.api.ok("DELETE", "/v1/apps/blog")
+        table = route_table(world.ctx)
+        assert [r for r in table.routes if r.app_id == blog[0]] == []
+        await caddy.apply(table)
+        for host in ("blog.localhost", "www.blog.example"):
+            assert (await get(caddy, host, client)).status_code == 404, host
+    with TestClient(create_app(ctx), client=("127.0.0.1", 40000)) as local:
+        for host in ("blog.localhost", "www.blog.example"):
+            assert local.get("/v1/edge/ask", params={"domain": host}).status_code == 404

@@ -174,7 +174,8 @@ def app(g: Graph) -> App:
                                            resources=Resources(cpu_millis=500,
                                                                memory_bytes=512 * 1024**2))},
         current_release_id=new_id(), created_by=g.user.id,
-        formation_error="no node offers the oci runtime", created_at=T0, updated_at=T1,
+        formation_error="no node offers the oci runtime", deleted_at=None,
+        created_at=T0, updated_at=T1,
     )
 
 

@@ -37,22 +37,25 @@ def record_certificates(ctx: Context, storage: Path) -> None:
 async def run(ctx: Context, caddy: Any, stop: asyncio.Event) -> None:
     """Keep Caddy's table equal to the database's, reloading only on change."""
     last: RouteTable | None = None
-    while not stop.is_set():
-        try:
-            table = await run_in_threadpool(route_table, ctx)
-            if table != last:
-                await caddy.apply(table)
-                last = table
-                ctx.extras["edge_table"] = table
-                ctx.bus.notify("edge-applied")
-            await run_in_threadpool(record_certificates, ctx, storage_root(caddy.settings))
-        except Exception:  # keep serving the last good table; retry on the next pass
-            log.exception("edge sync failed")
-        with contextlib.suppress(Exception):
-            if await ctx.bus.wait("edge", 2.0):
-                # coalesce a burst of changes (a rollout step touches several instances)
-                # into one reload: every reload closes Caddy's idle keep-alive connections
-                await asyncio.sleep(COALESCE_SECONDS)
+    # subscribed for the whole run: a change notified during a pass runs the next one
+    with ctx.bus.subscribe("edge") as wake:
+        while not stop.is_set():
+            try:
+                table = await run_in_threadpool(route_table, ctx)
+                if table != last:
+                    await caddy.apply(table)
+                    last = table
+                    ctx.extras["edge_table"] = table
+                    ctx.bus.notify("edge-applied")
+                await run_in_threadpool(record_certificates, ctx, storage_root(caddy.settings))
+            except Exception:  # keep serving the last good table; retry on the next pass
+                log.exception("edge sync failed")
+            with contextlib.suppress(Exception):
+                if await wake.wait(2.0):
+                    # coalesce a burst of changes (a rollout step touches several
+                    # instances) into one reload: every reload closes Caddy's idle
+                    # keep-alive connections
+                    await asyncio.sleep(COALESCE_SECONDS)
 
 
 def serves(ctx: Context, app_name: str, addresses: set[str]) -> bool:

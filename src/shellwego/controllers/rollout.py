@@ -6,6 +6,7 @@ step closer to what its deployment or formation asks for. See README.md beside t
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 
 from sqlalchemy.orm import Session
@@ -22,11 +23,16 @@ from shellwego.models import (
     NodeStatus,
     Release,
 )
-from shellwego.services import deployments, placement
+from shellwego.services import apps, deployments, placement
 from shellwego.services.context import Context
 from shellwego.store import repository as repo
 
+log = logging.getLogger(__name__)
+
 MAX_RESTARTS_WHILE_STARTING = 3
+# a deleted app's row goes this long after the delete even if an agent never reports its
+# instances gone (a node that heartbeats but lost them): their ports are then free again
+DELETE_TIMEOUT_SECONDS = 60.0
 
 
 def _running(s: Session, app_id: str) -> list[Instance]:
@@ -119,6 +125,8 @@ def step_deployment(ctx: Context, deployment_id: str) -> None:
         if dep is None or dep.status not in (DeploymentStatus.ROLLING, DeploymentStatus.PENDING):
             return
         app = repo.require(s, App, "app", id=dep.app_id)
+        if app.deleted_at is not None:
+            return  # ended by ``finish_deletion``
         release = repo.require(s, Release, "release", id=dep.release_id)
         now = ctx.clock.now()
         live = _drop_lost(ctx, s, _running(s, app.id))
@@ -216,7 +224,9 @@ def keep_formation(ctx: Context, app_id: str) -> None:
     """
     with ctx.db.session() as s:
         app = repo.get(s, App, id=app_id)
-        if app is None or app.current_release_id is None or deployments.active_for(s, app.id):
+        if app is None or app.deleted_at is not None or app.current_release_id is None:
+            return
+        if deployments.active_for(s, app.id):
             return
         live = _running(s, app.id)
         if app.status == AppStatus.STOPPED:
@@ -272,13 +282,49 @@ def finish_drains(ctx: Context) -> None:
             placement.stop(ctx, s, due)
 
 
+def _all_gone(s: Session, app_id: str) -> bool:
+    """Whether every instance of the app has been seen gone by its agent (a state that
+    holds no port) or sits on a node that is down."""
+    down = {n.id for n in repo.find_all(s, Node) if n.status == NodeStatus.DOWN}
+    return all(
+        i.state in placement.RELEASED_STATES or i.node_id in down
+        for i in repo.find_all(s, Instance, app_id=app_id)
+    )
+
+
+def finish_deletion(ctx: Context, app_id: str) -> None:
+    """The finalizer of a deleted app: remove its row, and by cascade its releases,
+    deployments, instances, config and secrets, once its instances are gone (see
+    ``_all_gone``), or DELETE_TIMEOUT_SECONDS after the delete. Until then the instance
+    rows keep their ports taken."""
+    with ctx.db.session() as s:
+        app = repo.get(s, App, id=app_id)
+        if app is None or app.deleted_at is None:
+            return
+        if apps.retire(ctx, s, app):
+            return  # placed or rolled out by a request begun before the delete
+        waited = (ctx.clock.now() - app.deleted_at).total_seconds()
+        if waited < DELETE_TIMEOUT_SECONDS and not _all_gone(s, app.id):
+            return
+        # the node lock placement takes: an instance of the app committed by a placement
+        # begun before the delete is seen now, and stopped by the next pass
+        repo.lock_all(s, Node)
+        if _running(s, app.id):
+            return
+        repo.delete(s, app)
+        log.info("app %s removed, %.1f s after it was deleted", app.id, waited)
+
+
 def pass_once(ctx: Context) -> None:
     """One full level-triggered pass over every app."""
     with ctx.db.session() as s:
         active = [d.id for d in deployments.active(s)]
-        app_ids = [a.id for a in repo.find_all(s, App)]
+        rows = [(a.id, a.deleted_at is None) for a in repo.find_all(s, App)]
     for dep_id in active:
         step_deployment(ctx, dep_id)
-    for app_id in app_ids:
-        keep_formation(ctx, app_id)
+    for app_id, live in rows:
+        if live:
+            keep_formation(ctx, app_id)
+        else:
+            finish_deletion(ctx, app_id)
     finish_drains(ctx)

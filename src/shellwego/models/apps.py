@@ -43,6 +43,9 @@ class App(AppBase, Entity, table=True):
     created_by: str | None = Field(default=None, max_length=26)
     # status: why the formation cannot be placed right now (None when it is)
     formation_error: str | None = Field(default=None, max_length=2000)
+    # when the app was deleted: from then on it is invisible and its name is free; the
+    # row is removed once its instances are gone (see services/apps.py ``delete``)
+    deleted_at: datetime | None = Field(default=None, sa_type=UTCDateTime, exclude=True)
 
 
 class AppCreate(AppBase, Input):

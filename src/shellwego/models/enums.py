@@ -22,6 +22,7 @@ class AppStatus(enum.StrEnum):
     RUNNING = "running"
     STOPPED = "stopped"
     ERROR = "error"
+    DELETING = "deleting"  # deleted; removed once its instances are gone
 
 
 class DeploymentStatus(enum.StrEnum):

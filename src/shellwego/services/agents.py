@@ -89,6 +89,8 @@ def heartbeat(ctx: Context, node: Node, body: Heartbeat) -> Node:
                 seen = reported[inst.id]
                 if inst.healthy != seen.healthy or inst.restarts != seen.restarts:
                     changed = True
+                if seen.state in RELEASED_STATES and inst.state not in RELEASED_STATES:
+                    changed = True  # its port is free: a deleted app's row may go
                 if seen.healthy and not inst.healthy:
                     inst.healthy_at = now
                 inst.state = seen.state
@@ -111,6 +113,7 @@ def heartbeat(ctx: Context, node: Node, body: Heartbeat) -> Node:
             if inst.id not in reported:
                 inst.state = "removed"
                 inst.observed_at = now
+                changed = True
         nodes.refresh_allocation(s, row)
         if changed:
             wake_after_commit(ctx, s, "rollout", "edge")

@@ -2,6 +2,12 @@
 
 Names are unique across the platform, case-insensitively: ``<name>.<base domain>`` is
 the app's hostname. Lookups stay scoped: another organization's app is 404.
+
+Deleting is two-phase, like a Kubernetes finalizer: ``delete`` makes the app invisible at
+once (404, out of lists and the edge, its name free) and asks its instances to stop; the
+rollout controller removes the row, and with it everything of the app, once those
+instances are seen gone (``controllers/rollout.py``). Until then the instance rows keep
+their ports taken, so no new instance is given a port a stopping process still holds.
 """
 
 from __future__ import annotations
@@ -11,7 +17,20 @@ import re
 from sqlalchemy.orm import Session
 
 from shellwego.errors import NotFound
-from shellwego.models import App, AppCreate, AppStatus, ProcessFormation, Release, Role, new_id
+from shellwego.models import (
+    App,
+    AppCreate,
+    AppStatus,
+    DeploymentStatus,
+    DesiredState,
+    Domain,
+    Instance,
+    ProcessFormation,
+    Release,
+    Role,
+    Secret,
+    new_id,
+)
 from shellwego.store import repository as repo
 
 from . import placement
@@ -22,9 +41,11 @@ ULID = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
 
 
 def find(s: Session, org_id: str, ref: str) -> App:
-    """An app of this organization by id or (case-insensitive) name; else 404."""
-    app = repo.get(s, App, id=ref, organization_id=org_id) if ULID.match(ref) else None
-    app = app or repo.get(s, App, name=ref, organization_id=org_id)
+    """An app of this organization by id or (case-insensitive) name; else 404 (a deleted
+    app, still being removed, included)."""
+    live = {"organization_id": org_id, "deleted_at": None}
+    app = repo.get(s, App, id=ref, **live) if ULID.match(ref) else None
+    app = app or repo.get(s, App, name=ref, **live)
     if app is None:
         raise NotFound(f"app {ref!r} not found")
     return app
@@ -47,7 +68,13 @@ def list_page(
     filters = {"status": status} if status else {}
     with ctx.db.session() as s:
         return repo.page(
-            s, App, cursor=cursor, limit=limit, organization_id=who.organization_id, **filters
+            s,
+            App,
+            cursor=cursor,
+            limit=limit,
+            organization_id=who.organization_id,
+            deleted_at=None,
+            **filters,
         )
 
 
@@ -69,6 +96,7 @@ def create(ctx: Context, who: Principal, body: AppCreate) -> App:
             current_release_id=None,
             created_by=who.user_id,
             formation_error=None,
+            deleted_at=None,
             created_at=now,
             updated_at=now,
         )
@@ -101,9 +129,59 @@ def _check_constraints(ctx: Context, s: Session, app: App) -> None:
     wake_after_commit(ctx, s, "rollout")
 
 
+def tombstone(app_id: str) -> str:
+    """The name a deleted app holds until its row is removed: never a valid app name (one
+    starts with a letter), so it can neither collide with nor be found by a name typed."""
+    return f"~deleted-{app_id}"
+
+
+def retire(ctx: Context, s: Session, app: App) -> bool:
+    """End whatever a deleted app still has going: its rollouts fail, its instances are
+    asked to stop (their agents and the edge are woken). True when there was any.
+
+    The finalizer repeats it on every pass, so what a request begun before the delete
+    placed or rolled out after it is stopped too.
+    """
+    from .deployments import active_for  # that module looks apps up through this one
+
+    now = ctx.clock.now()
+    rollouts = active_for(s, app.id)
+    for dep in rollouts:
+        dep.status = DeploymentStatus.FAILED
+        dep.error = "the app was deleted"
+        dep.finished_at = now
+        dep.updated_at = now
+    live = repo.find_all(s, Instance, app_id=app.id, desired_state=DesiredState.RUNNING.value)
+    if live:
+        placement.stop(ctx, s, live)
+    if rollouts:
+        wake_after_commit(ctx, s, "rollout")  # deploys being followed end now
+    return bool(rollouts or live)
+
+
 def delete(ctx: Context, who: Principal, ref: str) -> App:
+    """Delete an app, in one transaction: gone for its users at once, its name free to
+    reuse, its custom domains released and its secrets hidden; its instances stop. The
+    row goes once they are gone (see the module's docstring)."""
     require_role(who, Role.MEMBER)
     with ctx.db.session() as s:
         app = find(s, who.organization_id, ref)
-        repo.delete(s, app)
+        now = ctx.clock.now()
+        app.deleted_at = now
+        app.status = AppStatus.DELETING
+        app.name = tombstone(app.id)
+        app.updated_at = now
+        for domain in repo.find_all(s, Domain, app_id=app.id):
+            s.delete(domain)  # another app may add the hostname at once
+        for secret in repo.find_all(
+            s,
+            Secret,
+            Secret.deleted_at.is_(None),  # type: ignore[union-attr]
+            app_id=app.id,
+        ):
+            secret.deleted_at = now
+            secret.updated_at = now
+        retire(ctx, s, app)
+        wake_after_commit(ctx, s, "edge", "rollout")
+        s.flush()
         return app

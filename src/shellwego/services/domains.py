@@ -171,5 +171,5 @@ def allowed_for_tls(ctx: Context, hostname: str) -> bool:
             from shellwego.models import App
 
             name = hostname[: -len(suffix)]
-            return repo.get(s, App, name=name) is not None
+            return repo.get(s, App, name=name, deleted_at=None) is not None
     return False

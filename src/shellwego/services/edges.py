@@ -30,7 +30,8 @@ RECHECK_SECONDS = 2.0  # a blocking query re-reads the table at least this often
 
 def route_table(ctx: Context) -> RouteTable:
     """The whole table: every app's hostnames (its platform host and its verified domains)
-    → its healthy, non-draining web instances; none for a stopped app."""
+    → its healthy, non-draining web instances; none for a stopped app, and no route at all
+    for a deleted one (its hosts answer 404 like any unknown host)."""
     base = ctx.settings.base_domain
     with ctx.db.session() as s:
         addresses = {n.id: n.address for n in repo.find_all(s, Node)}
@@ -57,9 +58,23 @@ def route_table(ctx: Context) -> RouteTable:
                 health_path=app.health_check.path,
                 redirect_https=app.redirect_https,
             )
-            for app in repo.find_all(s, App)
+            for app in repo.find_all(s, App, deleted_at=None)
         ]
     return RouteTable(routes=sorted(routes, key=lambda r: r.app_id))
+
+
+async def until_unrouted(ctx: Context, app_id: str, limit: float = 5.0) -> None:
+    """Wait (up to ``limit``) until the edge running in this process, if any, has loaded a
+    table without a route for ``app_id``: a deleted app's hosts then answer 404."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit
+    with ctx.bus.subscribe("edge-applied") as applied:
+        while True:
+            table: RouteTable | None = ctx.extras.get("edge_table")
+            left = deadline - loop.time()
+            if table is None or all(r.app_id != app_id for r in table.routes) or left <= 0:
+                return
+            await applied.wait(min(left, 0.25))
 
 
 def table_version(table: RouteTable) -> str:

@@ -5,12 +5,14 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query, status
+from starlette.concurrency import run_in_threadpool
 
 from shellwego.api.deps import Ctx, Paging, Who
 from shellwego.api.pages import PageOut, out
 from shellwego.models import App, AppCreate, AppStatus, AppUpdate
 from shellwego.services import apps as app_service
 from shellwego.services import config as config_service
+from shellwego.services import edges
 
 router = APIRouter(tags=["apps"])
 
@@ -45,8 +47,10 @@ def update_app(app: str, body: AppUpdate, who: Who, ctx: Ctx) -> App:  # type: i
 
 
 @router.delete("/v1/apps/{app}", status_code=status.HTTP_204_NO_CONTENT, name="apps.delete")
-def delete_app(app: str, who: Who, ctx: Ctx) -> None:
-    app_service.delete(ctx, who, app)
+async def delete_app(app: str, who: Who, ctx: Ctx) -> None:
+    deleted = await run_in_threadpool(app_service.delete, ctx, who, app)
+    # answered once this process's edge no longer serves it: its URL is a 404 from now on
+    await edges.until_unrouted(ctx, deleted.id)
 
 
 @router.get("/v1/apps/{app}/config", response_model=dict[str, str], name="config.get")

@@ -20,7 +20,7 @@ router = APIRouter(tags=["status"])
 def status(who: Who, ctx: Ctx) -> dict[str, Any]:
     with ctx.db.session() as s:
         nodes = Counter(str(n.status) for n in repo.find_all(s, Node))
-        apps = repo.count(s, App, organization_id=who.organization_id)
+        apps = repo.count(s, App, organization_id=who.organization_id, deleted_at=None)
         instances = Counter(
             i.state
             for i in repo.find_all(

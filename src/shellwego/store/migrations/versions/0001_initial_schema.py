@@ -161,6 +161,7 @@ def upgrade() -> None:
         sa.Column("current_release_id", sa.String(length=26), nullable=True),
         sa.Column("created_by", sa.String(length=26), nullable=True),
         sa.Column("formation_error", sa.String(length=2000), nullable=True),
+        sa.Column("deleted_at", sa.DateTime(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(
             ["organization_id"],
             ["organizations.id"],
