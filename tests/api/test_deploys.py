@@ -72,6 +72,20 @@ def test_deployment_progress_and_events(client: TestClient, ctx: Context, org_a:
         f"/v1/apps/blog/events?limit=1&cursor={first['next_cursor']}", headers=org_a.h()
     ).json()
     assert [e["type"] for e in rest["items"]] == ["deploy.succeeded"]
+    assert rest["next_cursor"] is None
+
+    # newest first: the cursor pages on to older events
+    newest = client.get("/v1/apps/blog/events?order=desc&limit=1", headers=org_a.h()).json()
+    assert [e["type"] for e in newest["items"]] == ["deploy.succeeded"]
+    older = client.get(
+        f"/v1/apps/blog/events?order=desc&limit=1&cursor={newest['next_cursor']}",
+        headers=org_a.h(),
+    ).json()
+    assert ([e["type"] for e in older["items"]], older["next_cursor"]) == (["deploy.started"], None)
+    both = client.get("/v1/apps/blog/events?order=desc", headers=org_a.h()).json()["items"]
+    assert both == r.json()["items"][::-1]
+    r = client.get("/v1/apps/blog/events?order=newest", headers=org_a.h())
+    assert r.status_code == 422 and r.headers["content-type"] == PROBLEM
 
     # filtered by deployment
     r = client.post("/v1/apps/blog/actions/restart", headers=org_a.h())

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from datetime import UTC, datetime
 
+import httpx
+
+from shellwego.build.archive import make_tarball
 from shellwego.cli.logs import render
 
-from .conftest import Cli, api_get, register_node
+from .conftest import Cli, LocalNode, api_get, register_node
+from .test_processes import answers, wait_serving
 
 
 def _source(cli: Cli) -> None:
@@ -139,23 +144,30 @@ def test_image_deploy_is_refused_until_a_node_offers_an_image_runtime(logged_in:
         "image deploys need an app on the oci or microvm runtime\n",
     )
 
-    r = logged_in("deploy", "--image", "nginx:1.27", "--surge", "2")
+    r = logged_in("deploy", "--image", "nginx:1.27", "--surge", "0")
     assert (r.exit_code, r.stdout, r.stderr) == (
-        1,
+        2,
         "",
-        "Error: --surge and --max-unavailable apply to source deploys; an image deploy follows "
-        "the app's settings: shellwego apps update --surge N --max-unavailable N\n",
+        "Error: Invalid value for '--surge': Input should be greater than or equal to 1 "
+        "(see: shellwego deploy --help)\n",
     )
 
-    # no web instances wanted: the rollout of the image release finishes at once
+    # no web instances wanted: the rollout of the image release finishes at once; this
+    # one with its own rollout settings
     assert logged_in("scale", "web=0").exit_code == 0
-    r = logged_in("deploy", "--image", "nginx:1.27")
-    assert (r.exit_code, r.stdout, r.stderr) == (
+    r = logged_in("deploy", "--image", "nginx:1.27", "--max-unavailable", "1")
+    # the stream may see the rollout before the controller finishes it, or only after
+    shown = [
+        x for x in r.stdout.splitlines() if x != "-----> Deployment rolling: 0/0 instances ready"
+    ]
+    assert (r.exit_code, shown, r.stderr) == (
         0,
-        "-----> Deploying image nginx:1.27 to hello\n"
-        "-----> Released v1\n"
-        "-----> Deployment succeeded: 0/0 instances ready\n"
-        "-----> Deployed v1 to http://hello.localhost/\n",
+        [
+            "-----> Deploying image nginx:1.27 to hello",
+            "-----> Released v1",
+            "-----> Deployment succeeded: 0/0 instances ready",
+            "-----> Deployed v1 to http://hello.localhost/",
+        ],
         "",
     )
     [release] = json.loads(logged_in("releases", "--json").stdout)
@@ -165,3 +177,42 @@ def test_image_deploy_is_refused_until_a_node_offers_an_image_runtime(logged_in:
         None,
     )
     assert release["description"] == "Deploy image nginx:1.27"
+    [deployment] = api_get(logged_in.api, "/v1/apps/hello/deployments")["items"]
+    assert (deployment["surge"], deployment["max_unavailable"]) == (1, 1)
+
+
+def test_a_deploy_whose_client_goes_away_mid_build_still_finishes(
+    node: LocalNode, logged_in: Cli
+) -> None:
+    assert logged_in("apps", "create", "hello").exit_code == 0
+    (logged_in.workdir / "Procfile").write_text("web: python3 -m http.server $PORT\n")
+    (logged_in.workdir / "index.html").write_text("hello from the node\n")
+    with tempfile.TemporaryFile() as handle:
+        make_tarball(logged_in.workdir, handle)
+        handle.seek(0)
+        source = handle.read()
+    with httpx.stream(
+        "POST",
+        f"{logged_in.api.url}/v1/apps/hello/builds",
+        content=source,
+        headers={
+            "Authorization": f"Bearer {logged_in.api.token}",
+            "Content-Type": "application/gzip",
+        },
+        timeout=30,
+    ) as response:
+        assert response.status_code == 200
+        first = json.loads(next(response.iter_lines()))
+    # the client hung up after the build's first line
+    assert first == {"type": "log", "line": "-----> Building hello"}
+
+    # the build and the rollout finish without it
+    serving = wait_serving(logged_in)
+    assert serving["release_version"] == 1
+    assert answers(serving)
+    releases = json.loads(logged_in("releases", "--json").stdout)
+    assert [r["version"] for r in releases] == [1]
+    [deployment] = api_get(logged_in.api, "/v1/apps/hello/deployments")["items"]
+    assert deployment["status"] == "succeeded"
+    r = logged_in("logs", "--process", "build", "--tail", "500")
+    assert "app[build]: -----> Compressing slug" in r.stdout, r.stdout

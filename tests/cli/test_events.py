@@ -96,6 +96,8 @@ def test_capacity_problems_and_events(logged_in: Cli) -> None:
     assert (r.exit_code, r.stdout.splitlines(), r.stderr) == (0, _rows(events), "")
     r = logged_in("events", "--limit", "1", "--json")
     assert (r.exit_code, json.loads(r.stdout)) == (0, events[-1:])
+    r = logged_in("events", "--limit", "2")
+    assert (r.exit_code, r.stdout.splitlines()) == (0, _rows(events[-2:]))
 
     [deployment] = api_get(logged_in.api, f"/v1/apps/{APP}/deployments")["items"]
     r = logged_in("events", "--deployment", deployment["id"], "-a", APP)

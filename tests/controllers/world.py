@@ -68,7 +68,16 @@ class World:
         with self.ctx.db.session() as s:
             app = repo.require(s, App, "app", id=app_id or self.app_id)
             rel = slug_release(self.ctx, s, self.who, app, {"web": web, "worker": "work"})
-            dep = deployments.start(self.ctx, s, self.who, app, rel, reason="test", policy=policy)
+            dep = deployments.start(
+                self.ctx,
+                s,
+                self.who,
+                app,
+                rel,
+                reason="test",
+                surge=policy.surge if policy else None,
+                max_unavailable=policy.max_unavailable if policy else None,
+            )
             return rel.version, dep.id
 
     def instances(self, app_id: str | None = None) -> list[Instance]:

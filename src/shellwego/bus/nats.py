@@ -8,6 +8,8 @@ from typing import Any
 
 import nats
 
+from shellwego.tasks import spawn_background
+
 from .memory import MemoryBus, MemorySubscription
 
 SUBJECT = "shellwego.wake"
@@ -17,7 +19,6 @@ class NatsBus:
     def __init__(self, url: str) -> None:
         self.url = url
         self._local = MemoryBus()
-        self._publishing: set[asyncio.Task[None]] = set()
         self._nc: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -47,10 +48,7 @@ class NatsBus:
         payload = topic.encode()
 
         def publish() -> None:
-            # the loop holds tasks weakly: keep each publish alive until it is done
-            task = loop.create_task(self._nc.publish(SUBJECT, payload))
-            self._publishing.add(task)
-            task.add_done_callback(self._publishing.discard)
+            spawn_background(self._nc.publish(SUBJECT, payload))
 
         with contextlib.suppress(RuntimeError):
             loop.call_soon_threadsafe(publish)

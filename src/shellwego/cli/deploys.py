@@ -107,11 +107,6 @@ def deploy(
     overrides = rollout_settings(surge, max_unavailable)
     api = client()
     if image:
-        if overrides:
-            fail(
-                "--surge and --max-unavailable apply to source deploys; an image deploy "
-                "follows the app's settings: shellwego apps update --surge N --max-unavailable N"
-            )
         line(f"-----> Deploying image {image} to {target}")
         body = json.dumps({"image": image}).encode()
         _finish(
@@ -120,6 +115,7 @@ def deploy(
                 f"{path_of(target)}/deploy",
                 content=[body],
                 headers={"Content-Type": "application/json"},
+                params=overrides,
             )
         )
         return

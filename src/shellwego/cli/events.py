@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections import deque
+from itertools import islice
 from typing import Annotated, Any
 
 import typer
@@ -19,8 +19,9 @@ def register(app: typer.Typer) -> None:
 
 
 def latest(api: Client, path: str, params: dict[str, Any], count: int) -> list[dict[str, Any]]:
-    """The last ``count`` items of a list the API pages oldest first, oldest of them first."""
-    return list(deque(api.walk(path, params, page_size=PAGE), maxlen=count))
+    """The newest ``count`` events, oldest of them first: read newest first, then reversed."""
+    newest = api.walk(path, {**params, "order": "desc"}, page_size=min(count, PAGE))
+    return list(islice(newest, count))[::-1]
 
 
 def events(

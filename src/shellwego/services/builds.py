@@ -17,7 +17,8 @@ from shellwego.errors import InvalidInput, RuntimeUnavailable, ShellWeGoError
 from shellwego.models import (
     App,
     DeploymentStatus,
-    DeployPolicy,
+    DesiredState,
+    Instance,
     LogLine,
     Node,
     NodeStatus,
@@ -82,10 +83,12 @@ async def build_and_deploy(
     emit: Emit,
     *,
     source_is_dir: bool = False,
-    policy: DeployPolicy | None = None,
+    surge: int | None = None,
+    max_unavailable: int | None = None,
 ) -> bool:
     """Build ``source`` (a tarball or a directory), release it and roll it out (with
-    ``policy``'s surge and max unavailable, else the app's).
+    ``surge`` and ``max_unavailable`` where given, else the app's settings when the
+    rollout starts).
 
     Every step is reported through ``emit``; the last call is always a ``done`` line.
     Returns True when the new release is serving.
@@ -141,7 +144,14 @@ async def build_and_deploy(
                         ctx, s, who, row, artifact=artifact, description=f"Deploy {digest[:12]}"
                     )
                     dep = deployments.start(
-                        ctx, s, who, row, rel, reason="new build", policy=policy
+                        ctx,
+                        s,
+                        who,
+                        row,
+                        rel,
+                        reason="new build",
+                        surge=surge,
+                        max_unavailable=max_unavailable,
                     )
                     return rel.id, rel.version, dep.id
 
@@ -183,8 +193,18 @@ def check_image_deploy(ctx: Context, who: Principal, app_ref: str, image: str) -
         _image_app(s, who, app_ref, image)
 
 
-async def deploy_image(ctx: Context, who: Principal, app_ref: str, image: str, emit: Emit) -> bool:
-    """Release ``image`` (its own entrypoint is the web process) and roll it out."""
+async def deploy_image(
+    ctx: Context,
+    who: Principal,
+    app_ref: str,
+    image: str,
+    emit: Emit,
+    *,
+    surge: int | None = None,
+    max_unavailable: int | None = None,
+) -> bool:
+    """Release ``image`` (its own entrypoint is the web process) and roll it out (with
+    ``surge`` and ``max_unavailable`` where given, else the app's settings)."""
     artifact = releases.Artifact(
         slug_digest=None, stack="image", process_types={"web": ""}, slug_env={}, image=image
     )
@@ -195,7 +215,16 @@ async def deploy_image(ctx: Context, who: Principal, app_ref: str, image: str, e
             rel = releases.create(
                 ctx, s, who, row, artifact=artifact, description=f"Deploy image {image}"
             )
-            dep = deployments.start(ctx, s, who, row, rel, reason="image deploy")
+            dep = deployments.start(
+                ctx,
+                s,
+                who,
+                row,
+                rel,
+                reason="image deploy",
+                surge=surge,
+                max_unavailable=max_unavailable,
+            )
             return rel.id, rel.version, dep.id, row.name
 
     try:
@@ -208,9 +237,6 @@ async def deploy_image(ctx: Context, who: Principal, app_ref: str, image: str, e
 
 
 def _web_addresses(ctx: Context, release_id: str) -> set[str]:
-    from shellwego.models import DesiredState, Instance, Node
-    from shellwego.store import repository as repo
-
     with ctx.db.session() as s:
         nodes = {n.id: n.address for n in repo.find_all(s, Node)}
         return {

@@ -49,14 +49,16 @@ def start(
     release: Release,
     *,
     reason: str,
-    policy: DeployPolicy | None = None,
+    surge: int | None = None,
+    max_unavailable: int | None = None,
     strategy: DeploymentStrategy = DeploymentStrategy.ROLLING,
 ) -> Deployment:
     """Begin rolling ``release`` out; an older rollout of the app is superseded.
 
-    ``policy`` (surge, max unavailable) overrides the app's deploy settings for this one.
+    ``surge`` and ``max_unavailable`` override the app's deploy settings, as they are
+    now, for this one rollout.
     """
-    policy = policy or app.deploy
+    policy = _policy(app, surge, max_unavailable)
     now = ctx.clock.now()
     for old in active_for(s, app.id):
         old.status = DeploymentStatus.SUPERSEDED
@@ -96,10 +98,8 @@ def start(
     return deployment
 
 
-def policy_for(app: App, surge: int | None, max_unavailable: int | None) -> DeployPolicy | None:
-    """The app's deploy settings with one deploy's overrides; None when nothing is given."""
-    if surge is None and max_unavailable is None:
-        return None
+def _policy(app: App, surge: int | None, max_unavailable: int | None) -> DeployPolicy:
+    """The app's deploy settings with one rollout's overrides."""
     return DeployPolicy(
         surge=app.deploy.surge if surge is None else surge,
         max_unavailable=app.deploy.max_unavailable if max_unavailable is None else max_unavailable,
@@ -148,15 +148,18 @@ def events_page(
     cursor: str | None,
     limit: int,
     deployment_id: str | None = None,
+    *,
+    newest_first: bool = False,
 ) -> repo.Page[Event]:
-    """The app's events, oldest first; ``deployment_id`` keeps only that rollout's."""
+    """The app's events, oldest first (or newest first); ``deployment_id`` keeps only
+    that rollout's."""
     with ctx.db.session() as s:
         app = app_service.find(s, who.organization_id, app_ref)
         where = []
         if deployment_id is not None:
             data = sa.type_coerce(Event.data, sa.JSON)
             where.append(data["deployment_id"].as_string() == deployment_id)
-        return repo.page(
+        return (repo.page_newest_first if newest_first else repo.page)(
             s,
             Event,
             cursor=cursor,

@@ -61,14 +61,41 @@ def page(
     **filters: Any,
 ) -> Page[T]:
     """Cursor pagination by ULID: items with id greater than ``cursor``, ascending."""
+    return _page(session, model, cursor, limit, where, filters, newest_first=False)
+
+
+def page_newest_first(
+    session: Session,
+    model: type[T],
+    *,
+    cursor: str | None,
+    limit: int,
+    where: Sequence[Any] = (),
+    **filters: Any,
+) -> Page[T]:
+    """Cursor pagination by ULID, descending: items with id less than ``cursor``."""
+    return _page(session, model, cursor, limit, where, filters, newest_first=True)
+
+
+def _page(
+    session: Session,
+    model: type[T],
+    cursor: str | None,
+    limit: int,
+    where: Sequence[Any],
+    filters: dict[str, Any],
+    *,
+    newest_first: bool,
+) -> Page[T]:
     limit = max(1, min(limit, MAX_PAGE))
     id_column = model.id  # type: ignore[attr-defined]
     stmt = sa.select(model).filter_by(**filters)
     for clause in where:
         stmt = stmt.where(clause)
     if cursor:
-        stmt = stmt.where(id_column > cursor)
-    rows = list(session.execute(stmt.order_by(id_column).limit(limit + 1)).scalars())
+        stmt = stmt.where(id_column < cursor if newest_first else id_column > cursor)
+    order = id_column.desc() if newest_first else id_column
+    rows = list(session.execute(stmt.order_by(order).limit(limit + 1)).scalars())
     more = len(rows) > limit
     rows = rows[:limit]
     return Page(items=rows, next_cursor=rows[-1].id if more and rows else None)  # type: ignore[attr-defined]

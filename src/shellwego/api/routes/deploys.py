@@ -7,7 +7,7 @@ import json
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, status
 from fastapi.responses import StreamingResponse
@@ -17,11 +17,12 @@ from starlette.concurrency import run_in_threadpool
 from shellwego.api.deps import Ctx, Paging, Who
 from shellwego.api.pages import PageOut, out
 from shellwego.errors import InvalidInput
-from shellwego.models import Deployment, DeployPolicy, Event, Input, Release
+from shellwego.models import Deployment, Event, Input, Release
 from shellwego.models.values import MAX_SURGE
 from shellwego.services import apps as app_service
 from shellwego.services import builds, deployments, releases
 from shellwego.services.context import Context, Principal
+from shellwego.tasks import spawn_background
 
 router = APIRouter(tags=["deploys"])
 
@@ -64,33 +65,44 @@ async def _receive(request: Request, ctx: Context) -> Path:
 
 
 def ndjson_stream(
-    ctx: Context, who: Principal, app: str, source: Path, policy: DeployPolicy | None = None
+    ctx: Context,
+    who: Principal,
+    app: str,
+    source: Path,
+    surge: int | None = None,
+    max_unavailable: int | None = None,
 ) -> StreamingResponse:
     async def work(emit: builds.Emit) -> None:
         try:
-            await builds.build_and_deploy(ctx, who, app, source, emit, policy=policy)
+            await builds.build_and_deploy(
+                ctx, who, app, source, emit, surge=surge, max_unavailable=max_unavailable
+            )
         finally:
             source.unlink(missing_ok=True)
 
     return event_stream(work)
 
 
-# builds and rollouts whose streams are being served (or whose clients went away)
-RUNNING: set[asyncio.Task[None]] = set()
-
-
 def event_stream(work: Callable[[builds.Emit], Awaitable[Any]]) -> StreamingResponse:
-    """Stream what ``work`` emits as NDJSON; the stream always ends with one done line."""
+    """Stream what ``work`` emits as NDJSON; the stream always ends with one done line.
+
+    If the client goes away the build and rollout carry on without it, and what they
+    emit from then on is dropped rather than queued for nobody."""
     queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+    listening = True
+
+    def put(event: dict[str, Any] | None) -> None:
+        if listening:
+            queue.put_nowait(event)
 
     async def emit(event: dict[str, Any]) -> None:
-        await queue.put(event)
+        put(event)
 
     async def run() -> None:
         try:
             await work(emit)
         except Exception as exc:  # the stream must always end with one done line
-            await queue.put(
+            put(
                 {
                     "type": "done",
                     "status": "failed",
@@ -99,16 +111,18 @@ def event_stream(work: Callable[[builds.Emit], Awaitable[Any]]) -> StreamingResp
             )
             raise
         finally:
-            await queue.put(None)
+            put(None)
 
     async def lines() -> AsyncIterator[bytes]:
-        # if the client goes away the build and rollout carry on without it; the loop
-        # holds tasks weakly, so the set keeps this one alive until it is done
-        task = asyncio.create_task(run())
-        RUNNING.add(task)
-        task.add_done_callback(RUNNING.discard)
-        while (event := await queue.get()) is not None:
-            yield (json.dumps(event) + "\n").encode()
+        nonlocal listening
+        spawn_background(run())
+        try:
+            while (event := await queue.get()) is not None:
+                yield (json.dumps(event) + "\n").encode()
+        finally:
+            listening = False
+            while not queue.empty():
+                queue.get_nowait()
 
     return StreamingResponse(lines(), media_type="application/x-ndjson")
 
@@ -133,11 +147,10 @@ async def create_build(
     from shellwego.models import Role
     from shellwego.services.organizations import require_role
 
-    row = await run_in_threadpool(app_service.get, ctx, who, app)
+    await run_in_threadpool(app_service.get, ctx, who, app)
     require_role(who, Role.MEMBER)
-    policy = deployments.policy_for(row, surge, max_unavailable)
     source = await _receive(request, ctx)
-    return ndjson_stream(ctx, who, app, source, policy)
+    return ndjson_stream(ctx, who, app, source, surge, max_unavailable)
 
 
 @router.post(
@@ -146,13 +159,25 @@ async def create_build(
     response_class=StreamingResponse,
     responses={200: {"content": {"application/x-ndjson": {}}}},
 )
-async def deploy_image(app: str, body: ImageDeployIn, who: Who, ctx: Ctx) -> StreamingResponse:
+async def deploy_image(
+    app: str,
+    body: ImageDeployIn,
+    who: Who,
+    ctx: Ctx,
+    surge: Surge = None,
+    max_unavailable: MaxUnavailable = None,
+) -> StreamingResponse:
     """Deploy a container image (``{"image": "nginx:1.27"}``); streams the rollout as NDJSON.
 
+    ``surge`` and ``max_unavailable`` set this deploy's rollout (the app's otherwise).
     Refused with a problem when no node offers an image-capable runtime (oci or microvm).
     """
     await run_in_threadpool(builds.check_image_deploy, ctx, who, app, body.image)
-    return event_stream(lambda emit: builds.deploy_image(ctx, who, app, body.image, emit))
+    return event_stream(
+        lambda emit: builds.deploy_image(
+            ctx, who, app, body.image, emit, surge=surge, max_unavailable=max_unavailable
+        )
+    )
 
 
 @router.get("/v1/apps/{app}/releases", response_model=PageOut[Release], name="releases.list")
@@ -176,9 +201,15 @@ def rollback(app: str, body: RollbackIn, who: Who, ctx: Ctx) -> Release:
     with ctx.db.session() as s:
         row = app_service.find(s, who.organization_id, app)
         release = releases.rollback(ctx, s, who, row, body.version)
-        policy = deployments.policy_for(row, body.surge, body.max_unavailable)
         deployments.start(
-            ctx, s, who, row, release, reason=f"rollback to v{body.version}", policy=policy
+            ctx,
+            s,
+            who,
+            row,
+            release,
+            reason=f"rollback to v{body.version}",
+            surge=body.surge,
+            max_unavailable=body.max_unavailable,
         )
         return release
 
@@ -207,6 +238,20 @@ def list_events(
     deployment: Annotated[
         str | None, Query(max_length=26, description="only this deployment's events")
     ] = None,
+    order: Annotated[
+        Literal["asc", "desc"], Query(description="asc: oldest first; desc: newest first")
+    ] = "asc",
 ) -> PageOut[Event]:
-    """What happened to the app (deploys, failures, placement problems), oldest first."""
-    return out(deployments.events_page(ctx, who, app, paging.cursor, paging.limit, deployment))
+    """What happened to the app (deploys, failures, placement problems), oldest first
+    (``order=desc``: newest first; the cursor then pages on to older events)."""
+    return out(
+        deployments.events_page(
+            ctx,
+            who,
+            app,
+            paging.cursor,
+            paging.limit,
+            deployment,
+            newest_first=order == "desc",
+        )
+    )
