@@ -10,6 +10,7 @@ from shellwego.errors import CapacityError
 from shellwego.models import (
     App,
     AppCreate,
+    DesiredState,
     Instance,
     NodeCapacity,
     OrganizationCreate,
@@ -53,6 +54,12 @@ def _setup(ctx: Context, app_count: int) -> list[tuple[str, str]]:
     return out
 
 
+def _live(ctx: Context) -> list[Instance]:
+    """Every instance meant to run."""
+    with ctx.db.session() as s:
+        return repo.find_all(s, Instance, desired_state=DesiredState.RUNNING.value)
+
+
 def _place(ctx: Context, app_id: str, release_id: str, cpu: int) -> list[Instance]:
     with ctx.db.session() as s:
         app = repo.require(s, App, "app", id=app_id)
@@ -90,9 +97,7 @@ def test_two_concurrent_deploys_cannot_overcommit_a_node(ctx: Context) -> None:
     assert sorted(o.split(":")[0] for o in outcomes) == ["placed", "refused"]
     refused = next(o for o in outcomes if o.startswith("refused"))
     assert "app app" in refused and "largest free slot left is 0.4 cores" in refused
-    with ctx.db.session() as s:
-        live = placement.live_rows(s)
-    assert sum(i.cpu_millis for i in live) == 600
+    assert sum(i.resources.cpu_millis for i in _live(ctx)) == 600
 
 
 def test_placements_get_distinct_ports_and_wake_the_node(ctx: Context) -> None:
@@ -111,8 +116,7 @@ def test_capacity_error_changes_nothing(ctx: Context) -> None:
     [(app_id, release_id)] = _setup(ctx, 1)
     with pytest.raises(CapacityError, match="cannot place 1 instance"):
         _place(ctx, app_id, release_id, 5000)
-    with ctx.db.session() as s:
-        assert placement.live_rows(s) == []
+    assert _live(ctx) == []
 
 
 def _stop(ctx: Context, inst: Instance) -> None:

@@ -205,12 +205,6 @@ class FileKeyProvider(_Keyring):
         self._refresh()
         return super().key_ids
 
-    @property
-    def file_key_ids(self) -> list[str]:
-        """The keys held in the file (not those given in the environment)."""
-        self._refresh()
-        return list(self._keys)
-
     def wrap(self, data_key: bytes) -> tuple[bytes, str]:
         self._refresh()
         return super().wrap(data_key)

@@ -3,6 +3,7 @@
 No I/O, no clock reads, no randomness; ties are broken by node id. See README.md.
 """
 
+from .eligibility import eligible
 from .planner import Planner, plan
 from .types import (
     InstanceSnapshot,
@@ -23,5 +24,6 @@ __all__ = [
     "Planner",
     "Resources",
     "Snapshot",
+    "eligible",
     "plan",
 ]

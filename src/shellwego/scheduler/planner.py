@@ -12,6 +12,7 @@ from heapq import heapify, heappop, heappush
 
 from shellwego.errors import CapacityError, InvalidInput, NotFound
 
+from .eligibility import eligible
 from .types import (
     NodeSnapshot,
     Placement,
@@ -165,13 +166,10 @@ class Planner:
         key = _eligibility(runtime, constraints)
         ranks = self._eligible.get(key)
         if ranks is None:
-            wanted = key[1]
             ranks = [
                 rank
                 for rank, node in enumerate(self._nodes)
-                if node.status == "ready"
-                and runtime in node.runtimes
-                and all(node.labels.get(label) == value for label, value in wanted)
+                if eligible(node, runtime, constraints)
             ]
             self._eligible[key] = ranks
         return ranks

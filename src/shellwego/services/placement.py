@@ -37,47 +37,6 @@ from shellwego.store import repository as repo
 from .context import Context, wake_after_commit
 
 
-@dataclass(frozen=True, slots=True)
-class LiveInstance:
-    """The columns placement needs of a running instance (read without ORM objects)."""
-
-    id: str
-    app_id: str
-    process_type: str
-    release_id: str
-    node_id: str
-    port: int
-    cpu_millis: int
-    memory_bytes: int
-
-
-def live_rows(s: Session) -> list[LiveInstance]:
-    """Every instance meant to run, as plain rows: one query, cheap at 10,000s of rows."""
-    t = Instance.__table__.c  # type: ignore[attr-defined]
-    query = sa.select(
-        t.id,
-        t.app_id,
-        t.process_type,
-        t.release_id,
-        t.node_id,
-        t.port,
-        sa.type_coerce(t.resources, sa.JSON),
-    ).where(t.desired_state == DesiredState.RUNNING.value)
-    return [
-        LiveInstance(
-            id=row[0],
-            app_id=row[1],
-            process_type=row[2],
-            release_id=row[3],
-            node_id=row[4],
-            port=row[5],
-            cpu_millis=int(row[6]["cpu_millis"]),
-            memory_bytes=int(row[6]["memory_bytes"]),
-        )
-        for row in s.execute(query)
-    ]
-
-
 def node_snapshots(s: Session, *, lock: bool) -> list[scheduler.NodeSnapshot]:
     """Every node as the scheduler sees it, read as plain columns in id order; with
     ``lock``, ``FOR UPDATE`` on PostgreSQL (SQLite's transaction is already exclusive)."""
@@ -218,12 +177,7 @@ def plan_for(
 
 def eligible(node: Node | None, app: App) -> bool:
     """Whether ``node`` may run ``app``'s instances: ready, its runtime, its labels."""
-    return (
-        node is not None
-        and node.status == NodeStatus.READY
-        and app.runtime in node.runtimes
-        and all(node.labels.get(k) == v for k, v in app.placement.constraints.items())
-    )
+    return node is not None and scheduler.eligible(node, app.runtime, app.placement.constraints)
 
 
 def check_constraints(s: Session, app: App) -> None:
@@ -267,7 +221,7 @@ def check_formation(
         s, Instance, app_id=app.id, release_id=release.id, desired_state=DesiredState.RUNNING.value
     ):
         node = by_id.get(inst.node_id)
-        if inst.drain_started_at is None and node is not None and eligible(node, app):
+        if inst.drain_started_at is None and eligible(node, app):
             kept[inst.process_type] += 1
     replaced: set[str] = set()
     requests = []

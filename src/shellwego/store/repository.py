@@ -128,17 +128,6 @@ def count(session: Session, model: type[SQLModel], *where: Any, **filters: Any) 
     return int(session.execute(stmt).scalar_one())
 
 
-def lock(session: Session, model: type[T], ids: Sequence[str]) -> list[T]:
-    """Read rows FOR UPDATE (PostgreSQL); SQLite's write transaction is already exclusive."""
-    if not ids:
-        return []
-    id_column = model.id  # type: ignore[attr-defined]
-    stmt = sa.select(model).where(id_column.in_(list(ids))).order_by(id_column)
-    if session.get_bind().dialect.name == "postgresql":
-        stmt = stmt.with_for_update()
-    return list(session.execute(stmt).scalars())
-
-
 def lock_all(session: Session, model: type[T]) -> list[T]:
     """Every row of ``model`` FOR UPDATE (PostgreSQL), in id order, in one query."""
     id_column = model.id  # type: ignore[attr-defined]
