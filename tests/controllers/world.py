@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from shellwego.clock import FrozenClock
 from shellwego.controllers import rollout
-from shellwego.controllers.edge import route_table
 from shellwego.models import (
     App,
     AppCreate,
@@ -25,6 +24,7 @@ from shellwego.models import (
 )
 from shellwego.services import agents, apps, auth, deployments, nodes
 from shellwego.services.context import Context, Principal
+from shellwego.services.edges import route_table
 from shellwego.store import repository as repo
 from support.releases import slug_release
 

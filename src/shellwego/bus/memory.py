@@ -25,8 +25,7 @@ class MemorySubscription:
             self._future.set_result(None)
 
     async def wait(self, timeout: float) -> bool:
-        if self._notified:
-            self._notified = False
+        if self.take():
             return True
         if self._bus.closed:
             await asyncio.sleep(0)
@@ -34,12 +33,16 @@ class MemorySubscription:
         self._future = asyncio.get_running_loop().create_future()
         try:
             await asyncio.wait_for(self._future, timeout)
-            return True
         except TimeoutError:
-            return False
+            pass
         finally:
             self._future = None
-            self._notified = False
+        # a notification that lands as the timeout expires counts: it is never dropped
+        return self.take()
+
+    def take(self) -> bool:
+        notified, self._notified = self._notified, False
+        return notified
 
     def close(self) -> None:
         self._bus.unsubscribe(self)

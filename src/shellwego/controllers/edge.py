@@ -15,7 +15,7 @@ from shellwego.edge.render import storage_root
 from shellwego.edge.routes import RouteTable
 from shellwego.models import Domain, DomainStatus, TlsStatus
 from shellwego.services.context import Context
-from shellwego.services.edges import route_table
+from shellwego.services.edges import RECHECK_SECONDS, tables
 from shellwego.store import repository as repo
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,8 @@ async def run(ctx: Context, caddy: Any, stop: asyncio.Event) -> None:
     with ctx.bus.subscribe("edge") as wake:
         while not stop.is_set():
             try:
-                table = await run_in_threadpool(route_table, ctx)
+                # the read edge nodes' blocking queries share: one per change
+                table = (await tables(ctx).get(max_age=RECHECK_SECONDS)).value.table
                 if table != last:
                     await caddy.apply(table)
                     last = table
@@ -51,7 +52,7 @@ async def run(ctx: Context, caddy: Any, stop: asyncio.Event) -> None:
             except Exception:  # keep serving the last good table; retry on the next pass
                 log.exception("edge sync failed")
             with contextlib.suppress(Exception):
-                if await wake.wait(2.0):
+                if await wake.wait(RECHECK_SECONDS):
                     # coalesce a burst of changes (a rollout step touches several
                     # instances) into one reload: every reload closes Caddy's idle
                     # keep-alive connections

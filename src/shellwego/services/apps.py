@@ -101,6 +101,7 @@ def create(ctx: Context, who: Principal, body: AppCreate) -> App:
             updated_at=now,
         )
         placement.check_constraints(s, app)
+        wake_after_commit(ctx, s, "edge")  # its host is routed (to nothing yet) at once
         return repo.add(s, app, conflict=taken(body.name))
 
 

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from dataclasses import dataclass
+from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
+from shellwego.bus.memo import TopicMemo
 from shellwego.edge.routes import AppRoute, RouteTable, Upstream
-from shellwego.edge.tables import dump_table
+from shellwego.edge.tables import dump_table, table_to_dict
 from shellwego.errors import Unauthenticated
 from shellwego.models import (
     App,
@@ -93,15 +96,63 @@ def authenticate(ctx: Context, bearer: str | None) -> None:
     raise Unauthenticated("an edge node needs a valid join token or node token")
 
 
-async def table_after(ctx: Context, version: str, wait: float) -> RouteTable:
-    """Blocking query: the table as soon as its version differs from ``version`` (woken by
-    the bus; re-read every RECHECK_SECONDS all the same, so a lost wake-up costs latency
-    only), or the current one after ``wait`` seconds."""
+@dataclass(frozen=True, slots=True)
+class VersionedTable:
+    """The route table with its version and JSON form, made once per read."""
+
+    table: RouteTable
+    version: str
+    payload: dict[str, Any]
+
+
+def versioned_table(ctx: Context) -> VersionedTable:
+    table = route_table(ctx)
+    return VersionedTable(table=table, version=table_version(table), payload=table_to_dict(table))
+
+
+def tables(ctx: Context) -> TopicMemo[VersionedTable]:
+    """The route table as this process last read it, shared by the edge controller and
+    every edge node's blocking query: read again once per "edge" notification, however
+    many wait, instead of once per waiter (call from the event loop)."""
+    memo: TopicMemo[VersionedTable] | None = ctx.extras.get("route_tables")
+    if memo is None:
+
+        async def read() -> VersionedTable:
+            return await run_in_threadpool(versioned_table, ctx)
+
+        memo = ctx.extras["route_tables"] = TopicMemo(ctx.bus, "edge", read)
+    return memo
+
+
+async def table_after(
+    ctx: Context,
+    version: str,
+    wait: float,
+    *,
+    recheck: float = RECHECK_SECONDS,
+    shared: TopicMemo[VersionedTable] | None = None,
+) -> VersionedTable:
+    """Blocking query: the table as soon as its version differs from ``version``, or the
+    current one after ``wait`` seconds.
+
+    Subscribed before the first read, so a change notified while a read runs wakes the
+    wait at once; re-read at least every ``recheck`` seconds all the same, so a lost
+    wake-up costs latency only. The answer is always a read begun after the query: never
+    older than a change committed before it. Reads come from ``shared`` (by default
+    :func:`tables`).
+    """
+    memo = shared or tables(ctx)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
-    while True:
-        table = await run_in_threadpool(route_table, ctx)
-        remaining = deadline - loop.time()
-        if table_version(table) != version or remaining <= 0 or ctx.bus.closed:
-            return table
-        await ctx.bus.wait("edge", min(remaining, RECHECK_SECONDS))
+    asked = memo.mark()
+    with ctx.bus.subscribe("edge") as wake:
+        reading = await memo.get()
+        while True:
+            remaining = deadline - loop.time()
+            if reading.value.version != version or remaining <= 0 or ctx.bus.closed:
+                if reading.stamp.seq > asked:
+                    return reading.value
+                reading = await memo.get(after=asked)
+                continue
+            woken = await wake.wait(min(remaining, recheck))
+            reading = await memo.get(max_age=None if woken else recheck)

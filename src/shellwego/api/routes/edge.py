@@ -11,7 +11,6 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from shellwego.api.deps import Ctx, bearer
-from shellwego.edge.tables import table_to_dict
 from shellwego.errors import Forbidden, NotFound
 from shellwego.services import domains, edges
 
@@ -73,5 +72,5 @@ async def edge_routes(
 ) -> RoutesOut:
     """Blocking query: the route table once its version differs from ``version``, or the
     current table after ``wait`` seconds."""
-    table = await edges.table_after(ctx, version, wait)
-    return RoutesOut(version=edges.table_version(table), table=table_to_dict(table))
+    current = await edges.table_after(ctx, version, wait)
+    return RoutesOut(version=current.version, table=current.payload)
