@@ -148,6 +148,16 @@ def test_every_mutating_request_leaves_exactly_one_entry(
             None,
         ),
         (
+            # the API takes bearer tokens only: a Basic password there is nobody's
+            lambda: client.post(
+                "/v1/apps", headers={"Authorization": f"Basic {basic}"}, json={"name": "b"}
+            ),
+            401,
+            "apps.create",
+            None,
+            None,
+        ),
+        (
             lambda: client.post(
                 "/git/audited.git/git-receive-pack",
                 headers={"Authorization": f"Basic {basic}"},

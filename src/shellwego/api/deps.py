@@ -30,9 +30,10 @@ def bearer(request: Request) -> str | None:
 def credentials(request: Request) -> str | None:
     """The API token of a request: a bearer token, or the password of HTTP Basic auth
     (what git sends; the user name is ignored)."""
+    token = bearer(request)
+    if token is not None:
+        return token
     scheme, _, value = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() == "bearer":
-        return value.strip() or None
     if scheme.lower() != "basic":
         return None
     try:

@@ -24,7 +24,7 @@ from shellwego.errors import ShellWeGoError
 from shellwego.services import audit, auth
 from shellwego.services.context import Context, Principal
 
-from .deps import credentials
+from .deps import bearer, credentials
 from .problems import problem
 
 MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
@@ -203,8 +203,9 @@ class Audit:
 
 
 def _caller(ctx: Context, request: Request) -> Principal | None:
-    """Who sent a request that was answered before a route identified them."""
-    token = credentials(request)
+    """Who sent a request that was answered before a route identified them (HTTP Basic
+    auth counts only where the routes accept it: git's)."""
+    token = credentials(request) if request.url.path.startswith("/git/") else bearer(request)
     if token is None:
         return None
     try:

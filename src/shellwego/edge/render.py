@@ -199,6 +199,7 @@ def render(table: RouteTable, settings: EdgeSettings) -> dict[str, Any]:
         f"{host}:{settings.https_port}",
     )
     access = {"default_logger_name": "access"}
+    errors = _errors(table)  # the same on both servers
     return {
         # the socket file is created 0600: only the supervisor's user may program the edge
         "admin": {"listen": f"unix/{settings.admin_socket}|0600", "config": {"persist": False}},
@@ -228,7 +229,7 @@ def render(table: RouteTable, settings: EdgeSettings) -> dict[str, Any]:
                     "https": {
                         "listen": [https_listen],
                         "routes": _routes(table, settings, plain_http=False),
-                        "errors": _errors(table),
+                        "errors": errors,
                         "automatic_https": {"disable_redirects": True},
                         "protocols": ["h1", "h2"],
                         "logs": access,
@@ -236,7 +237,7 @@ def render(table: RouteTable, settings: EdgeSettings) -> dict[str, Any]:
                     "http": {
                         "listen": [http_listen],
                         "routes": _routes(table, settings, plain_http=True),
-                        "errors": _errors(table),
+                        "errors": errors,
                         "automatic_https": {"disable": True},
                         # plain HTTP/1.1 only: no h2c upgrade check on every request
                         # (instances are reached over HTTP/1.1 anyway)

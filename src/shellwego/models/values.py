@@ -120,10 +120,15 @@ class NodeNetwork(Value):
 # ---- volumes and databases ---------------------------------------------------------------
 
 
-class BackupPolicy(Value):
+class BackupSchedule(Value):
+    """Whether backups are taken, how often and for how long they are kept."""
+
     enabled: bool = False
     frequency: str = Field(default="daily", max_length=100)  # daily, hourly or a cron line
     retention_days: int = Field(default=7, ge=1, le=3650)
+
+
+class BackupPolicy(BackupSchedule):
     destination: str = Field(default="", max_length=1024)  # e.g. s3://bucket/path
 
 
@@ -151,10 +156,7 @@ class HighAvailability(Value):
     failover_enabled: bool = False
 
 
-class DatabaseBackupConfig(Value):
-    enabled: bool = False
-    frequency: str = Field(default="daily", max_length=100)
-    retention_days: int = Field(default=7, ge=1, le=3650)
+class DatabaseBackupConfig(BackupSchedule):
     window_start: str = Field(default="02:00", pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
     window_duration_hours: int = Field(default=1, ge=1, le=24)
 
