@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from shellwego.models.values import NodeCapabilities
-from shellwego.runtime.microvm import KVM_API_VERSION, kvm_api_version
+from shellwego.runtime.host import cpu_flags
+from shellwego.runtime.microvm import kvm_problem
 
 
 def kernel_version() -> str:
@@ -20,15 +21,7 @@ def kernel_version() -> str:
 
 def cpu_features(cpuinfo: Path = Path("/proc/cpuinfo")) -> list[str]:
     """The CPU's feature flags (x86 ``flags``, Arm ``Features``), sorted."""
-    try:
-        text = cpuinfo.read_text()
-    except OSError:
-        return []
-    for line in text.splitlines():
-        key, sep, value = line.partition(":")
-        if sep and key.strip() in ("flags", "Features"):
-            return sorted(set(value.split()))[:512]
-    return []
+    return sorted(cpu_flags(cpuinfo) or ())[:512]
 
 
 def _nested(sys_module: Path) -> bool:
@@ -47,7 +40,7 @@ def capabilities(
     sys_module: Path = Path("/sys/module"),
     cpuinfo: Path = Path("/proc/cpuinfo"),
 ) -> NodeCapabilities:
-    kvm = (dev / "kvm").exists() and kvm_api_version(dev / "kvm") == KVM_API_VERSION
+    kvm = kvm_problem(dev / "kvm") is None
     gpu = (dev / "nvidia0").exists() or any((dev / "dri").glob("renderD*"))
     return NodeCapabilities(
         kvm=kvm,

@@ -69,6 +69,10 @@ def _read_int(path: Path) -> int | None:
         return None
 
 
+# this process's view of the host (by mount layout and own cgroups), once found
+_FOUND: dict[tuple[object, ...], Cgroups] = {}
+
+
 class Cgroups:
     """Per-instance cgroups under a ``shellwego`` subtree, on v2 or on v1 controllers.
 
@@ -96,11 +100,28 @@ class Cgroups:
         cls,
         mounts: list[tuple[str, Path, set[str]]] | None = None,
         own: dict[str, str] | None = None,
+        *,
+        fresh: bool = False,
     ) -> Cgroups:
         """What this host offers; ``mounts`` and ``own`` default to this process's view
-        (:func:`cgroup_mounts`, :func:`own_cgroups`)."""
-        mounts = cgroup_mounts() if mounts is None else mounts
-        own = own_cgroups() if own is None else own
+        (:func:`cgroup_mounts`, :func:`own_cgroups`), which is probed once per process
+        and layout (``fresh``: probe again)."""
+        if mounts is not None or own is not None:
+            return cls._find(
+                cgroup_mounts() if mounts is None else mounts,
+                own_cgroups() if own is None else own,
+            )
+        mounts, own = cgroup_mounts(), own_cgroups()
+        key = (
+            tuple((fstype, mount, frozenset(options)) for fstype, mount, options in mounts),
+            tuple(sorted(own.items())),
+        )
+        if fresh or key not in _FOUND:
+            _FOUND[key] = cls._find(mounts, own)
+        return _FOUND[key]
+
+    @classmethod
+    def _find(cls, mounts: list[tuple[str, Path, set[str]]], own: dict[str, str]) -> Cgroups:
         notes = []
         for fstype, mount, _ in mounts:
             if fstype != "cgroup2":

@@ -60,6 +60,18 @@ def _cgroup_memory(dirs: dict[str, Path]) -> int | None:
     return None
 
 
+def cpu_flags(
+    cpuinfo: Path = Path("/proc/cpuinfo"), keys: tuple[str, ...] = ("flags", "Features")
+) -> frozenset[str] | None:
+    """The CPU's feature flags from the first ``keys`` line of ``cpuinfo`` (x86 ``flags``,
+    Arm ``Features``); None when it cannot be read or has no such line."""
+    for line in (_read(cpuinfo) or "").splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip() in keys:
+            return frozenset(value.split())
+    return None
+
+
 def _mem_total(meminfo: Path = Path("/proc/meminfo")) -> int:
     for line in (_read(meminfo) or "").splitlines():
         key, _, rest = line.partition(":")

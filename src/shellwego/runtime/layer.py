@@ -38,6 +38,10 @@ APP_DIR = "app"
 _MOUNT_SPECIAL = frozenset(",:\\\n")
 
 
+# why overlayfs cannot be used (None: it can), per filesystem (device) and tools
+_PROBED: dict[tuple[int, str, str], str | None] = {}
+
+
 def _mount_safe(path: Path) -> bool:
     return not (set(str(path)) & _MOUNT_SPECIAL)
 
@@ -65,8 +69,9 @@ class Layers:
     note: str | None = None
 
     @classmethod
-    def detect(cls, scratch: Path) -> Layers:
-        """Probe an overlay mount in a throwaway mount namespace under ``scratch``."""
+    def detect(cls, scratch: Path, *, fresh: bool = False) -> Layers:
+        """Probe an overlay mount in a throwaway mount namespace under ``scratch``: once
+        per process and filesystem (``fresh``: probe again)."""
         why: str | None
         if os.geteuid() != 0:
             why = "the agent is not root"
@@ -77,7 +82,11 @@ class Layers:
             if unshare is None or mount is None:
                 why = "unshare or mount (util-linux) is not installed"
             else:
-                why = cls._probe(scratch, unshare, mount)
+                scratch.mkdir(parents=True, exist_ok=True)
+                key = (scratch.stat().st_dev, unshare, mount)
+                if fresh or key not in _PROBED:
+                    _PROBED[key] = cls._probe(scratch, unshare, mount)
+                why = _PROBED[key]
                 if why is None:
                     return cls(OVERLAY, unshare, mount)
         return cls(COPY, note=f"{why}: each instance gets a private copy of its slug per start")

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .driver import Capabilities
+from .host import cpu_flags
 
 RUNTIME = "microvm"
 KVM_GET_API_VERSION = 0xAE00  # _IO(KVMIO, 0x00)
@@ -23,16 +24,9 @@ KVM_API_VERSION = 12  # the only stable KVM API version
 
 
 def _cpu_has_virtualisation(cpuinfo: Path) -> bool | None:
-    """Whether the CPU flags show VT-x/AMD-V; None when cpuinfo cannot be read."""
-    try:
-        text = cpuinfo.read_text()
-    except OSError:
-        return None
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            flags = set(line.partition(":")[2].split())
-            return bool(flags & {"vmx", "svm"})
-    return None
+    """Whether the x86 CPU flags show VT-x/AMD-V; None when cpuinfo lists no x86 flags."""
+    flags = cpu_flags(cpuinfo, keys=("flags",))
+    return None if flags is None else bool(flags & {"vmx", "svm"})
 
 
 def kvm_api_version(kvm_path: Path) -> int | str:
@@ -53,25 +47,35 @@ def _unavailable(*notes: str) -> Capabilities:
     return Capabilities(runtime=RUNTIME, available=False, notes=notes)
 
 
+def kvm_problem(
+    kvm_path: Path = Path("/dev/kvm"),
+    api_version: Callable[[Path], int | str] = kvm_api_version,
+) -> str | None:
+    """Why ``kvm_path`` is not a usable KVM device (present, open to this user, answering
+    the stable KVM API), or None when it is."""
+    if not kvm_path.exists():
+        return (
+            f"{kvm_path} is not present on this host: the microvm runtime needs "
+            "hardware virtualisation (KVM)"
+        )
+    if not os.access(kvm_path, os.R_OK | os.W_OK):
+        return f"{kvm_path} is not readable and writable by this user: add it to the kvm group"
+    version = api_version(kvm_path)
+    if version != KVM_API_VERSION:
+        why = version if isinstance(version, str) else f"API version {version}"
+        return f"{kvm_path} is not a usable KVM device ({why})"
+    return None
+
+
 def probe(
     kvm_path: Path = Path("/dev/kvm"),
     cpuinfo: Path = Path("/proc/cpuinfo"),
     api_version: Callable[[Path], int | str] = kvm_api_version,
 ) -> Capabilities:
     """Whether microVMs could run here: ``kvm_path`` usable and ``firecracker`` found."""
-    if not kvm_path.exists():
-        return _unavailable(
-            f"{kvm_path} is not present on this host: the microvm runtime needs "
-            "hardware virtualisation (KVM)"
-        )
-    if not os.access(kvm_path, os.R_OK | os.W_OK):
-        return _unavailable(
-            f"{kvm_path} is not readable and writable by this user: add it to the kvm group"
-        )
-    version = api_version(kvm_path)
-    if version != KVM_API_VERSION:
-        why = version if isinstance(version, str) else f"API version {version}"
-        return _unavailable(f"{kvm_path} is not a usable KVM device ({why})")
+    problem = kvm_problem(kvm_path, api_version)
+    if problem is not None:
+        return _unavailable(problem)
     if _cpu_has_virtualisation(cpuinfo) is False:
         return _unavailable(
             f"{kvm_path} works but the CPU shows no vmx/svm flags: KVM is paravirtualised "

@@ -237,7 +237,7 @@ class ProcessDriver:
             if inst.spec.instance_id in self._instances:
                 continue
             self._instances[inst.spec.instance_id] = inst
-            await self._readopt(inst)
+            await self._settle(inst, restart_dead=True)
         return await self.list()
 
     async def inspect(self, instance_id: str) -> InstanceStatus:
@@ -326,7 +326,7 @@ class ProcessDriver:
             self._instances.pop(instance_id, None)
             if inst.cgroups:
                 await Cgroups.remove(inst.cgroups)
-            shutil.rmtree(self._instance_dir(instance_id), ignore_errors=True)
+            await asyncio.to_thread(shutil.rmtree, self._instance_dir(instance_id), True)
 
     async def close(self) -> None:
         """Stop supervising (the instances keep running; a new driver can recover them)."""
@@ -376,14 +376,20 @@ class ProcessDriver:
         inst.state = InstanceState.BACKOFF
         self._persist(inst)
 
-    async def _readopt(self, inst: InstanceRecord) -> None:
-        """Take an instance found on disk back under supervision."""
+    async def _settle(self, inst: InstanceRecord, *, restart_dead: bool) -> None:
+        """Take an instance found on disk back in hand.
+
+        A live process that should be running is supervised again, never restarted. One
+        that should not run (an agent died in the middle of stopping it), or whose main
+        process is gone while others of it live on, is stopped. One that should be
+        running but died while no agent was watching is started again, counting a
+        restart, with ``restart_dead``; otherwise it is only remembered as stopped.
+        """
         live = inst.pid is not None and alive(inst.pid, inst.pid_start)
-        if inst.desired == "running":
-            if live:
-                inst.state = InstanceState.RUNNING
-                inst.monitor = asyncio.create_task(self._supervise(inst))
-                return
+        if inst.desired == "running" and live:
+            inst.state = InstanceState.RUNNING
+            inst.monitor = asyncio.create_task(self._supervise(inst))
+        elif inst.desired == "running" and restart_dead:
             code = await reap(inst.pid) if inst.pid is not None else None
             if inst.pid is not None:
                 self._exited(inst, code)
@@ -394,10 +400,8 @@ class ProcessDriver:
             except RuntimeFailure as exc:
                 inst.last_error = exc.detail
                 inst.state = InstanceState.BACKOFF
-                self._persist(inst)
-                inst.monitor = asyncio.create_task(self._supervise(inst))
-                return
-            inst.restarts += 1
+            else:
+                inst.restarts += 1
             self._persist(inst)
             inst.monitor = asyncio.create_task(self._supervise(inst))
         elif live or self._leftovers(inst):
@@ -510,27 +514,13 @@ class ProcessDriver:
             write_state(idir, inst)
 
     async def _load_known(self, instance_id: str) -> InstanceRecord | None:
-        """An instance this driver has no record of yet but that is on disk, live or not.
-
-        A live process is adopted and supervised again when it should be running. One
-        that should not run (an agent died in the middle of stopping it), or whose main
-        process is gone while others of it live on, is stopped. So a ``start`` that
-        follows never runs a second copy; a dead one is only remembered, so that
-        ``start`` starts it afresh.
-        """
+        """An instance this driver has no record of yet but that is on disk, live or not,
+        settled (see ``_settle``) so that a ``start`` that follows never runs a second
+        copy; a dead one is only remembered, so that ``start`` starts it afresh."""
         try:
             inst = read_state(self._instance_dir(instance_id) / STATE_FILE)
         except (OSError, ValueError, KeyError, TypeError):
             return None
         self._instances[instance_id] = inst
-        live = inst.pid is not None and alive(inst.pid, inst.pid_start)
-        if live and inst.desired == "running":
-            inst.state = InstanceState.RUNNING
-            inst.monitor = asyncio.create_task(self._supervise(inst))
-        elif live or self._leftovers(inst):
-            await self.stop(instance_id)
-        else:
-            inst.pid = inst.pid_start = None
-            if inst.state in _ACTIVE:
-                inst.state = InstanceState.STOPPED
+        await self._settle(inst, restart_dead=False)
         return inst

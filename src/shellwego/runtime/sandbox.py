@@ -8,6 +8,7 @@ caller keeps to switch to an unprivileged user inside. The network is the host's
 
 from __future__ import annotations
 
+import functools
 import shutil
 import subprocess
 from collections.abc import Iterable, Sequence
@@ -55,29 +56,15 @@ class Sandbox:
     note: str | None = None
 
     @classmethod
-    def detect(cls) -> Sandbox:
+    def detect(cls, *, fresh: bool = False) -> Sandbox:
+        """Whether bubblewrap works here: probed once per process and bwrap binary
+        (``fresh``: probe again)."""
         binary = shutil.which("bwrap")
         if binary is None:
             return cls(None, note="bubblewrap (bwrap) is not installed")
-        base = [*_base(binary), *_BWRAP_ISOLATION, *_caps(())]
-        error = ""
-        for extra in ((), ("--unshare-user",)):
-            try:
-                done = subprocess.run(
-                    [*base, *extra, "/bin/true"],
-                    stdin=subprocess.DEVNULL,
-                    capture_output=True,
-                    timeout=20,
-                    check=False,
-                )
-            except (OSError, subprocess.TimeoutExpired) as exc:
-                error = str(exc)
-                continue
-            if done.returncode == 0:
-                return cls(binary, extra)
-            lines = done.stderr.decode(errors="replace").strip().splitlines()
-            error = lines[-1] if lines else f"exit code {done.returncode}"
-        return cls(None, note=f"bubblewrap cannot create a sandbox here ({error})")
+        if fresh:
+            _probe.cache_clear()
+        return _probe(binary)
 
     def argv(
         self,
@@ -115,3 +102,27 @@ class Sandbox:
             argv += ["--bind", str(extra.resolve()), str(extra.resolve())]
         argv += ["--chdir", str(app_dir), *_BWRAP_ISOLATION, *_caps(keep_caps), *self.extra]
         return [*argv, "--", *inner]
+
+
+@functools.cache
+def _probe(binary: str) -> Sandbox:
+    """Try ``binary`` as it is, then in a user namespace of its own."""
+    base = [*_base(binary), *_BWRAP_ISOLATION, *_caps(())]
+    error = ""
+    for extra in ((), ("--unshare-user",)):
+        try:
+            done = subprocess.run(
+                [*base, *extra, "/bin/true"],
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                timeout=20,
+                check=False,
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            error = str(exc)
+            continue
+        if done.returncode == 0:
+            return Sandbox(binary, extra)
+        lines = done.stderr.decode(errors="replace").strip().splitlines()
+        error = lines[-1] if lines else f"exit code {done.returncode}"
+    return Sandbox(None, note=f"bubblewrap cannot create a sandbox here ({error})")

@@ -21,12 +21,11 @@ from shellwego.models import (
     new_id,
 )
 from shellwego.models.values import NodeCapabilities, NodeNetwork
+from shellwego.runtime.microvm import RUNTIME as MICROVM
 from shellwego.store import repository as repo
 
 from .context import Context, Principal, wake_after_commit
 from .tokens import JOIN_PREFIX, NODE_PREFIX, new_token, token_hash
-
-MICROVM = "microvm"  # the runtime name a node offers when it can run microVMs
 
 
 def require_operator(who: Principal) -> None:
