@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from shellwego.build import git
 from shellwego.controllers import loops, rollout
 from shellwego.errors import NotFound
 from shellwego.models import App, AppCreate, DeploymentStatus, Instance, Release, Resources
@@ -39,6 +40,8 @@ def test_a_deleted_app_is_gone_at_once_and_its_row_stays_until_its_instances_are
     held = {(i.node_id, i.port) for i in old}
     before = indexes(world)
     world.lingering = {i.id for i in old}  # the processes take a while to exit
+    repos = git.repos_root(world.ctx.settings.data_dir)
+    pushed_to = git.ensure_repo(repos, old_id)  # it was deployed by git push too
 
     apps.delete(world.ctx, world.who, "web")
 
@@ -60,10 +63,12 @@ def test_a_deleted_app_is_gone_at_once_and_its_row_stays_until_its_instances_are
         world.step()
     row, instances = rows(world, old_id)
     assert row is not None and len(instances) == 2
+    assert pushed_to.is_dir()
 
     # the name is free at once: a new app of that name gets other ports on the same nodes
     world.app_id = apps.create(world.ctx, world.who, AppCreate(name="web")).id
     assert world.app_id != old_id
+    new_repo = git.ensure_repo(repos, world.app_id)
     deploy(world, {"web": 2})
     assert world.placed_on() == ["node-0", "node-1"]
     fresh = {(i.node_id, i.port) for i in world.instances()}
@@ -79,6 +84,8 @@ def test_a_deleted_app_is_gone_at_once_and_its_row_stays_until_its_instances_are
     assert row is None and instances == []
     with world.ctx.db.session() as s:
         assert repo.find_all(s, Release, app_id=old_id) == []
+    # and its git repository; the new app of that name keeps its own
+    assert not pushed_to.exists() and (new_repo / "HEAD").is_file()
     assert apps.get(world.ctx, world.who, "web").id == world.app_id
     assert len(world.serving()) == 2
 

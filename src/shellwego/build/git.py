@@ -63,6 +63,16 @@ def _install_hook(repo: Path) -> None:
     os.replace(tmp, hook)
 
 
+def repos_root(data_dir: Path) -> Path:
+    """Where the control plane keeps the apps' bare repositories."""
+    return data_dir / "git"
+
+
+def remove_repo(root: Path, app_id: str) -> None:
+    """Delete the app's bare repository, if it has one; a repeat does nothing."""
+    shutil.rmtree(repo_path(root, app_id), ignore_errors=True)
+
+
 def repo_path(root: Path, app_id: str) -> Path:
     if not _REPO_NAME.match(app_id):
         raise InvalidInput(f"invalid repository name {app_id[:80]!r}")

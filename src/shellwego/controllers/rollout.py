@@ -11,6 +11,7 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
+from shellwego.build import git
 from shellwego.errors import CapacityError
 from shellwego.models import (
     App,
@@ -296,7 +297,9 @@ def finish_deletion(ctx: Context, app_id: str) -> None:
     """The finalizer of a deleted app: remove its row, and by cascade its releases,
     deployments, instances, config and secrets, once its instances are gone (see
     ``_all_gone``), or DELETE_TIMEOUT_SECONDS after the delete. Until then the instance
-    rows keep their ports taken."""
+    rows keep their ports taken. Its git repository goes once the row has; its slugs are
+    content-addressed, maybe shared, and stay."""
+    removed = False
     with ctx.db.session() as s:
         app = repo.get(s, App, id=app_id)
         if app is None or app.deleted_at is None:
@@ -312,7 +315,10 @@ def finish_deletion(ctx: Context, app_id: str) -> None:
         if _running(s, app.id):
             return
         repo.delete(s, app)
+        removed = True
         log.info("app %s removed, %.1f s after it was deleted", app.id, waited)
+    if removed:
+        git.remove_repo(git.repos_root(ctx.settings.data_dir), app_id)
 
 
 def pass_once(ctx: Context) -> None:

@@ -69,7 +69,7 @@ async def git_http(app: str, path: str, request: Request, ctx: Ctx) -> Response:
     service = request.query_params.get("service") if path == "info/refs" else path
     if service == PUSH:
         require_role(who, Role.MEMBER)
-    root = ctx.settings.data_dir / "git"
+    root = git.repos_root(ctx.settings.data_dir)
     await run_in_threadpool(git.ensure_repo, root, row.id)
     cgi = git.CgiRequest(
         method=request.method,
