@@ -64,7 +64,8 @@ def test_registration_and_heartbeats_set_the_node_status(
     shown = client.get("/v1/nodes/worker-1", headers=org_a.h()).json()
     assert shown["kernel_version"] == "6.1.0-18-amd64"
     assert shown["capabilities"] == CAPABILITIES
-    assert shown["allocatable"] == {"cpu_millis": 4000, "memory_bytes": 8 * GIB}
+    assert shown["free"] == {"cpu_millis": 4000, "memory_bytes": 8 * GIB}
+    assert "allocatable" not in shown
     # the smallest size is 125 milli-CPU and 128 MiB: CPU allows 32, memory 64
     assert (shown["microvm_capacity"], shown["microvm_used"]) == (32, 0)
     assert shown["network"] == {"public_ip": None, "wireguard_pubkey": None, "pod_cidr": None}
@@ -79,9 +80,12 @@ def test_registration_and_heartbeats_set_the_node_status(
         node = repo.require(s, Node, "node", hostname="worker-1")
     assert node.kernel_version == "6.1.0-19-amd64"  # rebooted into a new kernel
     assert node.capabilities.gpu is True
-    # only instances meant to run reserve room
-    assert (node.allocatable.cpu_millis, node.allocatable.memory_bytes) == (3250, 5 * GIB)
-    assert node.microvm_used == 1
+    # only instances meant to run reserve room; the list shows the same
+    shown = client.get("/v1/nodes/worker-1", headers=org_a.h()).json()
+    assert shown["free"] == {"cpu_millis": 3250, "memory_bytes": 5 * GIB}
+    assert (shown["microvm_capacity"], shown["microvm_used"]) == (32, 1)
+    listed = client.get("/v1/nodes", headers=org_a.h()).json()["items"]
+    assert [(n["free"], n["microvm_used"]) for n in listed] == [(shown["free"], 1)]
 
     # a heartbeat that leaves the facts out keeps them
     r = client.post("/v1/agent/heartbeat", headers=node_h, json={"instances": []})
@@ -97,5 +101,6 @@ def test_a_node_without_the_microvm_runtime_has_no_microvm_room(
         ctx, nodes.create_join_token(ctx, "t"), "worker-2",
         NodeCapacity(cpu_millis=4000, memory_bytes=8 * GIB), ["process"], {}, "0.1.0",
         "127.0.0.1")
-    assert (reg.node.microvm_capacity, reg.node.kernel_version) == (0, "")
-    assert reg.node.allocatable == reg.node.capacity
+    shown = client.get(f"/v1/nodes/{reg.node.id}", headers=org_a.h()).json()
+    assert (shown["microvm_capacity"], shown["kernel_version"]) == (0, "")
+    assert shown["free"] == shown["capacity"]

@@ -135,8 +135,7 @@ def node(g: Graph | None = None) -> Node:
         status=NodeStatus.DRAINING, region="eu-west", zone="b",
         network=NodeNetwork(public_ip="203.0.113.7", wireguard_pubkey="wg-pub",
                             pod_cidr="10.42.0.0/24"),
-        allocatable=NodeCapacity(cpu_millis=15000, memory_bytes=60 * 1024**3),
-        microvm_capacity=512, microvm_used=3, token_hash=f"node-{u}".ljust(64, "0"),
+        token_hash=f"node-{u}".ljust(64, "0"),
         assignment_index=42, last_heartbeat_at=T2, created_at=T0, updated_at=T1,
     )
 

@@ -26,7 +26,7 @@ from .enums import (
     SecretScope,
     TlsStatus,
 )
-from .nodes import JoinToken, Node
+from .nodes import JoinToken, Node, NodeView
 from .secrets import Secret, SecretCreate, SecretRotate, SecretVersion, SecretVersionInfo
 from .storage import Database, Snapshot, Volume
 from .tenancy import (
@@ -79,6 +79,7 @@ __all__ = [
     "Node",
     "NodeCapacity",
     "NodeStatus",
+    "NodeView",
     "Organization",
     "OrganizationCreate",
     "PlacementPolicy",

@@ -29,21 +29,29 @@ class NodeBase(SQLModel):
     )
 
 
-class Node(NodeBase, Entity, table=True):
-    """A machine that runs instances. Nodes belong to the platform, not to one tenant."""
-
-    __tablename__ = "nodes"
+class NodeFields(NodeBase, Entity):
     status: NodeStatus = Field(sa_type=EnumText(NodeStatus))
     region: str = Field(default="local", max_length=50)
     zone: str = Field(default="local", max_length=50)
     network: NodeNetwork = Field(default_factory=NodeNetwork, sa_type=PydanticJSON(NodeNetwork))
-    # status: capacity less what the instances placed here reserve (set on each heartbeat)
-    allocatable: NodeCapacity = Field(sa_type=PydanticJSON(NodeCapacity))
-    microvm_capacity: int = Field(default=0, ge=0)  # microVMs of the smallest size that fit
-    microvm_used: int = Field(default=0, ge=0)  # instances placed here that run as microVMs
-    token_hash: str = Field(max_length=64, unique=True, exclude=True)
     assignment_index: int = Field(default=0)
     last_heartbeat_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class Node(NodeFields, table=True):
+    """A machine that runs instances. Nodes belong to the platform, not to one tenant."""
+
+    __tablename__ = "nodes"
+    token_hash: str = Field(max_length=64, unique=True, exclude=True)
+
+
+class NodeView(NodeFields):
+    """A node as the API shows it, with what the instances placed on it take (derived from
+    placement when the node is read, never stored)."""
+
+    free: NodeCapacity  # capacity less what the instances meant to run here reserve
+    microvm_capacity: int = Field(ge=0)  # microVMs of the smallest size that fit
+    microvm_used: int = Field(ge=0)  # instances meant to run here as microVMs
 
 
 class JoinToken(Entity, table=True):

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import sqlalchemy as sa
 from pydantic import BaseModel, Field
 
 from shellwego.models import (
@@ -23,7 +24,7 @@ from shellwego.models import (
 from shellwego.models.values import NodeCapabilities
 from shellwego.store import repository as repo
 
-from . import metrics, nodes, secrets
+from . import metrics, secrets
 from .context import Context, wake_after_commit
 from .placement import RELEASED_STATES
 
@@ -78,46 +79,56 @@ def heartbeat(ctx: Context, node: Node, body: Heartbeat) -> Node:
             row.status = NodeStatus.READY
             changed = True
         reported = {o.instance_id: o for o in body.instances}
-        if reported:
-            rows = repo.find_all(
-                s,
-                Instance,
-                Instance.id.in_(list(reported)),  # type: ignore[attr-defined]
-                node_id=node.id,
-            )
-            for inst in rows:
-                seen = reported[inst.id]
-                if inst.healthy != seen.healthy or inst.restarts != seen.restarts:
-                    changed = True
-                if seen.state in RELEASED_STATES and inst.state not in RELEASED_STATES:
-                    changed = True  # its port is free: a deleted app's row may go
-                if seen.healthy and not inst.healthy:
-                    inst.healthy_at = now
-                inst.state = seen.state
-                inst.healthy = seen.healthy
-                inst.pid = seen.pid
-                inst.restarts = seen.restarts
-                inst.exit_code = seen.exit_code
-                inst.last_error = seen.last_error
-                inst.observed_at = now
-                if seen.cpu_millis_used is not None and seen.memory_bytes is not None:
-                    metrics.record_stats(ctx, inst.id, seen.cpu_millis_used, seen.memory_bytes)
-        # stopped instances the agent no longer lists are gone: their ports are free again
-        for inst in repo.find_all(
+        # one query: the instances reported, and those asked to stop not yet seen gone
+        unreleased = sa.and_(
+            Instance.desired_state == DesiredState.STOPPED.value,  # type: ignore[arg-type]
+            Instance.state.not_in(RELEASED_STATES),  # type: ignore[attr-defined]
+        )
+        rows = repo.find_all(
             s,
             Instance,
-            Instance.state.not_in(RELEASED_STATES),  # type: ignore[attr-defined]
+            sa.or_(Instance.id.in_(list(reported)), unreleased)  # type: ignore[attr-defined]
+            if reported
+            else unreleased,
             node_id=node.id,
-            desired_state=DesiredState.STOPPED.value,
-        ):
-            if inst.id not in reported:
+        )
+        for inst in rows:
+            seen = reported.get(inst.id)
+            if seen is None:
+                # asked to stop and no longer listed: gone, its port is free again
                 inst.state = "removed"
                 inst.observed_at = now
                 changed = True
-        nodes.refresh_allocation(s, row)
+            else:
+                changed = _noticed(inst, seen) or changed
+                _observe(ctx, inst, seen, now)
         if changed:
             wake_after_commit(ctx, s, "rollout", "edge")
         return row
+
+
+def _noticed(inst: Instance, seen: ObservedInstance) -> bool:
+    """Whether the rollout and the edge must look again: its health or restarts changed,
+    or it let go of its port (a deleted app's row may go)."""
+    return (
+        inst.healthy != seen.healthy
+        or inst.restarts != seen.restarts
+        or (seen.state in RELEASED_STATES and inst.state not in RELEASED_STATES)
+    )
+
+
+def _observe(ctx: Context, inst: Instance, seen: ObservedInstance, now: datetime) -> None:
+    if seen.healthy and not inst.healthy:
+        inst.healthy_at = now
+    inst.state = seen.state
+    inst.healthy = seen.healthy
+    inst.pid = seen.pid
+    inst.restarts = seen.restarts
+    inst.exit_code = seen.exit_code
+    inst.last_error = seen.last_error
+    inst.observed_at = now
+    if seen.cpu_millis_used is not None and seen.memory_bytes is not None:
+        metrics.record_stats(ctx, inst.id, seen.cpu_millis_used, seen.memory_bytes)
 
 
 def current_index(ctx: Context, node_id: str) -> int:

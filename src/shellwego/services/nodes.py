@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
+import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from shellwego.errors import Conflict, Forbidden, NotFound, Unauthenticated
@@ -18,12 +19,14 @@ from shellwego.models import (
     Node,
     NodeCapacity,
     NodeStatus,
+    NodeView,
     new_id,
 )
 from shellwego.models.values import NodeCapabilities, NodeNetwork
 from shellwego.runtime.microvm import RUNTIME as MICROVM
 from shellwego.store import repository as repo
 
+from . import placement
 from .context import Context, Principal, wake_after_commit
 from .tokens import JOIN_PREFIX, NODE_PREFIX, new_token, token_hash
 
@@ -42,40 +45,86 @@ def find(s: Session, ref: str) -> Node:
     return node
 
 
+def views(s: Session, rows: Sequence[Node]) -> list[NodeView]:
+    """``rows`` as the API shows them: what is still free on each and how many microVMs
+    run there, from the instances placed on them (the reservations the scheduler counts),
+    summed in one query for all of them."""
+    taken = reservations(s, {n.id for n in rows})
+    out = []
+    for node in rows:
+        cpu, memory, vms = taken.get(node.id, (0, 0, 0))
+        free = NodeCapacity(
+            cpu_millis=max(0, node.capacity.cpu_millis - cpu),
+            memory_bytes=max(0, node.capacity.memory_bytes - memory),
+        )
+        out.append(
+            NodeView(
+                **node.model_dump(),
+                free=free,
+                microvm_capacity=microvm_slots(node.capacity, node.runtimes),
+                microvm_used=vms,
+            )
+        )
+    return out
+
+
+def reservations(s: Session, node_ids: set[str]) -> dict[str, tuple[int, int, int]]:
+    """Per node: the CPU and memory its instances meant to run reserve, and how many of
+    them run as microVMs."""
+    if not node_ids:
+        return {}
+    i = Instance.__table__.c  # type: ignore[attr-defined]
+    a = App.__table__.c  # type: ignore[attr-defined]
+    query = (
+        sa.select(
+            i.node_id,
+            *placement.reserved(i),
+            sa.func.sum(sa.case((a.runtime == MICROVM, 1), else_=0)),
+        )
+        .join_from(Instance.__table__, App.__table__, a.id == i.app_id)  # type: ignore[attr-defined]
+        .where(i.desired_state == DesiredState.RUNNING.value, i.node_id.in_(sorted(node_ids)))
+        .group_by(i.node_id)
+    )
+    return {
+        node_id: (int(cpu), int(memory), int(vms)) for node_id, cpu, memory, vms in s.execute(query)
+    }
+
+
 def list_page(
     ctx: Context, who: Principal, cursor: str | None, limit: int, status: str | None = None
-) -> repo.Page[Node]:
+) -> repo.Page[NodeView]:
     require_operator(who)
     filters = {"status": status} if status else {}
     with ctx.db.session() as s:
-        return repo.page(s, Node, cursor=cursor, limit=limit, **filters)
+        page = repo.page(s, Node, cursor=cursor, limit=limit, **filters)
+        return repo.Page(items=views(s, page.items), next_cursor=page.next_cursor)
 
 
-def get(ctx: Context, who: Principal, ref: str) -> Node:
+def get(ctx: Context, who: Principal, ref: str) -> NodeView:
     require_operator(who)
     with ctx.db.session() as s:
-        return find(s, ref)
+        return views(s, [find(s, ref)])[0]
 
 
-def drain(ctx: Context, who: Principal, ref: str) -> Node:
+def _set_status(ctx: Context, who: Principal, ref: str, status: NodeStatus) -> NodeView:
+    require_operator(who)
+    with ctx.db.session() as s:
+        node = find(s, ref)
+        node.status = status
+        node.updated_at = ctx.clock.now()
+        s.flush()
+        shown = views(s, [node])[0]
+    ctx.bus.notify("rollout")
+    return shown
+
+
+def drain(ctx: Context, who: Principal, ref: str) -> NodeView:
     """Mark a node draining: it gets no new instances and its instances move elsewhere."""
-    require_operator(who)
-    with ctx.db.session() as s:
-        node = find(s, ref)
-        node.status = NodeStatus.DRAINING
-        node.updated_at = ctx.clock.now()
-    ctx.bus.notify("rollout")
-    return node
+    return _set_status(ctx, who, ref, NodeStatus.DRAINING)
 
 
-def uncordon(ctx: Context, who: Principal, ref: str) -> Node:
-    require_operator(who)
-    with ctx.db.session() as s:
-        node = find(s, ref)
-        node.status = NodeStatus.READY
-        node.updated_at = ctx.clock.now()
-    ctx.bus.notify("rollout")
-    return node
+def uncordon(ctx: Context, who: Principal, ref: str) -> NodeView:
+    return _set_status(ctx, who, ref, NodeStatus.READY)
 
 
 def create_join_token(ctx: Context, name: str, secret: str | None = None) -> str:
@@ -150,9 +199,6 @@ def register(
             kernel_version=kernel_version,
             capabilities=capabilities or NodeCapabilities(),
             network=NodeNetwork(),
-            allocatable=capacity,
-            microvm_capacity=microvm_slots(capacity, runtimes),
-            microvm_used=0,
             token_hash=token_hash(secret),
             assignment_index=1,
             last_heartbeat_at=now,
@@ -172,28 +218,6 @@ def microvm_slots(capacity: NodeCapacity, runtimes: Sequence[str]) -> int:
     return min(
         capacity.memory_bytes // smallest.memory_bytes, capacity.cpu_millis // smallest.cpu_millis
     )
-
-
-def refresh_allocation(s: Session, node: Node) -> None:
-    """Set what is still free on ``node`` (its allocatable resources) and how many microVMs
-    run there, from the instances placed on it: the reservations the scheduler counts."""
-    placed = repo.find_all(s, Instance, node_id=node.id, desired_state=DesiredState.RUNNING.value)
-    cpu = sum(i.resources.cpu_millis for i in placed)
-    memory = sum(i.resources.memory_bytes for i in placed)
-    allocatable = NodeCapacity(
-        cpu_millis=max(0, node.capacity.cpu_millis - cpu),
-        memory_bytes=max(0, node.capacity.memory_bytes - memory),
-    )
-    if allocatable != node.allocatable:
-        node.allocatable = allocatable
-    app_ids = sorted({i.app_id for i in placed})
-    vm_apps = (
-        {a.id for a in repo.find_all(s, App, App.id.in_(app_ids), runtime=MICROVM)}  # type: ignore[attr-defined]
-        if app_ids
-        else set()
-    )
-    node.microvm_used = sum(1 for i in placed if i.app_id in vm_apps)
-    node.microvm_capacity = microvm_slots(node.capacity, node.runtimes)
 
 
 def authenticate_node(ctx: Context, bearer: str | None) -> Node:

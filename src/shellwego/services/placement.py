@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -64,6 +65,16 @@ def node_snapshots(s: Session, *, lock: bool) -> list[scheduler.NodeSnapshot]:
     ]
 
 
+def reserved(instances: Any) -> tuple[Any, Any]:
+    """The sums of the CPU and of the memory that rows of ``instances`` (the table's
+    columns) reserve, for a grouped query; BIGINT: an instance may reserve over 2 GiB."""
+    resources = sa.type_coerce(instances.resources, sa.JSON)
+    return (
+        sa.func.sum(sa.cast(resources["cpu_millis"].as_string(), sa.BigInteger)),
+        sa.func.sum(sa.cast(resources["memory_bytes"].as_string(), sa.BigInteger)),
+    )
+
+
 def usage_snapshot(
     s: Session, nodes: list[scheduler.NodeSnapshot], app_id: str
 ) -> scheduler.Snapshot:
@@ -75,16 +86,9 @@ def usage_snapshot(
     nodes, not with the instances, so it stays flat as the cluster fills.
     """
     t = Instance.__table__.c  # type: ignore[attr-defined]
-    resources = sa.type_coerce(t.resources, sa.JSON)
     group = sa.case((t.app_id == app_id, t.process_type), else_=sa.null())
     query = (
-        sa.select(
-            t.node_id,
-            group,
-            # BIGINT: an instance may reserve more than 2 GiB
-            sa.func.sum(sa.cast(resources["cpu_millis"].as_string(), sa.BigInteger)),
-            sa.func.sum(sa.cast(resources["memory_bytes"].as_string(), sa.BigInteger)),
-        )
+        sa.select(t.node_id, group, *reserved(t))
         .where(t.desired_state == DesiredState.RUNNING.value)
         .group_by(t.node_id, group)
     )

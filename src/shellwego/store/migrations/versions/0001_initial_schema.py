@@ -63,11 +63,6 @@ def upgrade() -> None:
         sa.Column(
             "network", sa.JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=False
         ),
-        sa.Column(
-            "allocatable", sa.JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=False
-        ),
-        sa.Column("microvm_capacity", sa.Integer(), nullable=False),
-        sa.Column("microvm_used", sa.Integer(), nullable=False),
         sa.Column("token_hash", sa.String(length=64), nullable=False),
         sa.Column("assignment_index", sa.Integer(), nullable=False),
         sa.Column("last_heartbeat_at", sa.DateTime(timezone=True), nullable=True),
