@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import event
 
 from shellwego.controllers import loops, rollout
-from shellwego.models import Instance
+from shellwego.controllers.cluster import RETRY_UNCHANGED_SECONDS
+from shellwego.models import Instance, NodeCapacity
 from shellwego.services import apps, nodes, processes
+from shellwego.services.context import Context
 from shellwego.store import repository as repo
 
-from .world import World
+from .world import GIB, World
 
 
 def deploy(world: World, formation: dict[str, object]) -> None:
@@ -135,3 +142,54 @@ def test_an_unplaceable_formation_is_recorded_once_and_keeps_serving(world: Worl
     assert world.events("formation.placed") == ["The formation is placed"]
     assert len(world.events("formation.unplaceable")) == 1
     assert apps.get(world.ctx, world.who, "web").formation_error is None
+
+
+@contextmanager
+def placements_planned(ctx: Context) -> Iterator[list[str]]:
+    """The placement plans made meanwhile, seen in the statements sent to the database:
+    each takes the node lock and sums every node's instances per replica group."""
+    planned: list[str] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if "GROUP BY instances.node_id, CASE" in statement:
+            planned.append(statement)
+
+    event.listen(ctx.db.engine, "before_cursor_execute", seen)
+    try:
+        yield planned
+    finally:
+        event.remove(ctx.db.engine, "before_cursor_execute", seen)
+
+
+def test_an_unplaceable_formation_is_planned_again_only_once_something_changed(
+    world: World,
+) -> None:
+    deploy(world, {"web": {"count": 8, "size": "xlarge"}})  # 4 per node: the cluster is full
+    nodes.drain(world.ctx, world.who, "node-0")
+    world.step()
+    problem = apps.get(world.ctx, world.who, "web").formation_error
+    assert problem is not None and "cannot place 4 instances" in problem
+    with placements_planned(world.ctx) as planned:
+        for _ in range(10):
+            world.step(0.5)  # heartbeats and passes; nothing placement reads changes
+    assert planned == []  # the node rows were not locked for a plan known to fail
+    assert apps.get(world.ctx, world.who, "web").formation_error == problem
+    assert len(world.serving()) == 8
+
+    with placements_planned(world.ctx) as planned:
+        world.step(RETRY_UNCHANGED_SECONDS)  # tried again all the same, once in a while
+        world.step(0.5)
+    assert len(planned) == 1
+
+    with placements_planned(world.ctx) as planned:
+        node = nodes.register(
+            world.ctx, nodes.create_join_token(world.ctx, "more"), "node-2",
+            NodeCapacity(cpu_millis=8000, memory_bytes=16 * GIB), ["process"], {}, "test",
+            "10.0.0.3",
+        ).node
+        world.node_ids["node-2"] = node.id
+        world.step(0.5)  # room elsewhere: the drained node's instances move there
+    assert len(planned) == 1
+    assert apps.get(world.ctx, world.who, "web").formation_error is None
+    assert world.events("formation.placed") == ["The formation is placed"]
+    assert world.placed_on().count("node-2") == 4

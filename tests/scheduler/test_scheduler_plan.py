@@ -547,6 +547,29 @@ def test_planner_rolls_back_a_request_that_does_not_fit() -> None:
     assert len(planner.placements) == 3
 
 
+def test_place_most_places_what_fits_where_one_at_a_time_would() -> None:
+    nodes = [node("a", cpu=4000, memory=8 * GIB), node("b", cpu=2000, memory=4 * GIB)]
+    big = request(5, cpu=2000, memory=4 * GIB, strategy="spread")
+    most = Planner(Snapshot(nodes=nodes))
+    made, error = most.place_most(big)
+    one_by_one = Planner(Snapshot(nodes=nodes))
+    singles = []
+    for _ in range(big.count):
+        try:
+            singles += one_by_one.place(request(1, cpu=2000, memory=4 * GIB, strategy="spread"))
+        except CapacityError:
+            break
+    assert [p.node_id for p in made] == [p.node_id for p in singles] == ["a", "b", "a"]
+    assert error is not None and "cannot place 5 instances" in error.detail
+    assert "only 3 fit" in error.detail and error.extra["placeable"] == 3
+    assert most.placements == made  # kept, unlike a failed place()
+    assert most.free("a") == Resources(0, 0)
+    nothing, full = most.place_most(request(2, cpu=500, memory=GIB, app="other"))
+    assert nothing == [] and full is not None and "none fit" in full.detail
+    whole = Planner(Snapshot(nodes=nodes)).place_most(request(2, cpu=2000, memory=4 * GIB))
+    assert len(whole[0]) == 2 and whole[1] is None
+
+
 def test_zero_count_and_empty_requests_place_nothing() -> None:
     assert plan(Snapshot(nodes=[]), []) == Plan(placements=[])
     assert plan(Snapshot(nodes=[]), [request(0)]).placements == []

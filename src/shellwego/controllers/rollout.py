@@ -21,12 +21,13 @@ from shellwego.models import (
     DesiredState,
     Instance,
     Node,
-    NodeStatus,
     Release,
 )
 from shellwego.services import apps, deployments, placement
 from shellwego.services.context import Context
 from shellwego.store import repository as repo
+
+from .cluster import Cluster, shortfalls
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +35,6 @@ MAX_RESTARTS_WHILE_STARTING = 3
 # a deleted app's row goes this long after the delete even if an agent never reports its
 # instances gone (a node that heartbeats but lost them): their ports are then free again
 DELETE_TIMEOUT_SECONDS = 60.0
-
-
 def _running(s: Session, app_id: str) -> list[Instance]:
     return repo.find_all(s, Instance, app_id=app_id, desired_state=DesiredState.RUNNING.value)
 
@@ -79,9 +78,10 @@ def _health_failure(inst: Instance, release: Release, now: datetime) -> str | No
     return None
 
 
-def _drop_lost(ctx: Context, s: Session, live: list[Instance]) -> list[Instance]:
+def _drop_lost(
+    ctx: Context, s: Session, live: list[Instance], down: frozenset[str]
+) -> list[Instance]:
     """Stop the instances of down nodes (they are replaced elsewhere); the others."""
-    down = {n.id for n in repo.find_all(s, Node, status=NodeStatus.DOWN.value)}
     lost = [i for i in live if i.node_id in down]
     if lost:
         placement.stop(ctx, s, lost)
@@ -99,22 +99,13 @@ def _place_up_to(
 ) -> tuple[int, CapacityError | None]:
     """Place ``want`` new instances, or as many as fit: (how many, why not all)."""
     size = app.formation[ptype].resources
-    try:
-        placement.place(ctx, s, app, release, ptype, want, size, deployment_id=deployment_id)
-        return want, None
-    except CapacityError as exc:
-        error = exc
-    placed = 0
-    while placed < want - 1:
-        try:
-            placement.place(ctx, s, app, release, ptype, 1, size, deployment_id=deployment_id)
-        except CapacityError:
-            break
-        placed += 1
-    return placed, error
+    made, error = placement.place_most(
+        ctx, s, app, release, ptype, want, size, deployment_id=deployment_id
+    )
+    return len(made), error
 
 
-def step_deployment(ctx: Context, deployment_id: str) -> None:
+def step_deployment(ctx: Context, deployment_id: str, cluster: Cluster) -> None:
     """One step of a rolling deploy, per process type (Kubernetes' rolling update rules):
 
     - at most ``count + surge`` instances serve or start at once (draining ones aside);
@@ -130,7 +121,7 @@ def step_deployment(ctx: Context, deployment_id: str) -> None:
             return  # ended by ``finish_deletion``
         release = repo.require(s, Release, "release", id=dep.release_id)
         now = ctx.clock.now()
-        live = _drop_lost(ctx, s, _running(s, app.id))
+        live = _drop_lost(ctx, s, _running(s, app.id), cluster.down)
         new = [i for i in live if i.deployment_id == dep.id]
         old = [i for i in live if i.deployment_id != dep.id and i.drain_started_at is None]
         draining = any(i.drain_started_at is not None for i in live)
@@ -215,7 +206,7 @@ def _formation_problem(ctx: Context, s: Session, app: App, problems: list[str]) 
     app.formation_error = problem
 
 
-def keep_formation(ctx: Context, app_id: str) -> None:
+def keep_formation(ctx: Context, app_id: str, cluster: Cluster) -> None:
     """Outside a rollout: the current release runs exactly the formation, on nodes that
     may run it (ready, matching the app's placement constraints).
 
@@ -235,8 +226,8 @@ def keep_formation(ctx: Context, app_id: str) -> None:
                 placement.stop(ctx, s, live)
             return
         release = repo.require(s, Release, "release", id=app.current_release_id)
-        live = _drop_lost(ctx, s, live)
-        nodes = {n.id: n for n in repo.find_all(s, Node)}
+        live = _drop_lost(ctx, s, live, cluster.down)
+        nodes = cluster.nodes
         serving = [i for i in live if i.drain_started_at is None]
         strays = [i for i in serving if i.release_id != release.id]
         if strays:
@@ -247,9 +238,9 @@ def keep_formation(ctx: Context, app_id: str) -> None:
             good = [i for i in current if placement.eligible(nodes.get(i.node_id), app)]
             moving = [i for i in current if i not in good]
             if len(good) < count:
-                _, error = _place_up_to(ctx, s, app, release, ptype, count - len(good), None)
-                if error is not None:
-                    problems.append(str(error))
+                problem = _keep_placing(ctx, s, app, release, ptype, count - len(good), cluster)
+                if problem is not None:
+                    problems.append(problem)
             elif len(good) > count:
                 surplus = sorted(good, key=lambda i: i.id, reverse=True)[: len(good) - count]
                 placement.begin_drain(ctx, s, surplus)
@@ -261,6 +252,34 @@ def keep_formation(ctx: Context, app_id: str) -> None:
                 if gone:
                     placement.begin_drain(ctx, s, gone)
         _formation_problem(ctx, s, app, problems)
+
+
+def _keep_placing(
+    ctx: Context, s: Session, app: App, release: Release, ptype: str, want: int, cluster: Cluster
+) -> str | None:
+    """Place ``want`` more instances of the formation, or as many as fit; why not all.
+    Not asked again on an unchanged cluster once it did not fit (see :class:`Shortfalls`)."""
+    memo = shortfalls(ctx)
+    key = (app.id, ptype)
+    size = app.formation[ptype].resources
+    policy = app.placement
+    asked = (
+        release.id,
+        want,
+        size.cpu_millis,
+        size.memory_bytes,
+        app.runtime,
+        policy.strategy,
+        tuple(sorted(policy.constraints.items())),
+    )
+    fingerprint = cluster.fingerprint(s)
+    now = ctx.clock.now()
+    known = memo.known(key, asked, fingerprint, now)
+    if known is not None:
+        return known
+    _, error = _place_up_to(ctx, s, app, release, ptype, want, None)
+    memo.record(key, asked, fingerprint, now, error)
+    return None if error is None else str(error)
 
 
 def finish_drains(ctx: Context) -> None:
@@ -283,17 +302,16 @@ def finish_drains(ctx: Context) -> None:
             placement.stop(ctx, s, due)
 
 
-def _all_gone(s: Session, app_id: str) -> bool:
+def _all_gone(s: Session, app_id: str, down: frozenset[str]) -> bool:
     """Whether every instance of the app has been seen gone by its agent (a state that
     holds no port) or sits on a node that is down."""
-    down = {n.id for n in repo.find_all(s, Node) if n.status == NodeStatus.DOWN}
     return all(
         i.state in placement.RELEASED_STATES or i.node_id in down
         for i in repo.find_all(s, Instance, app_id=app_id)
     )
 
 
-def finish_deletion(ctx: Context, app_id: str) -> None:
+def finish_deletion(ctx: Context, app_id: str, cluster: Cluster) -> None:
     """The finalizer of a deleted app: remove its row, and by cascade its releases,
     deployments, instances, config and secrets, once its instances are gone (see
     ``_all_gone``), or DELETE_TIMEOUT_SECONDS after the delete. Until then the instance
@@ -307,7 +325,7 @@ def finish_deletion(ctx: Context, app_id: str) -> None:
         if apps.retire(ctx, s, app):
             return  # placed or rolled out by a request begun before the delete
         waited = (ctx.clock.now() - app.deleted_at).total_seconds()
-        if waited < DELETE_TIMEOUT_SECONDS and not _all_gone(s, app.id):
+        if waited < DELETE_TIMEOUT_SECONDS and not _all_gone(s, app.id, cluster.down):
             return
         # the node lock placement takes: an instance of the app committed by a placement
         # begun before the delete is seen now, and stopped by the next pass
@@ -326,11 +344,13 @@ def pass_once(ctx: Context) -> None:
     with ctx.db.session() as s:
         active = [d.id for d in deployments.active(s)]
         rows = [(a.id, a.deleted_at is None) for a in repo.find_all(s, App)]
+        cluster = Cluster.read(s)  # once per pass, not once per app
+    shortfalls(ctx).retain({app_id for app_id, live in rows if live})
     for dep_id in active:
-        step_deployment(ctx, dep_id)
+        step_deployment(ctx, dep_id, cluster)
     for app_id, live in rows:
         if live:
-            keep_formation(ctx, app_id)
+            keep_formation(ctx, app_id, cluster)
         else:
-            finish_deletion(ctx, app_id)
+            finish_deletion(ctx, app_id, cluster)
     finish_drains(ctx)

@@ -107,8 +107,21 @@ class Planner:
 
     def place(self, request: PlacementRequest) -> list[Placement]:
         """Place ``request.count`` instances, all of them or none."""
+        made, error = self._take(request, whole=True)
+        if error is not None:
+            raise error
+        return made
+
+    def place_most(self, request: PlacementRequest) -> tuple[list[Placement], CapacityError | None]:
+        """Place as many of ``request.count`` instances as fit, on the nodes ``place`` would
+        choose: the placements, and why not all of them (``None`` when all fit)."""
+        return self._take(request, whole=False)
+
+    def _take(
+        self, request: PlacementRequest, *, whole: bool
+    ) -> tuple[list[Placement], CapacityError | None]:
         if request.count == 0:
-            return []
+            return [], None
         key = _index_key(request)
         index = self._index(key, request)
         fresh, used, group = index.fresh, index.used, index.group
@@ -118,6 +131,7 @@ class Planner:
         spread = index.spread
         chosen: list[int] = []
         joined: list[int] = []
+        error: CapacityError | None = None
         for _ in range(request.count):
             if fresh:
                 rank = heappop(fresh) % count
@@ -127,8 +141,10 @@ class Planner:
                 rank = heappop(used) % count
             else:
                 error = self._capacity_error(request, len(chosen), cpu, memory)
-                self._rollback(chosen, joined, group, cpu, memory)
-                raise error
+                if whole:
+                    self._rollback(chosen, joined, group, cpu, memory)
+                    return [], error
+                break
             chosen.append(rank)
             left_cpu = free_cpu[rank] - cpu
             left_memory = free_memory[rank] - memory
@@ -153,7 +169,7 @@ class Planner:
             for rank in chosen
         ]
         self._placements.extend(made)
-        return made
+        return made, error
 
     def _group(self, app_id: str, process_type: str) -> set[int]:
         group = self._groups.get((app_id, process_type))

@@ -167,6 +167,11 @@ def request_for(
     )
 
 
+def _named(app: App, exc: CapacityError) -> CapacityError:
+    """``exc`` naming the app as its users know it."""
+    return CapacityError(exc.detail.replace(f"app {app.id}", f"app {app.name}"), **exc.extra)
+
+
 def plan_for(
     app: App, snapshot: scheduler.Snapshot, requests: list[scheduler.PlacementRequest]
 ) -> scheduler.Plan:
@@ -174,9 +179,7 @@ def plan_for(
     try:
         return scheduler.plan(snapshot, requests)
     except CapacityError as exc:
-        raise CapacityError(
-            exc.detail.replace(f"app {app.id}", f"app {app.name}"), **exc.extra
-        ) from None
+        raise _named(app, exc) from None
 
 
 def eligible(node: Node | None, app: App) -> bool:
@@ -278,27 +281,67 @@ def place(
     *,
     deployment_id: str | None,
 ) -> list[Placed]:
-    """Place ``count`` new instances; all or nothing; raises :class:`CapacityError`.
+    """Place ``count`` new instances; all or nothing; raises :class:`CapacityError`."""
+    made, error = place_most(
+        ctx,
+        s,
+        app,
+        release,
+        process_type,
+        count,
+        resources,
+        deployment_id=deployment_id,
+        whole=True,
+    )
+    if error is not None:
+        raise error
+    return made
+
+
+def place_most(
+    ctx: Context,
+    s: Session,
+    app: App,
+    release: Release,
+    process_type: str,
+    count: int,
+    resources: Resources,
+    *,
+    deployment_id: str | None,
+    whole: bool = False,
+) -> tuple[list[Placed], CapacityError | None]:
+    """Place ``count`` new instances, or as many as fit: those placed, and why not all
+    (``None`` when all fit). One lock and one snapshot, however many fit. With ``whole``,
+    nothing is placed unless all fit.
 
     Rows are read and written as plain columns (no ORM objects): at thousands of nodes
     and instances, hydrating them would cost more than the placement itself.
     """
     if count <= 0:
-        return []
+        return [], None
     s.flush()  # this transaction's own changes (instances stopped just now) count
     nodes = node_snapshots(s, lock=True)  # the guard: see the module's docstring
     snap = usage_snapshot(s, nodes, app.id)
-    plan = plan_for(app, snap, [request_for(app, release.id, process_type, count, resources)])
-    node_ids = {p.node_id for p in plan.placements}
+    request = request_for(app, release.id, process_type, count, resources)
+    error: CapacityError | None = None
+    if whole:
+        placements = plan_for(app, snap, [request]).placements  # raises when not all fit
+    else:
+        placements, shortfall = scheduler.Planner(snap).place_most(request)
+        error = shortfall and _named(app, shortfall)
+    node_ids = {p.node_id for p in placements}
     used = used_ports(s, node_ids)
     low, high = ctx.settings.instance_ports
     now = ctx.clock.now()
     rows: list[dict[str, object]] = []
     made: list[Placed] = []
-    for p in plan.placements:
+    for p in placements:
         port = next((n for n in range(low, high + 1) if n not in used[p.node_id]), None)
         if port is None:
-            raise CapacityError(f"node {p.node_id} has no free instance port in {low}-{high}")
+            error = CapacityError(f"node {p.node_id} has no free instance port in {low}-{high}")
+            if whole:
+                return [], error
+            break
         used[p.node_id].add(port)
         made.append(Placed(id=new_id(), node_id=p.node_id, port=port))
         rows.append(
@@ -326,9 +369,10 @@ def place(
                 "updated_at": now,
             }
         )
-    s.execute(sa.insert(Instance.__table__), rows)  # type: ignore[attr-defined]
-    touch_nodes(ctx, s, node_ids, locked=True)
-    return made
+    if rows:
+        s.execute(sa.insert(Instance.__table__), rows)  # type: ignore[attr-defined]
+    touch_nodes(ctx, s, {p.node_id for p in made}, locked=True)
+    return made, error
 
 
 def stop(ctx: Context, s: Session, instances: list[Instance]) -> None:
@@ -360,6 +404,7 @@ __all__ = [
     "eligible",
     "node_snapshots",
     "place",
+    "place_most",
     "stop",
     "touch_nodes",
 ]
