@@ -6,15 +6,18 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from shellwego.agent import identity as identities
+from shellwego.agent.client import ControlPlaneClient
 from shellwego.agent.daemon import Agent, run_until_stopped
 from shellwego.agent.reconcile import Executor
 from shellwego.agent.settings import AgentSettings
@@ -129,6 +132,42 @@ async def test_join_heartbeat_and_restart_as_the_same_node(
     text = caplog.text
     assert plane.join_token not in text
     assert saved["node_token"] not in text
+
+
+class RecordingClient(ControlPlaneClient):
+    """The real client, keeping the heartbeat bodies it sent."""
+
+    def __init__(self, server_url: str) -> None:
+        super().__init__(server_url)
+        self.sent: list[dict[str, Any]] = []
+
+    async def heartbeat(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        self.sent.append(dict(body))
+        return await super().heartbeat(body)
+
+
+async def test_machine_facts_go_out_on_the_first_heartbeat_after_a_start_only(
+    plane: Plane, running: Running, tmp_path: Path
+) -> None:
+    state = tmp_path / "agent"
+    client = RecordingClient(plane.url)
+    agent = Agent(agent_settings(plane, state, plane.join_token), FakeDriver(), client=client)
+    running.start(agent)
+    await wait_for(lambda: agent.heartbeats >= 3)
+    first, *later = client.sent
+    assert first["kernel_version"] == os.uname().release
+    assert "cpu_features" in first["capabilities"]
+    assert later and all("kernel_version" not in b and "capabilities" not in b for b in later)
+    [node] = await list_nodes(plane)  # later heartbeats kept what the first one said
+    assert node["kernel_version"] == os.uname().release
+    assert node["capabilities"] == first["capabilities"]
+
+    await running.stop(agent)
+    restarted = RecordingClient(plane.url)
+    again = Agent(agent_settings(plane, state, None), FakeDriver(), client=restarted)
+    running.start(again)
+    await wait_for(lambda: again.heartbeats >= 2)
+    assert ["kernel_version" in b for b in restarted.sent[:2]] == [True, False]
 
 
 async def test_revoked_node_token_stops_the_agent_with_a_clear_error(

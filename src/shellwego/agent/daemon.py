@@ -393,7 +393,13 @@ class Agent:
         for iid in list(self._cpu_samples):
             if iid not in known:
                 del self._cpu_samples[iid]
-        return {**self._machine, "capacity": self._capacity, "instances": instances}
+        body: dict[str, Any] = {"capacity": self._capacity, "instances": instances}
+        if self.heartbeats == 0:
+            # what the machine is (kernel, CPU flags): sent at registration and on the first
+            # heartbeat after a start, so a reboot into a new kernel shows; left out of the
+            # others, where the control plane keeps what it has
+            body.update(self._machine)
+        return body
 
     async def _usage(self, status: InstanceStatus) -> dict[str, Any]:
         if status.state not in ACTIVE:

@@ -44,7 +44,8 @@ class ObservedInstance(BaseModel):
 
 class Heartbeat(BaseModel):
     capacity: NodeCapacity | None = None
-    # what the machine is; sent again on every heartbeat, so a reboot into a new kernel shows
+    # what the machine is: on the first heartbeat after an agent starts, so a reboot into a
+    # new kernel shows; a heartbeat that leaves them out keeps what the node has
     kernel_version: str | None = Field(default=None, max_length=100)
     capabilities: NodeCapabilities | None = None
     instances: list[ObservedInstance] = Field(default_factory=list, max_length=10000)
