@@ -73,6 +73,8 @@ class TopicMemo(Generic[T]):
                 and (max_age is None or loop.time() - stamp.started <= max_age)
             )
 
+        if self._running is not None and self._running[1].get_loop() is not loop:
+            self._running = None  # begun on an event loop that is gone
         while True:
             if self._subscription.take():
                 self._epoch += 1
@@ -98,9 +100,11 @@ class TopicMemo(Generic[T]):
         try:
             value = await self._read()
         finally:
-            self._running = None
+            if self._running is not None and self._running[0] is began:
+                self._running = None
         reading = Reading(value=value, stamp=began)
-        self._latest = reading
+        if self._latest is None or self._latest.stamp.seq < began.seq:
+            self._latest = reading
         return reading
 
     def close(self) -> None:
