@@ -3,6 +3,7 @@ that join through the agent protocol (they run nothing, so placement is all that
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from typing import Any
@@ -75,23 +76,29 @@ def test_capacity_problems_and_events(logged_in: Cli) -> None:
     )
     assert api_get(logged_in.api, f"/v1/apps/{APP}")["placement"]["constraints"] == {}
 
-    # its node drains: the other node has room for one of the two replacements, so none
-    # is placed and the app says why
+    # its node drains: the other node has room for one of the two replacements; once that
+    # one is placed, the app says why the second is not
     assert logged_in("nodes", "drain", node).exit_code == 0
+    settled = f"cannot place 1 instance of app {APP} process web"
     end = time.monotonic() + 30
-    while not (problem := api_get(logged_in.api, f"/v1/apps/{APP}")["formation_error"]):
-        assert time.monotonic() < end, "no formation error after the drain"
+    while True:
+        problem = api_get(logged_in.api, f"/v1/apps/{APP}")["formation_error"] or ""
+        if problem.startswith(settled):
+            break
+        assert time.monotonic() < end, f"the formation did not settle after the drain: {problem}"
         time.sleep(0.1)
     lines = logged_in("apps", "info").stdout.splitlines()
     assert lines[5:7] == ["Formation: web=2:small", f"Unplaced:  {problem}"]
 
     events = _events(logged_in)
-    assert [e["type"] for e in events] == [
-        "deploy.started",
-        "deploy.succeeded",
-        "formation.unplaceable",
-    ]
-    assert events[-1]["message"] == problem
+    # one event per change of the problem: "2 wanted, only 1 fits" may be seen first, when
+    # a pass ran before the first replacement was placed, then never the same one twice
+    kinds = [e["type"] for e in events]
+    assert kinds[:2] == ["deploy.started", "deploy.succeeded"], kinds
+    assert kinds[2:] in (["formation.unplaceable"], ["formation.unplaceable"] * 2), kinds
+    unplaceable = [e["message"] for e in events[2:]]
+    assert unplaceable[-1] == problem
+    assert all(a != b for a, b in itertools.pairwise(unplaceable))
     r = logged_in("events")
     assert (r.exit_code, r.stdout.splitlines(), r.stderr) == (0, _rows(events), "")
     r = logged_in("events", "--limit", "1", "--json")
