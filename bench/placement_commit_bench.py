@@ -33,7 +33,7 @@ INSTANCES = 10_000
 APPS = 20
 
 
-def setup(ctx: Context) -> tuple[Principal, list[tuple[object, object]]]:
+def setup(ctx: Context) -> tuple[Principal, list[tuple[str, str]]]:
     boot = auth.bootstrap(
         ctx,
         UserCreate(email="bench@example.com", name="Bench", password="benchmark password"),
@@ -71,7 +71,7 @@ def setup(ctx: Context) -> tuple[Principal, list[tuple[object, object]]]:
     return who, targets
 
 
-def run(ctx: Context, targets: list[tuple[object, object]], batch: int) -> list[float]:
+def run(ctx: Context, targets: list[tuple[str, str]], batch: int) -> list[float]:
     from shellwego.models import App, Release
     from shellwego.store import repository as repo
 
