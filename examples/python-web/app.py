@@ -11,7 +11,8 @@ app = Flask(__name__)
 @app.get("/")
 def index() -> str:
     greeting = os.environ.get("GREETING", "Hello")
-    return f"{greeting} from ShellWeGo! (instance on {socket.gethostname()}, port {os.environ['PORT']})\n"
+    where = f"instance on {socket.gethostname()}, port {os.environ['PORT']}"
+    return f"{greeting} from ShellWeGo! ({where})\n"
 
 
 @app.get("/health")

@@ -5,7 +5,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class Handler(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:
         app = os.environ.get("SHELLWEGO_APP", "app")
         greeting = os.environ.get("GREETING", "hi")
         body = f"web process of {app} says {greeting} (pid {os.getpid()})\n".encode()
@@ -15,7 +15,7 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         print(f"{self.command} {self.path}", flush=True)
 
 
