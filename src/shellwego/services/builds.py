@@ -7,6 +7,7 @@ import re
 import shutil
 import tempfile
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -137,27 +138,19 @@ async def build_and_deploy(
                 slug_env=dict(result.env),
             )
 
-            def make_release() -> tuple[str, int, str]:
-                with ctx.db.session() as s:
-                    row = app_service.find(s, who.organization_id, app.id)
-                    rel = releases.create(
-                        ctx, s, who, row, artifact=artifact, description=f"Deploy {digest[:12]}"
-                    )
-                    dep = deployments.start(
-                        ctx,
-                        s,
-                        who,
-                        row,
-                        rel,
-                        reason="new build",
-                        surge=surge,
-                        max_unavailable=max_unavailable,
-                    )
-                    return rel.id, rel.version, dep.id
-
-            release_id, version, deployment_id = await run_in_threadpool(make_release)
-            await emit({"type": "release", "version": version, "id": release_id})
-        return await follow_deployment(ctx, deployment_id, emit, app.name)
+            rolling = await run_in_threadpool(
+                _release_and_roll_out,
+                ctx,
+                who,
+                lambda s: app_service.find(s, who.organization_id, app.id),
+                artifact,
+                f"Deploy {digest[:12]}",
+                "new build",
+                surge,
+                max_unavailable,
+            )
+            await emit({"type": "release", "version": rolling.version, "id": rolling.release_id})
+        return await follow_deployment(ctx, rolling.deployment_id, emit, rolling.app_name)
     except ShellWeGoError as exc:
         await run_in_threadpool(_store_build_lines, ctx, app.id, [*pending, f"error: {exc}"])
         await emit({"type": "done", "status": "failed", "detail": str(exc)})
@@ -209,31 +202,55 @@ async def deploy_image(
         slug_digest=None, stack="image", process_types={"web": ""}, slug_env={}, image=image
     )
 
-    def make_release() -> tuple[str, int, str, str]:
-        with ctx.db.session() as s:
-            row = _image_app(s, who, app_ref, image)
-            rel = releases.create(
-                ctx, s, who, row, artifact=artifact, description=f"Deploy image {image}"
-            )
-            dep = deployments.start(
-                ctx,
-                s,
-                who,
-                row,
-                rel,
-                reason="image deploy",
-                surge=surge,
-                max_unavailable=max_unavailable,
-            )
-            return rel.id, rel.version, dep.id, row.name
-
     try:
-        release_id, version, deployment_id, name = await run_in_threadpool(make_release)
+        rolling = await run_in_threadpool(
+            _release_and_roll_out,
+            ctx,
+            who,
+            lambda s: _image_app(s, who, app_ref, image),
+            artifact,
+            f"Deploy image {image}",
+            "image deploy",
+            surge,
+            max_unavailable,
+        )
     except ShellWeGoError as exc:
         await emit({"type": "done", "status": "failed", "detail": str(exc)})
         return False
-    await emit({"type": "release", "version": version, "id": release_id})
-    return await follow_deployment(ctx, deployment_id, emit, name)
+    await emit({"type": "release", "version": rolling.version, "id": rolling.release_id})
+    return await follow_deployment(ctx, rolling.deployment_id, emit, rolling.app_name)
+
+
+@dataclass(frozen=True, slots=True)
+class Rolling:
+    """A new release and the deployment rolling it out."""
+
+    release_id: str
+    version: int
+    deployment_id: str
+    app_name: str
+
+
+def _release_and_roll_out(
+    ctx: Context,
+    who: Principal,
+    find_app: Callable[[Session], App],
+    artifact: releases.Artifact,
+    description: str,
+    reason: str,
+    surge: int | None,
+    max_unavailable: int | None,
+) -> Rolling:
+    """In one transaction: the app (``find_app`` refuses what may not be deployed), a new
+    release of ``artifact``, and its deployment (the app's rollout settings unless
+    ``surge``/``max_unavailable`` are given)."""
+    with ctx.db.session() as s:
+        app = find_app(s)
+        rel = releases.create(ctx, s, who, app, artifact=artifact, description=description)
+        dep = deployments.start(
+            ctx, s, who, app, rel, reason=reason, surge=surge, max_unavailable=max_unavailable
+        )
+        return Rolling(rel.id, rel.version, dep.id, app.name)
 
 
 def _web_addresses(ctx: Context, release_id: str) -> set[str]:
