@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,12 +13,7 @@ from shellwego.agent.health import HealthMonitor, Target
 from shellwego.agent.reconcile import HealthCheck
 from shellwego.runtime.driver import InstanceSpec
 from shellwego.runtime.fake import FakeDriver
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from support.net import free_port
 
 
 async def http_server(port: int) -> asyncio.Server:

@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tarfile
 import time
@@ -19,6 +18,7 @@ import pytest
 from shellwego.build.artifacts import ArtifactStore, extract_slug
 from shellwego.build.builder import Builder, fix_shebangs, host_python
 from shellwego.errors import BuildFailed
+from support.net import free_port
 
 from .helpers import Lines, run_in_slug, write
 
@@ -139,12 +139,6 @@ async def test_node_build_caches_node_modules_and_hides_platform_secrets(
     warm, _ = await build(builder, files, tmp_path / "b2")
     assert any(line.startswith("-----> Reusing cached node_modules") for line in warm.lines)
     assert not any("npm install" in line for line in warm.lines)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def test_static_site_serves_with_its_default_command(tmp_path: Path) -> None:

@@ -11,7 +11,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -21,7 +20,7 @@ import httpx
 import psycopg
 import pytest
 
-from .conftest import EXAMPLES, SHELLWEGO, free_port
+from .conftest import EXAMPLES, SHELLWEGO, free_port, platform_env
 
 PG_ADMIN_URL = os.environ.get(
     "SHELLWEGO_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -76,12 +75,7 @@ def test_server_and_agent_on_postgresql_survive_an_agent_crash(
     tmp_path: Path, database: str
 ) -> None:
     api, http, https = free_port(), free_port(), free_port()
-    base = {
-        "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
-        "HOME": str(tmp_path),
-        "LANG": "C.UTF-8",
-        "SHELLWEGO_INSTANCE_PORTS": "30000-30999",
-    }
+    base = platform_env(tmp_path, "30000-30999")
     server_env = {
         **base,
         "DATABASE_URL": database,

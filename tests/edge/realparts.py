@@ -18,12 +18,7 @@ import httpx
 
 from shellwego.edge.process import CaddyProcess
 from shellwego.edge.routes import AppRoute, EdgeSettings, Upstream
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from support.net import free_port
 
 
 class Backend:

@@ -10,7 +10,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -20,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from e2e.conftest import EXAMPLES, SHELLWEGO, free_port
+from e2e.conftest import EXAMPLES, SHELLWEGO, free_port, platform_env
 from e2e.test_split_roles import spawn, stop, wait_line
 
 from .realparts import Api
@@ -83,12 +82,7 @@ def until(check: Any, what: str, deadline: float = 15) -> Any:
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     tmp = tmp_path_factory.mktemp("cluster")
     api, http, https = free_port(), free_port(), free_port()
-    base = {
-        "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
-        "HOME": str(tmp),
-        "LANG": "C.UTF-8",
-        "SHELLWEGO_INSTANCE_PORTS": "31000-31999",
-    }
+    base = platform_env(tmp, "31000-31999")
     server_env = {
         **base,
         "SHELLWEGO_DATA_DIR": str(tmp / "server"),

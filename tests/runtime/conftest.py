@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import socket
 import tempfile
 import time
 import urllib.request
@@ -17,6 +16,7 @@ import pytest
 
 from shellwego.runtime.driver import InstanceSpec
 from shellwego.runtime.process import ProcessDriver
+from support.net import free_port
 
 # A tiny HTTP app: GET / answers its environment as JSON; GET /pid answers its pid.
 HTTP_APP = """
@@ -35,11 +35,6 @@ print("ready", file=sys.stderr, flush=True)
 http.server.HTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
 """
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def http_get(port: int, path: str = "/", timeout: float = 2.0) -> bytes:
