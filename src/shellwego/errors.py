@@ -102,6 +102,21 @@ class RuntimeFailure(ShellWeGoError):
     title = "Runtime failure"
 
 
+class PortInUse(RuntimeFailure):
+    """An instance's port is taken on its host by a program that is not the instance."""
+
+    slug = "port-in-use"
+    title = "Port in use"
+
+
+class WaitingForConfig(RuntimeFailure):
+    """An instance read back after an agent restart has no environment yet: the agent
+    keeps configuration in memory only and has not had it from the control plane."""
+
+    slug = "waiting-for-config"
+    title = "Waiting for configuration"
+
+
 class EdgeError(ShellWeGoError):
     """The edge (Caddy) refused or could not load a configuration."""
 

@@ -38,8 +38,12 @@ class Settings:
     heartbeat_interval: float = 5.0
     drain_seconds: float = 2.0
     instance_ports: tuple[int, int] = (20000, 29999)  # ports instances listen on, per node
-    # uid:gid that instances, one-off commands and sandboxed build steps run as (as root)
-    instance_user: tuple[int, int] = (65534, 65534)
+    # uids (each also the gid) handed out one per app, never reused: its instances, one-off
+    # commands and build steps run as it when ShellWeGo runs as root
+    app_uids: tuple[int, int] = (1000000, 1999999)
+    # per instance and per build step: processes (pids cgroup) and open files (RLIMIT_NOFILE)
+    pids_limit: int = 512
+    nofile_limit: int = 10240
     cpu_overcommit: float = 4.0  # the all-in-one's local node offers this many times its CPUs
     join_token: str | None = None
     acme_email: str | None = None
@@ -113,18 +117,28 @@ class Settings:
                 raise ConfigError(f"{name} must look like 20000-29999, got {raw!r}")
             return first, last
 
-        def user(name: str, default: tuple[int, int]) -> tuple[int, int]:
+        def uid_range(name: str, default: tuple[int, int]) -> tuple[int, int]:
             raw = env.get(name)
             if raw is None:
                 return default
-            uid_text, _, gid_text = raw.strip().partition(":")
+            low, sep, high = raw.strip().partition("-")
             try:
-                uid, gid = int(uid_text), int(gid_text or uid_text)
+                first, last = int(low), int(high)
             except ValueError:
-                uid = gid = 0
-            if not (0 < uid < 2**32 - 1 and 0 < gid < 2**32 - 1):
-                raise ConfigError(f"{name} must be a non-root uid:gid (65534:65534), got {raw!r}")
-            return uid, gid
+                first, last = 0, -1
+            # above the system's and login users' ids (below 65536), under 2^31 - 1
+            if not sep or not 65536 <= first <= last < 2**31 - 1:
+                raise ConfigError(
+                    f"{name} must be a range of uids above 65535 like 1000000-1999999, "
+                    f"got {raw!r}"
+                )
+            return first, last
+
+        def limit(name: str, default: int, low: int, high: int) -> int:
+            value = num(name, default)
+            if not low <= value <= high:
+                raise ConfigError(f"{name} must be between {low} and {high}, got {value}")
+            return value
 
         key_file = env.get("SHELLWEGO_MASTER_KEY_FILE")
         old_keys = tuple(
@@ -151,6 +165,8 @@ class Settings:
             dns_resolver=env.get("SHELLWEGO_DNS_RESOLVER") or None,
             cpu_overcommit=ratio("SHELLWEGO_CPU_OVERCOMMIT", 4.0),
             instance_ports=port_range("SHELLWEGO_INSTANCE_PORTS", (20000, 29999)),
-            instance_user=user("SHELLWEGO_INSTANCE_USER", (65534, 65534)),
+            app_uids=uid_range("SHELLWEGO_APP_UIDS", (1000000, 1999999)),
+            pids_limit=limit("SHELLWEGO_PIDS_LIMIT", 512, 16, 4194304),
+            nofile_limit=limit("SHELLWEGO_NOFILE_LIMIT", 10240, 64, 1048576),
         )
         return settings.with_overrides(**overrides)

@@ -89,7 +89,7 @@ async def test_failed_start_backs_off_without_blocking_others(
     # a failed, b started anyway
     assert [(x.kind, x.instance_id) for x in done] == [("start", "b")]
     assert driver.running_ids() == {"b"}
-    assert executor.failures() == {"a": (1, "cgroup busy")}
+    assert executor.failures() == {"a": (1, "cgroup busy", "runtime-failure")}
     assert executor.next_retry_in() == pytest.approx(1.0)
 
     # before the backoff delay: nothing is attempted
@@ -103,7 +103,7 @@ async def test_failed_start_backs_off_without_blocking_others(
     driver.fail_next_start(RuntimeFailure("cgroup still busy"))
     assert await executor.apply([assignment("a"), assignment("b")]) == []
     assert driver.actions == [("prepare", "a"), ("start", "a")]
-    assert executor.failures() == {"a": (2, "cgroup still busy")}
+    assert executor.failures() == {"a": (2, "cgroup still busy", "runtime-failure")}
     assert executor.next_retry_in() == pytest.approx(2.0)
 
     clock.now += 1.0
@@ -187,4 +187,4 @@ async def test_app_dir_failure_is_a_start_failure(driver: FakeDriver, clock: Clo
     executor = Executor(driver, no_slug, runtime="fake", clock=clock)
     assert await executor.apply([assignment("a")]) == []
     assert driver.actions == []
-    assert executor.failures() == {"a": (1, "slug download failed")}
+    assert executor.failures() == {"a": (1, "slug download failed", "runtime-failure")}

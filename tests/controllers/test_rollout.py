@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from shellwego.models import App, DeploymentStatus, DeployPolicy, Release
+from shellwego.models import App, DeploymentStatus, DeployPolicy, Node, Release
 from shellwego.services import apps, processes
 from shellwego.store import repository as repo
 
@@ -154,3 +154,28 @@ def test_deploy_settings_are_validated(world: World) -> None:
         with pytest.raises(ValidationError):
             DeployPolicy.model_validate(bad)
     assert apps.get(world.ctx, world.who, "web").deploy == DeployPolicy(surge=1, max_unavailable=0)
+
+
+def test_a_port_another_program_holds_is_replaced_and_never_handed_out_again(
+    world: World,
+) -> None:
+    low = world.ctx.settings.instance_ports[0]
+    world.taken_ports = {nid: {low} for nid in world.node_ids.values()}
+    world.healthy_releases = {1}
+    _, dep = world.release()
+    roll(world, dep, 0)
+    assert world.deployment(dep).status == DeploymentStatus.SUCCEEDED
+    assert world.serving() == [1]
+    [inst] = world.instances()
+    assert inst.port != low
+    [conflict] = world.events("instance.port_conflict")
+    assert f"port {low} is in use there by another program" in conflict
+    with world.ctx.db.session() as s:
+        node = repo.require(s, Node, "node", id=inst.node_id)
+        assert low in node.network.busy_ports
+    # a larger formation never lands on it either
+    processes.update_formation(world.ctx, world.who, "web", {"web": {"count": 4}})
+    for _ in range(10):
+        world.step()
+    assert sorted(world.serving()) == [1, 1, 1, 1]
+    assert all(i.port != low for i in world.instances())

@@ -61,6 +61,9 @@ class World:
         # instance ids whose processes still run after being asked to stop (their agents
         # keep listing them as running until they are removed from this set)
         self.lingering: set[str] = set()
+        # ports of a node's host held by programs that are not instances: an instance
+        # given one reports that it cannot start (node id → ports)
+        self.taken_ports: dict[str, set[int]] = {}
 
     def release(
         self, web: str = "serve", policy: DeployPolicy | None = None, app_id: str | None = None
@@ -125,6 +128,7 @@ class World:
             if node.id in self.silent:
                 continue
             mine = [i for i in rows if i.node_id == node.id]
+            taken = self.taken_ports.get(node.id, set())
             body = agents.Heartbeat(
                 instances=[
                     agents.ObservedInstance(
@@ -132,6 +136,14 @@ class World:
                         state="running",
                         healthy=versions[i.release_id] in self.healthy_releases,
                         port=i.port,
+                    )
+                    if i.port not in taken
+                    else agents.ObservedInstance(
+                        instance_id=i.id,
+                        state="exited",
+                        port=i.port,
+                        last_error=f"port {i.port} is already in use on this host",
+                        error_code="port-in-use",
                     )
                     for i in mine
                 ]

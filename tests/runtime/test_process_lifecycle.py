@@ -175,6 +175,7 @@ async def test_restarted_agent_readopts_running_instance_and_still_supervises_it
     await asyncio.sleep(0.5)
     assert (await second.inspect("adopt-1")).pid == started.pid
     await wait_http(spec.port)
+    await second.prepare(spec)  # the agent hands it its environment again, as it does once
 
     assert started.pid is not None
     os.killpg(started.pid, signal.SIGKILL)
@@ -207,10 +208,19 @@ async def test_instance_that_died_while_the_agent_was_away_is_restarted_on_recov
     await wait_until(dead)
     second = node.driver()
     [recovered] = await second.recover()
-    assert recovered.restarts == 1
-    assert recovered.state == InstanceState.RUNNING
-    assert recovered.pid not in (None, started.pid)
+    # its environment never went to disk: it waits for the agent to hand it over again
+    assert recovered.state == InstanceState.BACKOFF
+    assert recovered.error_code == "waiting-for-config"
     assert recovered.last_error is not None and "while the agent was away" in recovered.last_error
+    await second.prepare(spec)
+
+    async def restarted() -> InstanceStatus | None:
+        current = await second.inspect("away-1")
+        return current if current.state == InstanceState.RUNNING else None
+
+    running = await wait_until(restarted)
+    assert running.restarts == 1 and running.error_code is None
+    assert running.pid not in (None, started.pid)
     await wait_http(spec.port)
 
 
@@ -249,7 +259,7 @@ async def test_capabilities_say_what_isolation_this_host_gives(node: Node) -> No
         assert caps.notes  # says why
     # a root agent: overlays over slugs, instances as nobody; otherwise copies, as itself
     layer = "overlay" if os.geteuid() == 0 else "private-copy"
-    expected = (layer, "uid-65534") if os.geteuid() == 0 else (layer,)
+    expected = (layer, "uid-per-app") if os.geteuid() == 0 else (layer,)
     assert caps.isolation[-len(expected) :] == expected
     bare = ProcessDriver(node.state_dir, sandbox=False, cgroups=False, run_as=None)
     assert bare.capabilities().isolation == ("process-group", layer)

@@ -1,5 +1,5 @@
-"""What the process runtime keeps on disk about an instance is private to the agent: the
-spec in ``state.json`` carries the release's environment, secret values included."""
+"""What the process runtime keeps on disk about an instance is private to the agent, and
+never holds the release's environment (secret values live in the agent's memory only)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def _assert_private(node: Node, instance_id: str) -> None:
     state = idir / "state.json"
     assert _mode(idir) == 0o700, oct(_mode(idir))
     assert _mode(state) == 0o600, oct(_mode(state))
-    assert SECRET in state.read_text()  # what the modes protect
+    assert SECRET not in state.read_text()
 
 
 async def test_state_dir_is_0700_and_state_json_0600(node: Node, open_umask: None) -> None:

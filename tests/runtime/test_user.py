@@ -14,17 +14,27 @@ from shellwego.runtime.user import RunUser, run_user
 from shellwego.settings import Settings
 
 
-def test_the_instance_user_is_nobody_unless_configured(tmp_path: Path) -> None:
-    def user(value: str | None) -> tuple[int, int]:
-        env = {} if value is None else {"SHELLWEGO_INSTANCE_USER": value}
-        return Settings.from_env(env, data_dir=tmp_path).instance_user
+def test_app_uids_come_from_a_range_above_the_system_users(tmp_path: Path) -> None:
+    def uids(value: str | None) -> tuple[int, int]:
+        env = {} if value is None else {"SHELLWEGO_APP_UIDS": value}
+        return Settings.from_env(env, data_dir=tmp_path).app_uids
 
-    assert user(None) == (65534, 65534)
-    assert user("1500:1600") == (1500, 1600)
-    assert user("1500") == (1500, 1500)
-    for bad in ("0:0", "0", "1500:0", "nobody", "1:2:3", ""):
-        with pytest.raises(ConfigError, match="SHELLWEGO_INSTANCE_USER must be a non-root"):
-            user(bad)
+    assert uids(None) == (1000000, 1999999)
+    assert uids("200000-200099") == (200000, 200099)
+    for bad in ("0-100", "65535-70000", "300-200", "2000000", "a-b", "", "1-2-3", "200000-"):
+        with pytest.raises(ConfigError, match="SHELLWEGO_APP_UIDS must be a range of uids"):
+            uids(bad)
+
+
+def test_process_and_open_file_limits_are_bounded(tmp_path: Path) -> None:
+    settings = Settings.from_env(
+        {"SHELLWEGO_PIDS_LIMIT": "64", "SHELLWEGO_NOFILE_LIMIT": "2048"}, data_dir=tmp_path
+    )
+    assert (settings.pids_limit, settings.nofile_limit) == (64, 2048)
+    assert Settings.from_env({}, data_dir=tmp_path).pids_limit == 512
+    for name, bad in (("SHELLWEGO_PIDS_LIMIT", "0"), ("SHELLWEGO_NOFILE_LIMIT", "99999999")):
+        with pytest.raises(ConfigError, match=f"{name} must be between"):
+            Settings.from_env({name: bad}, data_dir=tmp_path)
 
 
 def test_only_a_root_agent_switches_user() -> None:

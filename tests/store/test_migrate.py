@@ -26,6 +26,23 @@ SHELLWEGO = str(Path(sys.executable).with_name("shellwego"))
 TABLES = set(SQLModel.metadata.tables)
 
 
+def head_revision() -> str:
+    """The newest migration shipped with the package."""
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from shellwego.store.database import MIGRATIONS
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    head = ScriptDirectory.from_config(config).get_current_head()
+    assert head is not None
+    return head
+
+
+HEAD = head_revision()
+
+
 @pytest.fixture
 def fresh_url(backend: str, tmp_path: Path) -> Iterator[str]:
     """An empty database: a new SQLite file or a new PostgreSQL database."""
@@ -57,7 +74,7 @@ def _check_schema(url: str) -> None:
         with db.engine.connect() as conn:
             context = MigrationContext.configure(conn, opts={"compare_type": True})
             assert compare_metadata(context, SQLModel.metadata) == []
-        assert db.current_revision() == "0001"
+        assert db.current_revision() == HEAD
     finally:
         db.dispose()
 
@@ -68,7 +85,7 @@ def test_db_upgrade_creates_the_schema_and_a_second_run_changes_nothing(
     first = _upgrade(fresh_url, tmp_path)
     assert (first.returncode, first.stderr) == (0, "")
     name = "sqlite" if backend == "sqlite" else "postgresql"
-    assert first.stdout == f"database at revision 0001 ({name})\n"
+    assert first.stdout == f"database at revision {HEAD} ({name})\n"
     _check_schema(fresh_url)
 
     db = Database(fresh_url)
@@ -124,5 +141,44 @@ def test_replicas_migrating_at_once_both_succeed(fresh_url: str) -> None:
     ]
     results = [r.communicate(timeout=120) for r in replicas]
     for replica, (out, err) in zip(replicas, results, strict=True):
-        assert (replica.returncode, out, err) == (0, "0001\n", "")
+        assert (replica.returncode, out, err) == (0, f"{HEAD}\n", "")
     _check_schema(fresh_url)
+
+
+def test_apps_made_before_uids_existed_each_get_their_own(fresh_url: str) -> None:
+    """Upgrading hands every app that existed before a uid of its own, in creation order,
+    leased for good."""
+    from alembic import command
+
+    db = Database(fresh_url)
+    try:
+        command.upgrade(db.alembic_config(), "0001")
+        now = datetime.now(UTC)
+        org = new_id()
+        with db.engine.begin() as conn:
+            conn.execute(
+                sa.text(
+                    "INSERT INTO organizations (id, created_at, updated_at, name, slug, plan, "
+                    "settings) VALUES (:id, :at, :at, 'Acme', 'acme', 'free', '{}')"
+                ),
+                {"id": org, "at": now},
+            )
+            for name in ("first", "second"):
+                conn.execute(
+                    sa.text(
+                        "INSERT INTO apps (id, created_at, updated_at, name, health_check, "
+                        "redirect_https, runtime, deploy, placement, organization_id, status, "
+                        "formation) VALUES (:id, :at, :at, :name, '{}', false, 'process', "
+                        "'{}', '{}', :org, 'created', '{}')"
+                    ),
+                    {"id": new_id(), "at": now, "name": name, "org": org},
+                )
+                time.sleep(0.002)  # distinct ULIDs and creation times, in this order
+        db.migrate()
+        with db.engine.connect() as conn:
+            uids = conn.execute(sa.text("SELECT name, uid FROM apps ORDER BY uid")).all()
+            leases = conn.execute(sa.text("SELECT uid FROM uid_leases ORDER BY uid")).all()
+        assert [tuple(r) for r in uids] == [("first", 1000000), ("second", 1000001)]
+        assert [r[0] for r in leases] == [1000000, 1000001]
+    finally:
+        db.dispose()

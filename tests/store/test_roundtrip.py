@@ -52,6 +52,7 @@ from shellwego.models import (
     SecretVersion,
     Snapshot,
     TlsStatus,
+    UidLease,
     User,
     Volume,
     Webhook,
@@ -174,6 +175,13 @@ def app(g: Graph) -> App:
                                                                memory_bytes=512 * 1024**2))},
         current_release_id=new_id(), created_by=g.user.id,
         formation_error="no node offers the oci runtime", deleted_at=None,
+        uid=1000000 + int(u[-6:], 36) % 900000, created_at=T0, updated_at=T1,
+    )
+
+
+def uid_lease(g: Graph) -> UidLease:
+    return UidLease(
+        id=new_id(), uid=1000000 + int(_u()[-6:], 36) % 900000, app_id=g.app.id,
         created_at=T0, updated_at=T1,
     )
 
@@ -204,7 +212,8 @@ def instance(g: Graph) -> Instance:
         id=new_id(), app_id=g.app.id, organization_id=g.org.id, release_id=g.release.id,
         node_id=g.node.id, process_type="worker",
         resources=Resources(cpu_millis=2000, memory_bytes=BIG), port=20001,
-        desired_state=DesiredState.STOPPED, state="running", healthy=True, restarts=2,
+        address="10.213.0.17", desired_state=DesiredState.STOPPED, state="running",
+        healthy=True, restarts=2,
         exit_code=137, pid=4242, last_error="OOM", observed_at=T1, healthy_at=T2,
         drain_started_at=T2, deployment_id=g.deployment.id, created_at=T0, updated_at=T1,
     )
@@ -340,6 +349,7 @@ BUILDERS: dict[str, tuple[type[SQLModel], Callable[[Graph], Any]]] = {
     "webhooks": (Webhook, webhook),
     "webhook_deliveries": (WebhookDelivery, webhook_delivery),
     "audit_logs": (AuditLog, audit_log),
+    "uid_leases": (UidLease, uid_lease),
 }
 
 

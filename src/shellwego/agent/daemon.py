@@ -30,6 +30,7 @@ from shellwego.errors import (
 )
 from shellwego.runtime.driver import Driver, InstanceState, InstanceStatus
 from shellwego.runtime.host import host_capacity
+from shellwego.runtime.layer import slug_dir_name
 
 from . import facts
 from . import identity as identities
@@ -311,7 +312,7 @@ class Agent:
             if actions:
                 self._beat_now.set()
             self._sync_watchers(observed)
-            in_use = {a.slug_digest for a in desired if a.slug_digest}
+            in_use = {slug_dir_name(a.slug_digest, a.uid) for a in desired if a.slug_digest}
             try:
                 await asyncio.to_thread(self.slugs.gc, in_use)
             except OSError as exc:
@@ -373,13 +374,15 @@ class Agent:
                 "healthy": self.health.healthy(status.instance_id),
                 "pid": status.pid,
                 "port": status.port,
+                "address": status.address,
                 "restarts": status.restarts + self.executor.restarts(status.instance_id),
                 "exit_code": status.exit_code,
                 "last_error": (status.last_error or "")[:ERROR_MAX] or None,
+                "error_code": status.error_code,
             }
             entry.update(await self._usage(status))
             instances.append(entry)
-        for iid, (failures, error) in self.executor.failures().items():
+        for iid, (failures, error, code) in self.executor.failures().items():
             if iid not in known:
                 instances.append(
                     {
@@ -388,6 +391,7 @@ class Agent:
                         "healthy": False,
                         "restarts": failures,
                         "last_error": error[:ERROR_MAX],
+                        "error_code": code,
                     }
                 )
         for iid in list(self._cpu_samples):
@@ -429,7 +433,7 @@ class Agent:
                 f"release v{assignment.release_version} of {assignment.app_name} has no slug; "
                 f"the {self.driver.name} runtime runs slugs only"
             )
-        return await self.slugs.ensure(assignment.slug_digest)
+        return await self.slugs.ensure(assignment.slug_digest, assignment.uid)
 
     async def _shutdown(self) -> None:
         tasks = list(self._tasks)

@@ -1,9 +1,12 @@
 """Health checks of the instances on this node.
 
-- ``http``: ``GET http://127.0.0.1:<port><path>``; healthy on any status below 500.
-- ``tcp``: a TCP connection to ``127.0.0.1:<port>`` is accepted.
+- ``http``: ``GET http://<address>:<port><path>``; healthy on any status below 500.
+- ``tcp``: a TCP connection to ``<address>:<port>`` is accepted.
 - ``process``: the driver reports the instance running.
 
+``<address>`` is the instance's own network address, or ``127.0.0.1`` for an instance
+sharing the node's network; then the listening socket must also be the instance's own
+(``Driver.owns_listener``): another program holding the port never makes it healthy.
 An http or tcp check also needs the driver to report the instance starting or running. Until an
 instance is healthy it is checked every ``fast`` seconds (so a rolling deploy learns about
 a new instance within a few hundred milliseconds of it listening), then every ``slow``
@@ -37,17 +40,19 @@ class Target:
     check: HealthCheck
 
 
-async def probe_http(port: int, path: str, timeout: float, client: httpx.AsyncClient) -> bool:
+async def probe_http(
+    host: str, port: int, path: str, timeout: float, client: httpx.AsyncClient
+) -> bool:
     try:
-        response = await client.get(f"http://{HOST}:{port}{path}", timeout=timeout)
+        response = await client.get(f"http://{host}:{port}{path}", timeout=timeout)
     except httpx.HTTPError:
         return False
     return response.status_code < 500
 
 
-async def probe_tcp(port: int, timeout: float) -> bool:
+async def probe_tcp(host: str, port: int, timeout: float) -> bool:
     try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection(HOST, port), timeout)
+        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
     except (OSError, TimeoutError):
         return False
     writer.close()
@@ -73,6 +78,7 @@ class HealthMonitor:
         self.probe_timeout = probe_timeout
         self._health: dict[str, bool] = {}
         self._tasks: dict[str, tuple[Target, asyncio.Task[None]]] = {}
+        self._foreign: set[str] = set()  # instances whose port another program answered
         self._http: httpx.AsyncClient | None = None
 
     def healthy(self, instance_id: str) -> bool:
@@ -87,6 +93,7 @@ class HealthMonitor:
                 del self._tasks[iid]
                 if iid not in targets:
                     self._health.pop(iid, None)
+                    self._foreign.discard(iid)
         for iid, target in targets.items():
             if iid not in self._tasks:
                 task = asyncio.create_task(self._watch(target), name=f"health-{iid}")
@@ -115,11 +122,26 @@ class HealthMonitor:
             return status.state == InstanceState.RUNNING
         if status.state not in (InstanceState.STARTING, InstanceState.RUNNING):
             return False
+        host = status.address or HOST
         if kind == "tcp":
-            return await probe_tcp(target.port, self.probe_timeout)
-        if self._http is None:
-            self._http = httpx.AsyncClient(follow_redirects=False, trust_env=False)
-        return await probe_http(target.port, target.check.path, self.probe_timeout, self._http)
+            answered = await probe_tcp(host, target.port, self.probe_timeout)
+        else:
+            if self._http is None:
+                self._http = httpx.AsyncClient(follow_redirects=False, trust_env=False)
+            answered = await probe_http(
+                host, target.port, target.check.path, self.probe_timeout, self._http
+            )
+        if not answered or status.address is not None:
+            return answered
+        owned = await self.driver.owns_listener(target.instance_id, target.port)
+        if not owned and target.instance_id not in self._foreign:
+            self._foreign.add(target.instance_id)
+            log.warning(
+                "instance %s: port %d answers, but not from the instance's own processes",
+                target.instance_id,
+                target.port,
+            )
+        return owned
 
     async def _watch(self, target: Target) -> None:
         iid = target.instance_id

@@ -92,6 +92,7 @@ class Assignment:
     cpu_millis: int
     health_check: HealthCheck
     desired_state: Literal["running", "stopped"] = "running"
+    uid: int | None = None  # the app's own uid (and gid), which its instances run as
 
     @classmethod
     def parse(cls, raw: Mapping[str, Any]) -> Assignment:
@@ -106,6 +107,9 @@ class Assignment:
         digest = raw.get("slug_digest")
         if digest is not None and not isinstance(digest, str):
             raise InvalidInput("assignment field 'slug_digest' must be a string")
+        uid = raw.get("uid")
+        if uid is not None and (not isinstance(uid, int) or isinstance(uid, bool) or uid < 1):
+            raise InvalidInput("assignment field 'uid' must be a positive integer")
         return cls(
             instance_id=_text(raw, "instance_id"),
             app_id=_text(raw, "app_id"),
@@ -121,6 +125,7 @@ class Assignment:
             cpu_millis=_int(raw, "cpu_millis"),
             health_check=HealthCheck.parse(raw.get("health_check")),
             desired_state=desired,
+            uid=uid,
         )
 
     def spec(self, app_dir: Path, runtime: str) -> InstanceSpec:
@@ -137,6 +142,7 @@ class Assignment:
             memory_bytes=self.memory_bytes,
             cpu_millis=self.cpu_millis,
             runtime=runtime,
+            uid=self.uid,
         )
 
 
@@ -204,6 +210,7 @@ class _Backoff:
     retry_at: float = 0.0
     pending: bool = False  # a start is deferred until retry_at
     error: str | None = None
+    code: str | None = None  # the error's problem slug (e.g. ``port-in-use``)
 
 
 AppDirFor = Callable[[Assignment], Awaitable[Path]]
@@ -241,14 +248,18 @@ class Executor:
         self._limit = asyncio.Semaphore(concurrency)
         self._backoff: dict[str, _Backoff] = {}
         self._restarts: dict[str, int] = {}
+        # instances this executor has given their spec (and so their environment) to the
+        # driver: one re-adopted after an agent restart gets it once (see ``_provide``)
+        self._given: set[str] = set()
         self._lock = asyncio.Lock()
 
     # ---- what the heartbeat reports about instances the driver cannot ----------------------
 
-    def failures(self) -> dict[str, tuple[int, str]]:
-        """Instances whose last start failed: id → (failed attempts, last error)."""
+    def failures(self) -> dict[str, tuple[int, str, str | None]]:
+        """Instances whose last start failed: id → (failed attempts, last error, its
+        problem slug)."""
         return {
-            iid: (b.failures, b.error)
+            iid: (b.failures, b.error, b.code)
             for iid, b in self._backoff.items()
             if b.pending and b.error is not None
         }
@@ -272,6 +283,7 @@ class Executor:
             observed = await self.driver.list()
             plan = plan_actions(desired, observed)
             self._forget(desired, observed)
+            await self._provide(desired, observed)
             by_instance: dict[str, list[Action]] = {}
             for action in plan:
                 by_instance.setdefault(action.instance_id, []).append(action)
@@ -281,8 +293,28 @@ class Executor:
             done = [a for chain in results for a in chain]
             return sorted(done, key=lambda a: (_ORDER[a.kind], a.instance_id))
 
+    async def _provide(
+        self, desired: Sequence[Assignment], observed: Sequence[InstanceStatus]
+    ) -> None:
+        """Hand the spec of every running instance the driver re-adopted to it once: the
+        driver keeps an instance's environment in memory only, so after an agent restart
+        it has none until the control plane's assignments bring it again."""
+        active = {s.instance_id for s in observed if s.state in ACTIVE}
+        for assignment in desired:
+            iid = assignment.instance_id
+            if iid in self._given or iid not in active or assignment.desired_state != "running":
+                continue
+            try:
+                app_dir = await self.app_dir_for(assignment)
+                await self.driver.prepare(assignment.spec(app_dir, self.runtime))
+            except (ShellWeGoError, OSError) as exc:
+                log.warning("cannot hand instance %s its configuration: %s", iid, exc)
+                continue
+            self._given.add(iid)
+
     def _forget(self, desired: Sequence[Assignment], observed: Sequence[InstanceStatus]) -> None:
         keep = {a.instance_id for a in desired} | {s.instance_id for s in observed}
+        self._given &= keep
         for iid in list(self._backoff):
             if iid not in keep:
                 del self._backoff[iid]
@@ -297,7 +329,7 @@ class Executor:
                 try:
                     ok = await self._run(action)
                 except ShellWeGoError as exc:
-                    self._failed(action, exc.detail)
+                    self._failed(action, exc.detail, exc.slug)
                     break
                 except OSError as exc:
                     self._failed(action, f"{type(exc).__name__}: {exc.strerror or exc}")
@@ -334,12 +366,13 @@ class Executor:
         spec = assignment.spec(app_dir, self.runtime)
         await self.driver.prepare(spec)
         await self.driver.start(spec)
+        self._given.add(iid)
         if action.observed == InstanceState.EXITED:
             self._restarts[iid] = self._restarts.get(iid, 0) + 1
         if backoff is not None:
             # the count stays until ``reset_after`` passes, so repeated failures escalate
             backoff.pending = False
-            backoff.error = None
+            backoff.error = backoff.code = None
         log.info(
             "started instance %s (%s %s v%d) on port %d",
             iid,
@@ -350,7 +383,7 @@ class Executor:
         )
         return True
 
-    def _note_failure(self, instance_id: str, error: str) -> _Backoff:
+    def _note_failure(self, instance_id: str, error: str, code: str | None = None) -> _Backoff:
         now = self._clock()
         backoff = self._backoff.setdefault(instance_id, _Backoff())
         backoff.failures += 1
@@ -359,9 +392,10 @@ class Executor:
         backoff.retry_at = now + delay
         backoff.pending = True
         backoff.error = error
+        backoff.code = code
         return backoff
 
-    def _failed(self, action: Action, error: str) -> None:
+    def _failed(self, action: Action, error: str, code: str | None = None) -> None:
         log.warning("could not %s instance %s: %s", action.kind, action.instance_id, error)
         if action.kind == "start":
-            self._note_failure(action.instance_id, error)
+            self._note_failure(action.instance_id, error, code)

@@ -1,8 +1,10 @@
-"""The node's slug cache: ``<state_dir>/slugs/<digest>/`` holds one extracted slug.
+"""The node's slug cache: ``<state_dir>/slugs/<digest>-<uid>/`` holds one extracted slug
+for the instances of the app running as ``uid`` (``<digest>`` alone when instances do not
+run as an app uid of their own).
 
 A missing slug is downloaded from the control plane (sha256-verified), extracted
-safely and atomically, and shared by every instance of every release built from it --
-read-only: instances never write to it nor even see it. The runtime gives each instance
+safely and atomically, and shared by every instance of every release of that app built
+from it -- read-only: instances never write to it nor even see it. The runtime gives each instance
 a private writable layer over it (see :mod:`shellwego.runtime.layer`), and the cache
 directory is private to the agent (0700), so no instance can reach a slug by its path.
 Slugs no instance uses are deleted, except the ``keep`` most recently used ones (so a
@@ -23,6 +25,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 
 from shellwego.errors import InvalidInput, RuntimeFailure
+from shellwego.runtime.layer import slug_dir_name
 from shellwego.runtime.state import make_private_dir
 
 log = logging.getLogger(__name__)
@@ -37,6 +40,11 @@ def check_digest(digest: str) -> str:
     if len(digest) != DIGEST_LENGTH or not set(digest) <= HEX:
         raise InvalidInput(f"invalid slug digest {digest[:80]!r}")
     return digest
+
+
+def _is_slug_dir(name: str) -> bool:
+    digest, _, uid = name.partition("-")
+    return len(digest) == DIGEST_LENGTH and set(digest) <= HEX and (not uid or uid.isdigit())
 
 
 def _fallback_extract(tarball: Path, dest: Path) -> Path:
@@ -82,27 +90,27 @@ class SlugCache:
         self.keep = keep
         self._locks: dict[str, asyncio.Lock] = {}
 
-    def path_of(self, digest: str) -> Path:
-        return self.root / check_digest(digest)
+    def path_of(self, digest: str, uid: int | None = None) -> Path:
+        return self.root / slug_dir_name(check_digest(digest), uid)
 
     def cached(self) -> list[str]:
+        """The slug directories held (``<digest>`` or ``<digest>-<uid>``)."""
         if not self.root.is_dir():
             return []
-        return sorted(
-            p.name for p in self.root.iterdir() if p.is_dir() and len(p.name) == DIGEST_LENGTH
-        )
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and _is_slug_dir(p.name))
 
-    async def ensure(self, digest: str) -> Path:
-        """The extracted slug's directory, downloading it first when it is not cached."""
-        dest = self.path_of(digest)
-        lock = self._locks.setdefault(digest, asyncio.Lock())
+    async def ensure(self, digest: str, uid: int | None = None) -> Path:
+        """The extracted slug's directory for instances running as ``uid``, downloading it
+        first when it is not cached."""
+        dest = self.path_of(digest, uid)
+        lock = self._locks.setdefault(dest.name, asyncio.Lock())
         async with lock:
             if dest.is_dir():
                 with contextlib.suppress(OSError):
                     os.utime(dest)  # most recently used: kept longest by gc
                 return dest
             make_private_dir(self.root)
-            tarball = self.root / f".{digest}.tar.gz"
+            tarball = self.root / f".{dest.name}.tar.gz"
             try:
                 log.info("downloading slug %s", digest[:12])
                 await self.download(digest, tarball)
@@ -114,7 +122,8 @@ class SlugCache:
             return dest
 
     def gc(self, in_use: Iterable[str]) -> list[str]:
-        """Delete unused slugs beyond the ``keep`` most recently used; returns what went."""
+        """Delete unused slug directories (``in_use``: their names, see
+        :func:`slug_dir_name`) beyond the ``keep`` most recently used; returns what went."""
         used = set(in_use)
         spare = [d for d in self.cached() if d not in used and not self._busy(d)]
         spare.sort(key=lambda d: (self.root / d).stat().st_mtime, reverse=True)

@@ -189,8 +189,8 @@ def register(app: typer.Typer) -> None:
         """Run a node agent: registers once, then runs what the control plane assigns."""
         from shellwego.agent.daemon import Agent
         from shellwego.agent.settings import AgentSettings
+        from shellwego.roles.server import process_driver
         from shellwego.runtime.host import offered_runtimes
-        from shellwego.runtime.process import ProcessDriver
         from shellwego.settings import Settings
 
         _logging(verbose)
@@ -203,11 +203,7 @@ def register(app: typer.Typer) -> None:
                 err=True,
             )
             raise typer.Exit(2)
-        driver = ProcessDriver(
-            state / "instances",
-            hidden_paths=[settings.data_dir, state],
-            run_as=settings.instance_user,
-        )
+        driver = process_driver(settings, state / "instances", [settings.data_dir, state])
         daemon = Agent(
             AgentSettings(
                 server_url=server_url.rstrip("/"),

@@ -9,6 +9,7 @@ from .apps import (
     FormationUpdate,
     Instance,
     Release,
+    UidLease,
 )
 from .base import Entity, Input, partial
 from .columns import new_id
@@ -96,6 +97,7 @@ __all__ = [
     "SecretVersionInfo",
     "Snapshot",
     "TlsStatus",
+    "UidLease",
     "User",
     "UserCreate",
     "Volume",

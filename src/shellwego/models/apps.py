@@ -46,6 +46,19 @@ class App(AppBase, Entity, table=True):
     # when the app was deleted: from then on it is invisible and its name is free; the
     # row is removed once its instances are gone (see services/apps.py ``delete``)
     deleted_at: datetime | None = Field(default=None, sa_type=UTCDateTime, exclude=True)
+    # the uid (and gid) its instances, one-off commands and builds run as: its own, from
+    # the platform's range, never another app's (see ``UidLease``)
+    uid: int | None = Field(default=None, unique=True, index=True)
+
+
+class UidLease(Entity, table=True):
+    """A uid handed to an app. Kept when the app is gone (no foreign key), so a uid is
+    never given to a second app: files a deleted app left anywhere never become another
+    tenant's."""
+
+    __tablename__ = "uid_leases"
+    uid: int = Field(unique=True)
+    app_id: str = Field(max_length=26)
 
 
 class AppCreate(AppBase, Input):
@@ -106,6 +119,9 @@ class Instance(Entity, table=True):
     process_type: str = Field(max_length=30)
     resources: Resources = Field(sa_type=PydanticJSON(Resources))
     port: int = Field(default=0)
+    # where the edge reaches it (observed): its own network's address, or None when it
+    # listens on its node's address (``Node.address``:``port``)
+    address: str | None = Field(default=None, max_length=64)
     desired_state: DesiredState = Field(sa_type=EnumText(DesiredState))
     state: str = Field(default="pending", max_length=20)
     healthy: bool = Field(default=False)

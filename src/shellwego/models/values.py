@@ -115,6 +115,9 @@ class NodeNetwork(Value):
     public_ip: str | None = Field(default=None, max_length=64)
     wireguard_pubkey: str | None = Field(default=None, max_length=64)
     pod_cidr: str | None = Field(default=None, max_length=64)
+    # ports of the node's host found held by programs that are not instances: never given
+    # to an instance there (instances sharing the host's network only)
+    busy_ports: list[int] = Field(default_factory=list, max_length=1024)
 
 
 # ---- volumes and databases ---------------------------------------------------------------

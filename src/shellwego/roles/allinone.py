@@ -19,14 +19,20 @@ from shellwego.edge.metrics import traffic_for_app
 from shellwego.edge.process import CaddyProcess
 from shellwego.models import OrganizationCreate, User, UserCreate
 from shellwego.runtime.host import offered_runtimes
-from shellwego.runtime.process import ProcessDriver
 from shellwego.services import auth
 from shellwego.services.bootstrap import build_context
 from shellwego.services.context import Context
 from shellwego.settings import Settings
 from shellwego.store import repository as repo
 
-from .server import ControlPlane, edge_settings, ensure_join_token, equip, write_private
+from .server import (
+    ControlPlane,
+    edge_settings,
+    ensure_join_token,
+    equip,
+    process_driver,
+    write_private,
+)
 
 log = logging.getLogger(__name__)
 
@@ -63,10 +69,8 @@ class AllInOne:
         equip(self.ctx)
         self.first: FirstStart | None = None
         # apps never see the platform's data (database, master key, other apps' slugs)
-        self.driver = ProcessDriver(
-            settings.data_dir / "agent" / "instances",
-            hidden_paths=[settings.data_dir],
-            run_as=settings.instance_user,
+        self.driver = process_driver(
+            settings, settings.data_dir / "agent" / "instances", [settings.data_dir]
         )
         self.caddy = CaddyProcess(edge_settings(settings))
         self.plane = ControlPlane(

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,15 +32,22 @@ def equip(ctx: Context) -> None:
     (data / "tmp").mkdir(parents=True, exist_ok=True)
     ctx.extras["artifacts"] = ArtifactStore(data / "artifacts")
     # build steps run the app's own install code: they never see the platform's data
-    ctx.extras["builder"] = Builder(
-        data / "cache" / "build", hidden_paths=[data], run_as=ctx.settings.instance_user
-    )
+    ctx.extras["builder"] = Builder(data / "cache" / "build", hidden_paths=[data])
     # so do one-off commands: they see their release's slug (through a private writable
     # layer) and nothing else of the data directory (master key, database, artifacts)
     (data / "oneoff").mkdir(exist_ok=True)
     make_private_dir(data / "oneoff" / "slugs")  # what they run from, out of their reach
-    ctx.extras["oneoff_driver"] = ProcessDriver(
-        data / "oneoff" / "state", hidden_paths=[data], run_as=ctx.settings.instance_user
+    ctx.extras["oneoff_driver"] = process_driver(ctx.settings, data / "oneoff" / "state", [data])
+
+
+def process_driver(settings: Settings, state: Path, hidden: Sequence[Path]) -> ProcessDriver:
+    """The process runtime with the platform's limits; ``hidden``: what its instances must
+    not see."""
+    return ProcessDriver(
+        state,
+        hidden_paths=hidden,
+        pids_limit=settings.pids_limit,
+        nofile_limit=settings.nofile_limit,
     )
 
 

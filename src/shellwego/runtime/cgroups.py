@@ -1,6 +1,8 @@
-"""Per-instance cgroups (memory and CPU limits, usage, OOM kills) on v2 or v1 hierarchies.
+"""Per-instance cgroups (memory, CPU and process-count limits, usage, OOM kills) on v2 or
+v1 hierarchies.
 
-Hosts differ: cgroup v2, or a hybrid layout with ``memory``/``cpu``/``cpuacct`` on v1.
+Hosts differ: cgroup v2, or a hybrid layout with ``memory``/``cpu``/``cpuacct``/``pids``
+on v1.
 :meth:`Cgroups.detect` finds what is mounted and writable and says why when nothing is.
 """
 
@@ -82,10 +84,13 @@ class Cgroups:
     agent runs under still bound its instances.
     """
 
-    def __init__(self, version: int, parents: Mapping[str, Path], note: str | None) -> None:
+    def __init__(
+        self, version: int, parents: Mapping[str, Path], note: str | None, *, v2_pids: bool = False
+    ) -> None:
         self.version = version
         self.parents = dict(parents)
         self.note = note
+        self.v2_pids = v2_pids  # cgroup v2 with the pids controller enabled
 
     @property
     def available(self) -> bool:
@@ -94,6 +99,10 @@ class Cgroups:
     @property
     def cpu_limit(self) -> bool:
         return "unified" in self.parents or "cpu" in self.parents
+
+    @property
+    def pids_limit(self) -> bool:
+        return self.v2_pids or "pids" in self.parents
 
     @classmethod
     def detect(
@@ -133,19 +142,20 @@ class Cgroups:
             if not {"memory", "cpu"} <= controllers:
                 continue
             parent = mount / CGROUP_PARENT
+            enable = "+memory +cpu +pids" if "pids" in controllers else "+memory +cpu"
             try:
                 parent.mkdir(exist_ok=True)
                 with contextlib.suppress(OSError):
-                    _write(mount / "cgroup.subtree_control", "+memory +cpu")
-                _write(parent / "cgroup.subtree_control", "+memory +cpu")
-                return cls(2, {"unified": parent}, None)
+                    _write(mount / "cgroup.subtree_control", enable)
+                _write(parent / "cgroup.subtree_control", enable)
+                return cls(2, {"unified": parent}, None, v2_pids="pids" in controllers)
             except OSError as exc:
                 notes.append(f"cgroup v2 at {mount} is not writable ({exc.strerror})")
         v1: dict[str, Path] = {}
         for fstype, mount, options in mounts:
             if fstype != "cgroup":
                 continue
-            for name in ("memory", "cpu", "cpuacct"):
+            for name in ("memory", "cpu", "cpuacct", "pids"):
                 if name in options and name not in v1:
                     v1[name] = mount / own.get(name, "/").lstrip("/") / CGROUP_PARENT
         if "memory" in v1:
@@ -168,9 +178,11 @@ class Cgroups:
                 with contextlib.suppress(OSError):
                     parent.rmdir()
 
-    def create(self, name: str, memory_bytes: int, cpu_millis: int | None) -> dict[str, str]:
+    def create(
+        self, name: str, memory_bytes: int, cpu_millis: int | None, pids_max: int | None = None
+    ) -> dict[str, str]:
         """Create (or update) the cgroups of one instance (or build); returns their paths
-        by role. ``cpu_millis`` None: no CPU quota."""
+        by role. ``cpu_millis`` None: no CPU quota; ``pids_max`` None: no process limit."""
         dirs: dict[str, str] = {}
         try:
             for role, parent in self.parents.items():
@@ -185,11 +197,15 @@ class Cgroups:
                         _write(path / "memory.swap.max", "0")
                     if cpu_millis is not None:
                         _write(path / "cpu.max", f"{cpu_millis * 100} 100000")
+                    if self.v2_pids:
+                        _write(path / "pids.max", "max" if pids_max is None else str(pids_max))
                 elif role == "memory":
                     self._v1_memory(path, memory_bytes)
                 elif role == "cpu" and cpu_millis is not None:
                     _write(path / "cpu.cfs_period_us", "100000")
                     _write(path / "cpu.cfs_quota_us", str(cpu_millis * 100))
+                elif role == "pids":
+                    _write(path / "pids.max", "max" if pids_max is None else str(pids_max))
         except OSError as exc:
             raise RuntimeFailure(f"cannot set up the cgroup of {name}: {exc.strerror}") from exc
         return dirs

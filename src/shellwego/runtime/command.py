@@ -69,9 +69,11 @@ def instance_argv(
     user: RunUser | None = None,
     prefix: Sequence[str] = (),
     setup: str = "",
+    nofile: int | None = None,
 ) -> list[str]:
-    """``/bin/sh -c`` joining the cgroups, running ``setup`` (as root), entering the
-    sandbox, switching to ``user``, then sourcing .profile.d in ``app_dir``.
+    """``/bin/sh -c`` joining the cgroups, limiting open files to ``nofile`` (soft and
+    hard), running ``setup`` (as root), entering the sandbox, switching to ``user``, then
+    sourcing .profile.d in ``app_dir``.
 
     ``command`` runs as the instance's process; without one, ``args`` are run as given.
     ``prefix`` is what the launcher itself runs under (e.g. ``unshare --mount``).
@@ -83,7 +85,10 @@ def instance_argv(
         'for f in "$HOME"/.profile.d/*.sh; do if [ -r "$f" ]; then . "$f"; fi; done\n'
         f"{run}\n"
     )
-    join = Cgroups.join_script(cgroups) + setup
+    join = Cgroups.join_script(cgroups)
+    if nofile is not None:
+        join += f"ulimit -n {int(nofile)} || exit 125\n"
+    join += setup
     if sandbox.binary is None and user is None and not prefix:
         return ["/bin/sh", "-c", join + inner, "sh", *args]
     program = [*(user.argv() if user else ()), "/bin/sh", "-c", inner, "sh", *args]

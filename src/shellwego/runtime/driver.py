@@ -42,6 +42,9 @@ class InstanceSpec:
     memory_bytes: int = 512 * 1024 * 1024
     cpu_millis: int = 1000
     runtime: str = "process"
+    # the app's own uid (also its gid): what the instance runs as when the agent is root;
+    # None: the driver's default unprivileged user
+    uid: int | None = None
 
 
 @dataclass(slots=True)
@@ -52,10 +55,16 @@ class InstanceStatus:
     state: InstanceState
     pid: int | None = None
     port: int | None = None
+    # the instance's own network address (it listens on address:port), or None when it
+    # shares its node's network and listens on the node's port
+    address: str | None = None
     restarts: int = 0
     exit_code: int | None = None
     started_at: datetime | None = None
     last_error: str | None = None
+    # what kind of failure ``last_error`` is, for the control plane to act on: the
+    # problem slug of the error (e.g. ``port-in-use``), None for a plain exit
+    error_code: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,3 +141,8 @@ class Driver(Protocol):
 
     async def remove(self, instance_id: str) -> None:
         """Forget a stopped instance and delete its runtime state (not the app's slug)."""
+
+    async def owns_listener(self, instance_id: str, port: int) -> bool:
+        """Whether what listens on ``port`` for an instance sharing the node's network is
+        the instance itself (a health check must never pass on another program's socket).
+        Instances with an address of their own own whatever listens there."""

@@ -227,6 +227,10 @@ class FakeDriver:
         self.actions.append(("exec", spec.instance_id))
         return ExecResult(exit_code=0, output=" ".join(argv))
 
+    async def owns_listener(self, instance_id: str, port: int) -> bool:
+        """The fake runs no processes: whatever a test listens with stands for it."""
+        return instance_id in self._records
+
     async def remove(self, instance_id: str) -> None:
         self.actions.append(("remove", instance_id))
         rec = self._records.get(instance_id)

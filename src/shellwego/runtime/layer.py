@@ -50,6 +50,12 @@ def _overlay_options(lower: Path, upper: Path, work: Path) -> str:
     return f"lowerdir={lower},upperdir={upper},workdir={work}"
 
 
+def slug_dir_name(digest: str, uid: int | None) -> str:
+    """The name of a slug's directory for instances of ``uid``: overlays hand the slug to
+    the instance's user, so each app uid sharing a digest has a copy of its own."""
+    return digest if uid is None else f"{digest}-{uid}"
+
+
 def chown_tree(root: Path, uid: int, gid: int) -> None:
     """Give ``root`` and everything under it to ``uid:gid``; ``root`` itself last, so its
     owner says the whole tree is done."""

@@ -52,7 +52,13 @@ from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from shellwego.errors import InvalidInput, RuntimeFailure, RuntimeUnavailable
+from shellwego.errors import (
+    InvalidInput,
+    PortInUse,
+    RuntimeFailure,
+    RuntimeUnavailable,
+    WaitingForConfig,
+)
 
 from .cgroups import Cgroups
 from .command import instance_argv, instance_environment, run_collected
@@ -68,6 +74,7 @@ from .driver import (
 from .exits import POLL_SECONDS, describe_exit, reap, terminate, wait_exit
 from .layer import Layers
 from .logfile import LOG_FILE, LogReader, parse_line, read_lines, spawn_with_log
+from .ports import held_by, port_in_use
 from .procfs import (
     alive,
     group_usage,
@@ -80,13 +87,23 @@ from .sandbox import Sandbox
 from .state import STATE_FILE, InstanceRecord, make_private_dir, read_state, write_state
 from .user import NOBODY, RunUser, run_user
 
-__all__ = ["EXEC_OUTPUT_LIMIT", "EXEC_TIMEOUT_EXIT", "STABLE_AFTER_SECONDS", "ProcessDriver"]
+__all__ = [
+    "EXEC_OUTPUT_LIMIT",
+    "EXEC_TIMEOUT_EXIT",
+    "STABLE_AFTER_SECONDS",
+    "WAITING_FOR_ENV",
+    "ProcessDriver",
+]
 
 log = logging.getLogger(__name__)
 
 EXEC_OUTPUT_LIMIT = 1024 * 1024
 STABLE_AFTER_SECONDS = 30.0
 EXEC_TIMEOUT_EXIT = 124
+WAITING_FOR_ENV = (
+    "waiting for its configuration from the control plane (the agent restarted and keeps "
+    "configuration in memory only)"
+)
 
 _ACTIVE = (InstanceState.STARTING, InstanceState.RUNNING, InstanceState.BACKOFF)
 
@@ -106,13 +123,19 @@ class ProcessDriver:
         backoff_max: float = 30.0,
         hidden_paths: Sequence[Path] = (),
         run_as: tuple[int, int] | None = NOBODY,
+        pids_limit: int | None = 512,
+        nofile_limit: int | None = 10240,
     ) -> None:
-        """``run_as``: the uid/gid instances run as when this process is root (None: as
-        root too). ``hidden_paths``: what instances must not see (the platform's data)."""
+        """``run_as``: the uid/gid instances whose spec names no uid of their own run as
+        when this process is root (None: as root too). ``hidden_paths``: what instances
+        must not see (the platform's data). ``pids_limit``: processes per instance (a pids
+        cgroup); ``nofile_limit``: open files per process (RLIMIT_NOFILE)."""
         self.state_dir = Path(state_dir).resolve()
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
         self.hidden_paths = tuple(Path(p) for p in hidden_paths)
+        self.pids_limit = pids_limit
+        self.nofile_limit = nofile_limit
         self._notes: list[str] = []
         self._user: RunUser | None = run_user(run_as)
         if cgroups is False:
@@ -123,6 +146,8 @@ class ProcessDriver:
                 raise RuntimeUnavailable(f"cgroups were requested: {self._cgroups.note}")
         if self._cgroups.note:
             self._notes.append(self._cgroups.note)
+        elif pids_limit is not None and not self._cgroups.pids_limit:
+            self._notes.append("no pids cgroup controller: the process count is not limited")
         if sandbox is False:
             self._sandbox = Sandbox(None, note="sandboxing is disabled by configuration")
             self._notes.append(self._sandbox.note or "")
@@ -152,7 +177,7 @@ class ProcessDriver:
             isolation.append("bwrap")
         isolation.append(self._layers.label)
         if self._user is not None:
-            isolation.append(self._user.label())
+            isolation.append("uid-per-app")
         return Capabilities(
             runtime=self.name,
             available=True,
@@ -163,17 +188,20 @@ class ProcessDriver:
         )
 
     async def prepare(self, spec: InstanceSpec) -> None:
+        """Make the instance ready to start; an instance already running that was read
+        back from disk gets its environment (which is never written) from ``spec``."""
         inst = self._instances.get(spec.instance_id)
         if inst is None:
             inst = await self._load_known(spec.instance_id) or InstanceRecord(spec=spec)
             self._instances[spec.instance_id] = inst
-        elif inst.state not in _ACTIVE:
+        if inst.state not in _ACTIVE:
             inst.spec = spec
+            inst.env_ready.set()
+        else:
+            inst.provide_env(spec.env)
         make_private_dir(self._instance_dir(spec.instance_id), self._dir_mode)
         if self._cgroups.available and not inst.cgroups:
-            inst.cgroups = self._cgroups.create(
-                spec.instance_id, spec.memory_bytes, spec.cpu_millis
-            )
+            inst.cgroups = self._create_cgroups(spec.instance_id, spec)
         self._persist(inst)
 
     async def start(self, spec: InstanceSpec) -> InstanceStatus:
@@ -183,6 +211,7 @@ class ProcessDriver:
             if inst.desired == "running" and inst.state in _ACTIVE:
                 return inst.status()
             inst.spec = spec
+            inst.env_ready.set()
             inst.desired = "running"
             inst.crashes = 0
             try:
@@ -190,11 +219,11 @@ class ProcessDriver:
             except RuntimeFailure as exc:
                 inst.desired = "stopped"
                 inst.state = InstanceState.EXITED
-                inst.last_error = exc.detail
+                inst.failed(exc)
                 self._persist(inst)
                 raise
             inst.exit_code = None
-            inst.last_error = None
+            inst.last_error = inst.error_code = None
             self._persist(inst)
             inst.monitor = asyncio.create_task(self._supervise(inst))
             return inst.status()
@@ -298,8 +327,9 @@ class ProcessDriver:
         dirs: dict[str, str] = {}
         try:
             if self._cgroups.available:
-                dirs = self._cgroups.create(name, spec.memory_bytes, spec.cpu_millis)
-            app = await asyncio.to_thread(self._layers.prepare, spec.app_dir, layer, self._user)
+                dirs = self._create_cgroups(name, spec)
+            user = self._user_for(spec)
+            app = await asyncio.to_thread(self._layers.prepare, spec.app_dir, layer, user)
             command = self._argv(spec, app, layer, dirs, None, argv)
             env = instance_environment(spec, app)
             code, output = await run_collected(
@@ -346,13 +376,15 @@ class ProcessDriver:
                 delay = min(self.backoff_base * 2**inst.crashes, self.backoff_max)
                 inst.crashes += 1
                 await asyncio.sleep(delay)
+                await inst.env_ready.wait()
                 try:
                     await self._spawn(inst)
                 except RuntimeFailure as exc:
-                    inst.last_error = exc.detail
+                    inst.failed(exc)
                     self._persist(inst)
                     continue
                 inst.restarts += 1
+                inst.error_code = None  # running again: the exit stays the last error
                 self._persist(inst)
                 break
 
@@ -366,6 +398,7 @@ class ProcessDriver:
             inst.crashes = 0
         inst.exit_code = code
         inst.last_error = describe_exit(code)
+        inst.error_code = None
         if inst.cgroups and Cgroups.oom_kills(inst.cgroups) > inst.oom_base:
             inst.last_error = (
                 f"killed by the out-of-memory killer: the memory limit is "
@@ -395,13 +428,20 @@ class ProcessDriver:
                 self._exited(inst, code)
                 inst.last_error = f"{inst.last_error} while the agent was away"
             inst.crashes = 0
-            try:
-                await self._spawn(inst)
-            except RuntimeFailure as exc:
-                inst.last_error = exc.detail
-                inst.state = InstanceState.BACKOFF
+            inst.state = InstanceState.BACKOFF
+            if not inst.env_ready.is_set():
+                # read back from disk: it starts again once the agent hands it its
+                # environment (the supervisor waits for that)
+                inst.last_error = f"{inst.last_error}; {WAITING_FOR_ENV}"
+                inst.error_code = WaitingForConfig.slug
             else:
-                inst.restarts += 1
+                try:
+                    await self._spawn(inst)
+                except RuntimeFailure as exc:
+                    inst.failed(exc)
+                else:
+                    inst.restarts += 1
+                    inst.error_code = None
             self._persist(inst)
             inst.monitor = asyncio.create_task(self._supervise(inst))
         elif live or self._leftovers(inst):
@@ -432,19 +472,25 @@ class ProcessDriver:
         """Launch the instance's process tree, on a fresh app layer, and its log pump;
         no pipe leads to the agent."""
         spec = inst.spec
+        if not inst.env_ready.is_set():
+            raise WaitingForConfig(WAITING_FOR_ENV)
         self._check_app_dir(spec)
+        if await asyncio.to_thread(port_in_use, spec.port):
+            raise PortInUse(
+                f"port {spec.port} is already in use on this host by a program that is not "
+                f"this instance"
+            )
         idir = self._instance_dir(spec.instance_id)
         make_private_dir(idir, self._dir_mode)
         if self._cgroups.available:
             previous = inst.cgroups
-            inst.cgroups = self._cgroups.create(
-                spec.instance_id, spec.memory_bytes, spec.cpu_millis
-            )
+            inst.cgroups = self._create_cgroups(spec.instance_id, spec)
             for stale in set(previous.values()) - set(inst.cgroups.values()):
                 with contextlib.suppress(OSError):  # left by an agent under another cgroup
                     os.rmdir(stale)
             inst.oom_base = Cgroups.oom_kills(inst.cgroups)
-        app = await asyncio.to_thread(self._layers.prepare, spec.app_dir, idir, self._user)
+        user = self._user_for(spec)
+        app = await asyncio.to_thread(self._layers.prepare, spec.app_dir, idir, user)
         argv = self._argv(spec, app, idir, inst.cgroups, spec.command, ())
         env = instance_environment(spec, app)
         pid = spawn_with_log(argv, env, idir / LOG_FILE, spec.instance_id)
@@ -469,10 +515,31 @@ class ProcessDriver:
             cgroups=cgroups,
             sandbox=self._sandbox,
             hidden=[*self.hidden_paths, self.state_dir, self.state_dir.parent],
-            user=self._user,
+            user=self._user_for(spec),
             prefix=self._layers.prefix(),
             setup=self._layers.mount_script(spec.app_dir, layer),
+            nofile=self.nofile_limit,
         )
+
+    def _user_for(self, spec: InstanceSpec) -> RunUser | None:
+        """Who the instance runs as: its app's own uid (and gid) when this process is root
+        and the spec names one, else the default unprivileged user (or, not root, us)."""
+        if self._user is None or spec.uid is None:
+            return self._user
+        return RunUser(spec.uid, spec.uid, self._user.setpriv)
+
+    def _create_cgroups(self, name: str, spec: InstanceSpec) -> dict[str, str]:
+        return self._cgroups.create(name, spec.memory_bytes, spec.cpu_millis, self.pids_limit)
+
+    async def owns_listener(self, instance_id: str, port: int) -> bool:
+        """Whether the sockets listening on ``port`` on the host are all the instance's own
+        (False when nothing listens, or a process that is not the instance does)."""
+        inst = self._instances.get(instance_id)
+        if inst is None or inst.pid is None:
+            return False
+        members = Cgroups.members(inst.cgroups) if inst.cgroups else set()
+        members |= set(instance_group(inst.pid, inst.pid_start))
+        return await asyncio.to_thread(held_by, port, members) is True
 
     def _check_reachable(self) -> None:
         """Unsandboxed instances of another user must be able to enter ``state_dir``."""

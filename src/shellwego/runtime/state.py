@@ -1,9 +1,11 @@
 """What the process runtime remembers about an instance, kept in ``state.json``.
 
 Everything needed to find an instance again after an agent restart: spec, desired state,
-pid and the pid's start time, restart count, last exit, cgroup paths. The spec carries the
-release's environment, secrets included, so the instance directory is private to the
-agent (0700) and ``state.json`` is written 0600, atomically.
+pid and the pid's start time, restart count, last exit, cgroup paths. The instance's
+environment -- the release's config, secrets included -- is never written: it lives in
+the agent's memory only, and an instance read back from disk waits for it (``env_ready``)
+until the agent has it from the control plane again. ``state.json`` is written 0600,
+atomically, in a directory private to the agent.
 """
 
 from __future__ import annotations
@@ -14,10 +16,12 @@ import json
 import os
 import stat
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+from shellwego.errors import ShellWeGoError
 
 from .driver import InstanceSpec, InstanceState, InstanceStatus
 
@@ -37,11 +41,20 @@ class InstanceRecord:
     exit_code: int | None = None
     started_at: datetime | None = None
     last_error: str | None = None
+    error_code: str | None = None
     cgroups: dict[str, str] = field(default_factory=dict)
     crashes: int = 0
     oom_base: int = 0
     monitor: asyncio.Task[None] | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # set once ``spec.env`` holds the instance's environment (it is never read from disk)
+    env_ready: asyncio.Event = field(default_factory=lambda: _event(True))
+
+    def provide_env(self, env: Mapping[str, str]) -> None:
+        """Give an instance read back from disk its environment (in memory only)."""
+        if not self.env_ready.is_set():
+            self.spec = replace(self.spec, env=dict(env))
+            self.env_ready.set()
 
     def status(self) -> InstanceStatus:
         return InstanceStatus(
@@ -53,10 +66,24 @@ class InstanceRecord:
             exit_code=self.exit_code,
             started_at=self.started_at,
             last_error=self.last_error,
+            error_code=self.error_code,
         )
+
+    def failed(self, exc: ShellWeGoError) -> None:
+        """Remember why the last attempt to run the instance failed."""
+        self.last_error = exc.detail
+        self.error_code = exc.slug
+
+
+def _event(is_set: bool) -> asyncio.Event:
+    event = asyncio.Event()
+    if is_set:
+        event.set()
+    return event
 
 
 def spec_to_json(spec: InstanceSpec) -> dict[str, Any]:
+    """The spec without its environment, which never goes to disk."""
     return {
         "instance_id": spec.instance_id,
         "app_id": spec.app_id,
@@ -65,18 +92,20 @@ def spec_to_json(spec: InstanceSpec) -> dict[str, Any]:
         "release_id": spec.release_id,
         "command": spec.command,
         "app_dir": str(spec.app_dir),
-        "env": dict(spec.env),
         "port": spec.port,
         "memory_bytes": spec.memory_bytes,
         "cpu_millis": spec.cpu_millis,
         "runtime": spec.runtime,
+        "uid": spec.uid,
     }
 
 
 def spec_from_json(data: Mapping[str, Any]) -> InstanceSpec:
+    """The spec saved as ``data``, with an empty environment (an older state file's is
+    dropped: the control plane gives it again)."""
     values = dict(data)
     values["app_dir"] = Path(values["app_dir"])
-    values["env"] = dict(values["env"])
+    values["env"] = {}
     return InstanceSpec(**values)
 
 
@@ -91,6 +120,7 @@ def record_to_json(inst: InstanceRecord) -> dict[str, Any]:
         "exit_code": inst.exit_code,
         "started_at": inst.started_at.isoformat() if inst.started_at else None,
         "last_error": inst.last_error,
+        "error_code": inst.error_code,
         "cgroups": inst.cgroups,
     }
 
@@ -113,7 +143,9 @@ def record_from_json(data: Mapping[str, Any]) -> InstanceRecord:
         exit_code=data.get("exit_code"),
         started_at=datetime.fromisoformat(started) if started else None,
         last_error=data.get("last_error"),
+        error_code=data.get("error_code"),
         cgroups=dict(data.get("cgroups") or {}),
+        env_ready=_event(False),
     )
 
 

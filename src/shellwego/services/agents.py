@@ -9,7 +9,9 @@ from typing import Any
 
 import sqlalchemy as sa
 from pydantic import BaseModel, Field
+from sqlalchemy.orm import Session
 
+from shellwego.errors import PortInUse
 from shellwego.models import (
     App,
     DesiredState,
@@ -24,9 +26,12 @@ from shellwego.models import (
 from shellwego.models.values import NodeCapabilities
 from shellwego.store import repository as repo
 
-from . import metrics, secrets
+from . import deployments, metrics, placement, secrets
 from .context import Context, wake_after_commit
 from .placement import RELEASED_STATES
+
+# ports of a node found held by other programs, never handed out there (the newest kept)
+BUSY_PORTS_KEPT = 1024
 
 
 class ObservedInstance(BaseModel):
@@ -35,9 +40,13 @@ class ObservedInstance(BaseModel):
     healthy: bool = False
     pid: int | None = None
     port: int | None = None
+    # its own network's address (IPv4), where the edge reaches it; None: its node's
+    address: str | None = Field(default=None, max_length=64, pattern=r"^[0-9.]{7,15}$")
     restarts: int = 0
     exit_code: int | None = None
     last_error: str | None = Field(default=None, max_length=2000)
+    # the problem slug of ``last_error`` (``port-in-use``: another program holds its port)
+    error_code: str | None = Field(default=None, max_length=40)
     cpu_millis_used: float | None = None
     memory_bytes: int | None = None
 
@@ -103,9 +112,34 @@ def heartbeat(ctx: Context, node: Node, body: Heartbeat) -> Node:
             else:
                 changed = _noticed(inst, seen) or changed
                 _observe(ctx, inst, seen, now)
+                if seen.error_code == PortInUse.slug:
+                    _port_taken(ctx, s, row, inst)
+                    changed = True
         if changed:
             wake_after_commit(ctx, s, "rollout", "edge")
         return row
+
+
+def _port_taken(ctx: Context, s: Session, node: Node, inst: Instance) -> None:
+    """Another program holds the port an instance was given on its node's host: the port
+    is never handed out on that node again, the instance is stopped (so its formation or
+    rollout places a replacement on another port) and the app's events say so."""
+    if inst.desired_state != DesiredState.RUNNING:
+        return
+    busy = [p for p in node.network.busy_ports if p != inst.port][-(BUSY_PORTS_KEPT - 1) :]
+    node.network = node.network.model_copy(update={"busy_ports": [*busy, inst.port]})
+    placement.stop(ctx, s, [inst])
+    app = repo.require(s, App, "app", id=inst.app_id)
+    deployments.record_event(
+        ctx,
+        s,
+        app,
+        "instance.port_conflict",
+        f"{inst.process_type} instance {inst.id} could not start on node {node.hostname}: "
+        f"port {inst.port} is in use there by another program; it is replaced on another port",
+        {"instance_id": inst.id, "node_id": node.id, "port": inst.port},
+    )
+    wake_after_commit(ctx, s, "rollout")
 
 
 def _noticed(inst: Instance, seen: ObservedInstance) -> bool:
@@ -114,6 +148,7 @@ def _noticed(inst: Instance, seen: ObservedInstance) -> bool:
     return (
         inst.healthy != seen.healthy
         or inst.restarts != seen.restarts
+        or inst.address != seen.address
         or (seen.state in RELEASED_STATES and inst.state not in RELEASED_STATES)
     )
 
@@ -124,6 +159,7 @@ def _observe(ctx: Context, inst: Instance, seen: ObservedInstance, now: datetime
     inst.state = seen.state
     inst.healthy = seen.healthy
     inst.pid = seen.pid
+    inst.address = seen.address
     inst.restarts = seen.restarts
     inst.exit_code = seen.exit_code
     inst.last_error = seen.last_error
@@ -194,6 +230,7 @@ def assignments(ctx: Context, node_id: str) -> Assignments:
                     "cpu_millis": inst.resources.cpu_millis,
                     "health_check": check,
                     "desired_state": "running",
+                    "uid": app.uid,
                 }
             )
         return Assignments(index=node.assignment_index, instances=out)

@@ -16,7 +16,7 @@ import re
 
 from sqlalchemy.orm import Session
 
-from shellwego.errors import NotFound
+from shellwego.errors import NotFound, Unavailable
 from shellwego.models import (
     App,
     AppCreate,
@@ -29,6 +29,7 @@ from shellwego.models import (
     Release,
     Role,
     Secret,
+    UidLease,
     new_id,
 )
 from shellwego.store import repository as repo
@@ -102,7 +103,27 @@ def create(ctx: Context, who: Principal, body: AppCreate) -> App:
         )
         placement.check_constraints(s, app)
         wake_after_commit(ctx, s, "edge")  # its host is routed (to nothing yet) at once
-        return repo.add(s, app, conflict=taken(body.name))
+        repo.add(s, app, conflict=taken(body.name))
+        app.uid = lease_uid(ctx, s, app.id)
+        return app
+
+
+def lease_uid(ctx: Context, s: Session, app_id: str) -> int:
+    """The next uid of the platform's range no app ever had, leased to ``app_id`` for good
+    (a deleted app's uid is never handed out again)."""
+    first, last = ctx.settings.app_uids
+    repo.one_writer(s, UidLease)  # one lease at a time, across replicas too
+    top = repo.max_of(s, UidLease, "uid", UidLease.uid.between(first, last))  # type: ignore[attr-defined]
+    uid = first if top is None else int(top) + 1
+    if uid > last:
+        raise Unavailable(
+            f"every uid of SHELLWEGO_APP_UIDS ({first}-{last}) has been handed out: the "
+            f"operator must configure a larger range"
+        )
+    now = ctx.clock.now()
+    s.add(UidLease(id=new_id(), uid=uid, app_id=app_id, created_at=now, updated_at=now))
+    s.flush()
+    return uid
 
 
 def update(ctx: Context, who: Principal, ref: str, changes: dict[str, object]) -> App:

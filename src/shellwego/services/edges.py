@@ -45,7 +45,8 @@ def route_table(ctx: Context) -> RouteTable:
         for inst in repo.find_all(
             s, Instance, desired_state=DesiredState.RUNNING.value, process_type="web", healthy=True
         ):
-            address = addresses.get(inst.node_id)
+            # its own network's address, else its node's (it listens on a host port)
+            address = inst.address or addresses.get(inst.node_id)
             if inst.drain_started_at is None and address is not None:
                 upstreams.setdefault(inst.app_id, []).append(
                     Upstream(address=f"{address}:{inst.port}")

@@ -9,6 +9,7 @@ from starlette.concurrency import run_in_threadpool
 from shellwego.errors import InvalidInput
 from shellwego.models import App, Release, Role, new_id
 from shellwego.runtime.driver import InstanceSpec
+from shellwego.runtime.layer import slug_dir_name
 from shellwego.store import repository as repo
 
 from . import apps as app_service
@@ -40,7 +41,7 @@ async def run(
         extract_slug,
         ctx.extras["artifacts"],
         release.slug_digest,
-        ctx.settings.data_dir / "oneoff" / "slugs" / release.slug_digest,
+        ctx.settings.data_dir / "oneoff" / "slugs" / slug_dir_name(release.slug_digest, app.uid),
     )
     instance_id = new_id()
     spec = InstanceSpec(
@@ -59,6 +60,7 @@ async def run(
             "SHELLWEGO_INSTANCE_ID": instance_id,
         },
         port=0,
+        uid=app.uid,
     )
     result = await ctx.extras["oneoff_driver"].exec(spec, list(command), timeout)
     return result.exit_code, result.output

@@ -114,11 +114,14 @@ RELEASED_STATES = ("stopped", "exited", "removed")
 
 
 def used_ports(s: Session, node_ids: set[str]) -> dict[str, set[int]]:
-    """Ports on ``node_ids`` held by instances meant to run or not yet seen gone."""
+    """Ports on ``node_ids`` held by instances meant to run or not yet seen gone, and those
+    their hosts' other programs were found holding."""
     t = Instance.__table__.c  # type: ignore[attr-defined]
     used: dict[str, set[int]] = defaultdict(set)
     if not node_ids:
         return used
+    for node in repo.find_all(s, Node, Node.id.in_(sorted(node_ids))):  # type: ignore[attr-defined]
+        used[node.id].update(node.network.busy_ports)
     query = sa.select(t.node_id, t.port).where(
         t.node_id.in_(sorted(node_ids)),
         sa.or_(t.desired_state == DesiredState.RUNNING.value, t.state.not_in(RELEASED_STATES)),

@@ -160,6 +160,18 @@ def hold_writes(session: Session, model: type[SQLModel]) -> None:
         session.execute(sa.text(f'LOCK TABLE "{table}" IN SHARE MODE'))
 
 
+def one_writer(session: Session, model: type[SQLModel]) -> None:
+    """Let one transaction at a time write ``model``'s table (others wait until it ends):
+    for a writer that reads what it writes next, e.g. the next free number.
+
+    PostgreSQL takes a SHARE ROW EXCLUSIVE lock (it conflicts with itself and with every
+    writer); SQLite's write transaction already excludes every other writer.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        table = model.__table__.name  # type: ignore[attr-defined]
+        session.execute(sa.text(f'LOCK TABLE "{table}" IN SHARE ROW EXCLUSIVE MODE'))
+
+
 def count_by(session: Session, model: type[SQLModel], column: str) -> dict[Any, int]:
     """How many rows hold each value of ``column``."""
     col = getattr(model, column)
@@ -167,8 +179,12 @@ def count_by(session: Session, model: type[SQLModel], column: str) -> dict[Any, 
     return {value: int(n) for value, n in session.execute(stmt).all()}
 
 
-def max_of(session: Session, model: type[SQLModel], column: str, **filters: Any) -> Any:
+def max_of(
+    session: Session, model: type[SQLModel], column: str, *where: Any, **filters: Any
+) -> Any:
     stmt = sa.select(sa.func.max(getattr(model, column))).filter_by(**filters)
+    for clause in where:
+        stmt = stmt.where(clause)
     return session.execute(stmt).scalar_one()
 
 
