@@ -68,7 +68,8 @@ def test_registration_and_heartbeats_set_the_node_status(
     assert "allocatable" not in shown
     # the smallest size is 125 milli-CPU and 128 MiB: CPU allows 32, memory 64
     assert (shown["microvm_capacity"], shown["microvm_used"]) == (32, 0)
-    assert shown["network"] == {"public_ip": None, "wireguard_pubkey": None, "pod_cidr": None}
+    assert shown["network"] == {
+        "public_ip": None, "wireguard_pubkey": None, "pod_cidr": None, "busy_ports": []}
 
     _place(ctx, org_a.id, shown["id"], "microvm", 500, 1 * GIB)
     _place(ctx, org_a.id, shown["id"], "process", 250, 2 * GIB)
