@@ -17,6 +17,7 @@ import pytest
 from shellwego.runtime.driver import InstanceSpec
 from shellwego.runtime.process import ProcessDriver
 from support.net import free_port
+from support.netns import networks  # noqa: F401  (a fixture)
 
 # A tiny HTTP app: GET / answers its environment as JSON; GET /pid answers its pid.
 HTTP_APP = """

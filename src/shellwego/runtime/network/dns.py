@@ -23,7 +23,7 @@ import struct
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, ip_address
-from typing import Any
+from typing import Any, cast
 
 from shellwego.errors import RuntimeFailure
 
@@ -182,8 +182,7 @@ class _UdpFront(asyncio.DatagramProtocol):
         self.transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)
-        self.transport = transport
+        self.transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
         self.forwarder._spawn(self._answer(data, addr))

@@ -30,7 +30,6 @@ def ruleset(
     """The table's definition (``nft -f`` syntax)."""
     br = f'iifname "{names.bridge}"'
     to_br = f'oifname "{names.bridge}"'
-    reject = "reject with icmpx admin-prohibited"
     dns = (
         [
             f"{br} ip daddr {gateway} meta l4proto {{ tcp, udp }} th dport 53 accept "
@@ -43,15 +42,15 @@ def ruleset(
         f'{br} ip saddr != {subnet} drop comment "spoofed source"',
         f'{br} ct state established,related accept comment "answers to the host"',
         *dns,
-        f'{br} meta l4proto tcp reject with tcp reset comment "no host service"',
-        f'{br} {reject} comment "no host service"',
+        *_refuse(br, "no host service"),
     ]
     forward_rules = [
         f'{br} ip saddr != {subnet} drop comment "spoofed source"',
         f'{br} meta nfproto != ipv4 drop comment "IPv4 only"',
-        f'{br} oifname "{BRIDGE_PREFIX}*" {reject} comment "no instance, here or elsewhere"',
-        f'{br} ip daddr {pool} {reject} comment "no instance of the pool"',
+        *_refuse(f'{br} oifname "{BRIDGE_PREFIX}*"', "no instance, here or elsewhere"),
+        *_refuse(f"{br} ip daddr {pool}", "no instance of the pool"),
         f'{to_br} ct state established,related accept comment "answers from outside"',
+        *_refuse(f'{to_br} iifname "{BRIDGE_PREFIX}*"', "no instance of another bridge"),
         f'{to_br} drop comment "nothing routed in: only the host connects to instances"',
     ]
     nat_rules = [
@@ -67,6 +66,15 @@ def ruleset(
             "",
         ]
     )
+
+
+def _refuse(match: str, why: str) -> list[str]:
+    """Reject what ``match``es at once (a TCP reset, else ICMP "administratively
+    prohibited"): the instance's connect fails instead of hanging."""
+    return [
+        f'{match} meta l4proto tcp reject with tcp reset comment "{why}"',
+        f'{match} reject with icmpx admin-prohibited comment "{why}"',
+    ]
 
 
 def _chain(hook: str, kind: str, priority: str, rules: list[str]) -> list[str]:

@@ -40,14 +40,14 @@ def host_networks(exclude_device: str | None = None) -> list[IPv4Network]:
     found: list[IPv4Network] = []
     for route in routes:
         dst = route.get("dst", "default")
-        if dst == "default" or route.get("dev") == exclude_device:
+        if dst == "default" or (exclude_device and route.get("dev") == exclude_device):
             continue
         with contextlib.suppress(ValueError):
             net = ip_network(dst, strict=False)
             if isinstance(net, IPv4Network) and net.prefixlen > 0:
                 found.append(net)
     for link in links:
-        if link.get("ifname") == exclude_device:
+        if exclude_device and link.get("ifname") == exclude_device:
             continue
         for info in link.get("addr_info", []):
             with contextlib.suppress(ValueError, KeyError):
