@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -142,14 +143,14 @@ async def bench(runs: int) -> None:
     await network.setup()
     ways: dict[str, tuple[list[float], list[float]]] = {"module": ([], []), "ip-calls": ([], [])}
     pyroute2: Pyroute2Way | None = None
-    try:
-        pyroute2 = Pyroute2Way(network)
-        ways["pyroute2"] = ([], [])
-    except ImportError:
-        print("pyroute2: not installed (pip install pyroute2), skipped")
     enter: list[float] = []
     bare: list[float] = []
     try:
+        try:
+            pyroute2 = Pyroute2Way(network)
+            ways["pyroute2"] = ([], [])
+        except ImportError:
+            print("pyroute2: not installed (pip install pyroute2), skipped")
         for i in range(runs):
             name = f"bench-{i}"
             start = time.perf_counter()
@@ -175,6 +176,7 @@ async def bench(runs: int) -> None:
         if pyroute2 is not None:
             pyroute2.close()
         await network.teardown()
+        shutil.rmtree(state, ignore_errors=True)
     print(f"instance network attach/detach, n={runs}, kernel {os.uname().release}")
     for way, (attach, detach) in ways.items():
         total = [a + d for a, d in zip(attach, detach, strict=True)]
