@@ -13,6 +13,7 @@ import sys
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
+import dns.exception
 import dns.message
 import dns.query
 import dns.rcode
@@ -334,8 +335,20 @@ def query_inside(net: InstanceNet, name: str, *, tcp: bool) -> dns.message.Messa
         if tcp:
             sock.settimeout(5)
             sock.connect((str(net.gateway), 53))
+        sock.setblocking(False)  # dnspython wants that of a socket it is given
+        if tcp:
             return dns.query.tcp(query, str(net.gateway), timeout=5, sock=sock)
         return dns.query.udp(query, str(net.gateway), timeout=5, sock=sock)
+    finally:
+        sock.close()
+
+
+def query_from(netns: Path, server: str) -> dns.message.Message:
+    sock = netns_socket(netns, socket.SOCK_DGRAM)
+    sock.setblocking(False)  # dnspython wants that of a socket it is given
+    try:
+        return dns.query.udp(dns.message.make_query("db.swg-test.example", "A"), server,
+                             timeout=1, sock=sock)  # fmt: skip
     finally:
         sock.close()
 
@@ -394,6 +407,12 @@ async def test_the_forwarder_answers_instances_from_a_loopback_resolver(
             attempt, net.netns_path, str(net.gateway), host_service.port
         )
         assert blocked == "ConnectionRefusedError"
+        # nobody else gets an open resolver: not even a LAN that routes the subnet here
+        outside = networks.outside()
+        ip("-n", outside.netns, "route", "add", str(network.subnet), "via", outside.host_address)
+        with pytest.raises(dns.exception.Timeout):
+            await asyncio.to_thread(query_from, outside.path, str(net.gateway))
+        assert len(server.questions) == 4
         server.silent = True  # the upstream stops answering: SERVFAIL, not silence
         failed = await asyncio.to_thread(query_inside, net, "db.swg-test.example", tcp=False)
         assert failed.rcode() == dns.rcode.SERVFAIL

@@ -30,10 +30,12 @@ def ruleset(
     """The table's definition (``nft -f`` syntax)."""
     br = f'iifname "{names.bridge}"'
     to_br = f'oifname "{names.bridge}"'
+    to_dns = f"ip daddr {gateway} meta l4proto {{ tcp, udp }} th dport 53"
     dns = (
         [
-            f"{br} ip daddr {gateway} meta l4proto {{ tcp, udp }} th dport 53 accept "
-            f'comment "DNS forwarder on the gateway"'
+            f'{br} {to_dns} accept comment "DNS forwarder on the gateway"',
+            f'iifname != {{ "{names.bridge}", "lo" }} {to_dns} drop '
+            f'comment "the forwarder serves instances and the host only"',
         ]
         if dns_on_gateway
         else []
