@@ -25,7 +25,7 @@ from shellwego.runtime.network.dns import ResolvConf, plan_dns, servfail
 from shellwego.runtime.network.firewall import ruleset
 from shellwego.runtime.network.subnet import choose_subnet, host_networks
 from support.dns_server import DnsServer
-from support.netns import Networks, attempt, ip, netns_socket
+from support.netns import Networks, attempt, ip, netns_socket, network_tools_missing
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -281,8 +281,6 @@ async def test_the_subnet_skips_what_the_host_routes_and_is_kept(networks: Netwo
 
 
 async def test_a_foreign_bridge_with_the_same_name_is_left_alone(tmp_path: Path) -> None:
-    from support.netns import network_tools_missing
-
     if (reason := network_tools_missing()) is not None:
         pytest.skip(reason)
     network = NodeNetwork(tmp_path / "network")
