@@ -20,7 +20,13 @@ import dns.rcode
 import pytest
 
 from shellwego.errors import ConfigError, RuntimeUnavailable
-from shellwego.runtime.network import InstanceNet, NetNames, NetworkSettings, NodeNetwork
+from shellwego.runtime.network import (
+    InstanceNet,
+    NetNames,
+    NetworkSettings,
+    NodeNetwork,
+    network_unavailable,
+)
 from shellwego.runtime.network.dns import ResolvConf, plan_dns, servfail
 from shellwego.runtime.network.firewall import ruleset
 from shellwego.runtime.network.subnet import choose_subnet, host_networks
@@ -126,7 +132,7 @@ def test_an_instance_network_is_kept_as_json() -> None:
     assert InstanceNet.from_json(json.loads(json.dumps(net.to_json()))) == net
 
 
-def test_without_root_the_module_says_so(tmp_path: Path) -> None:
+async def test_without_root_the_module_says_so(tmp_path: Path) -> None:
     probe = (
         "import asyncio, sys\n"
         "from shellwego.errors import RuntimeUnavailable\n"
@@ -137,14 +143,16 @@ def test_without_root_the_module_says_so(tmp_path: Path) -> None:
         "except RuntimeUnavailable as exc:\n"
         "    print('refused:', exc.detail)\n"
     )
-    argv = [sys.executable, "-c", probe, str(tmp_path / "net")]
-    if os.geteuid() == 0:
-        argv = ["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups", *argv]
+    why = "instance networks need root: instances share the host's network"
+    if os.geteuid() != 0:
+        assert network_unavailable() == why
+        with pytest.raises(RuntimeUnavailable, match=why):
+            await NodeNetwork(tmp_path / "net").setup()
+        return
+    argv = ["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups"]
+    argv += [sys.executable, "-c", probe, str(tmp_path / "net")]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=60, cwd="/")
-    assert done.stdout.splitlines() == [
-        "instance networks need root: instances share the host's network",
-        "refused: instance networks need root: instances share the host's network",
-    ], done.stderr
+    assert done.stdout.splitlines() == [why, f"refused: {why}"], done.stderr
 
 
 # ---- the real thing (root) -------------------------------------------------------------
