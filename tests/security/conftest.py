@@ -1,3 +1,4 @@
-"""Attacks on tenant isolation, each against real parts."""
+"""Attacks on tenant isolation, each against real parts: fixtures of these tests."""
 
-from support.scratch_node import node, open_umask  # noqa: F401  (fixtures of these tests)
+from support.netns import networks  # noqa: F401  (a fixture)
+from support.scratch_node import node, open_umask  # noqa: F401  (fixtures)
