@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from shellwego.errors import ConfigError
+from shellwego.runtime.network.config import NetworkSettings
 
 
 def default_data_dir(env: Mapping[str, str]) -> Path:
@@ -44,6 +45,10 @@ class Settings:
     # per instance and per build step: processes (pids cgroup) and open files (RLIMIT_NOFILE)
     pids_limit: int = 512
     nofile_limit: int = 10240
+    # "namespace": each instance, one-off command and build step in a network namespace of
+    # its own (root only; otherwise they share the host's); "host": always the host's
+    instance_network: str = "namespace"
+    network: NetworkSettings = field(default_factory=NetworkSettings)
     cpu_overcommit: float = 4.0  # the all-in-one's local node offers this many times its CPUs
     join_token: str | None = None
     acme_email: str | None = None
@@ -134,6 +139,12 @@ class Settings:
                 )
             return first, last
 
+        def choice(name: str, allowed: tuple[str, ...]) -> str:
+            value = env.get(name, allowed[0]).strip().lower()
+            if value not in allowed:
+                raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+            return value
+
         def limit(name: str, default: int, low: int, high: int) -> int:
             value = num(name, default)
             if not low <= value <= high:
@@ -166,6 +177,14 @@ class Settings:
             cpu_overcommit=ratio("SHELLWEGO_CPU_OVERCOMMIT", 4.0),
             instance_ports=port_range("SHELLWEGO_INSTANCE_PORTS", (20000, 29999)),
             app_uids=uid_range("SHELLWEGO_APP_UIDS", (1000000, 1999999)),
+            instance_network=choice("SHELLWEGO_INSTANCE_NETWORK", ("namespace", "host")),
+            network=NetworkSettings.parse(
+                pool=env.get("SHELLWEGO_NETWORK_POOL"),
+                prefix=num("SHELLWEGO_NETWORK_PREFIX", 24),
+                dns_servers=env.get("SHELLWEGO_DNS_SERVERS"),
+                dns_forwarder=env.get("SHELLWEGO_DNS_FORWARDER", "") in ("1", "true", "yes"),
+                dns_upstreams=env.get("SHELLWEGO_DNS_UPSTREAMS"),
+            ),
             pids_limit=limit("SHELLWEGO_PIDS_LIMIT", 512, 16, 4194304),
             nofile_limit=limit("SHELLWEGO_NOFILE_LIMIT", 10240, 64, 1048576),
         )

@@ -50,12 +50,15 @@ def ps(app: AppOption = None, json_: JsonOption = False) -> None:
                 i["healthy"],
                 i["restarts"],
                 i.get("node_hostname") or i.get("node_id"),
-                i.get("address"),  # host:port on its node
+                i.get("address"),  # its own address, or its node's: the port it listens on
                 f"v{i['release_version']}",
             ]
             for i in found
         ],
     )
+    for i in found:
+        if i.get("last_error"):
+            line(f"{i['id']}: {i['last_error']}")
 
 
 def parse_formation(items: list[str]) -> dict[str, Any]:

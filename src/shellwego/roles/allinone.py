@@ -128,5 +128,10 @@ class AllInOne:
             for status in await self.driver.list():
                 with contextlib.suppress(Exception):
                     await self.driver.stop(status.instance_id, grace_seconds=5)
+            # nothing of the platform runs any more: its bridge, rules and namespaces go
+            # too (the next start makes them again; instances get their addresses afresh)
+            with contextlib.suppress(Exception):
+                await self.driver.close()
+                await self.driver.teardown_network()
         await self.plane.stop()
         await self.caddy.stop()

@@ -16,6 +16,7 @@ from shellwego.api import create_app
 from shellwego.build.artifacts import ArtifactStore
 from shellwego.build.builder import Builder
 from shellwego.controllers import loops
+from shellwego.runtime.network import NodeNetwork, network_unavailable
 from shellwego.runtime.process import ProcessDriver
 from shellwego.runtime.state import make_private_dir
 from shellwego.services import nodes
@@ -42,12 +43,21 @@ def equip(ctx: Context) -> None:
 
 def process_driver(settings: Settings, state: Path, hidden: Sequence[Path]) -> ProcessDriver:
     """The process runtime with the platform's limits; ``hidden``: what its instances must
-    not see."""
+    not see. Its instances get network namespaces on a node network kept beside ``state``
+    unless the operator chose the host's network or this host cannot have them."""
+    network = None
+    if settings.instance_network == "namespace":
+        why = network_unavailable()
+        if why is None:
+            network = NodeNetwork(state.parent / "network", settings.network)
+        else:
+            log.warning("%s", why)
     return ProcessDriver(
         state,
         hidden_paths=hidden,
         pids_limit=settings.pids_limit,
         nofile_limit=settings.nofile_limit,
+        network=network,
     )
 
 
@@ -102,6 +112,10 @@ class ControlPlane:
         for task in self.tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(task, 5)
+        oneoff = self.ctx.extras.get("oneoff_driver")
+        if isinstance(oneoff, ProcessDriver):  # one-off commands end with the API
+            await oneoff.close()
+            await oneoff.teardown_network()
         self.ctx.db.dispose()
 
 

@@ -130,7 +130,14 @@ class Layers:
         if self.mode != OVERLAY:
             return []
         assert self.unshare is not None
-        return [self.unshare, "--mount", "--propagation", "private", "--"]
+        return self.private_mounts()
+
+    def private_mounts(self) -> list[str]:
+        """The argv prefix that runs the rest in a private mount namespace of its own."""
+        unshare = self.unshare or shutil.which("unshare")
+        if unshare is None:
+            raise RuntimeFailure("unshare (util-linux) is not installed")
+        return [unshare, "--mount", "--propagation", "private", "--"]
 
     def mount_script(self, slug: Path, layer: Path) -> str:
         """Shell lines (run as root inside that namespace) that put the overlay in place."""

@@ -74,6 +74,7 @@ from .driver import (
 from .exits import POLL_SECONDS, describe_exit, reap, terminate, wait_exit
 from .layer import Layers
 from .logfile import LOG_FILE, LogReader, parse_line, read_lines, spawn_with_log
+from .network import DnsForwarder, InstanceNet, NodeNetwork
 from .ports import held_by, port_in_use
 from .procfs import (
     alive,
@@ -125,11 +126,14 @@ class ProcessDriver:
         run_as: tuple[int, int] | None = NOBODY,
         pids_limit: int | None = 512,
         nofile_limit: int | None = 10240,
+        network: NodeNetwork | None = None,
     ) -> None:
         """``run_as``: the uid/gid instances whose spec names no uid of their own run as
         when this process is root (None: as root too). ``hidden_paths``: what instances
         must not see (the platform's data). ``pids_limit``: processes per instance (a pids
-        cgroup); ``nofile_limit``: open files per process (RLIMIT_NOFILE)."""
+        cgroup); ``nofile_limit``: open files per process (RLIMIT_NOFILE). ``network``:
+        the node network instances get a namespace of their own on (None, or a host that
+        cannot have one: they share the host's network and listen on host ports)."""
         self.state_dir = Path(state_dir).resolve()
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
@@ -166,6 +170,12 @@ class ProcessDriver:
         if self._layers.note:
             self._notes.append(self._layers.note)
         self._instances: dict[str, InstanceRecord] = {}
+        self._network = network
+        self._network_ready = False
+        self._network_lock = asyncio.Lock()
+        self._forwarder: DnsForwarder | None = None
+        if network is None:
+            self._notes.append("instances share the host's network (host ports)")
 
     # ---- protocol ------------------------------------------------------------------------
 
@@ -178,6 +188,8 @@ class ProcessDriver:
         isolation.append(self._layers.label)
         if self._user is not None:
             isolation.append("uid-per-app")
+        if self._network is not None:
+            isolation.append("netns")
         return Capabilities(
             runtime=self.name,
             available=True,
@@ -267,6 +279,11 @@ class ProcessDriver:
                 continue
             self._instances[inst.spec.instance_id] = inst
             await self._settle(inst, restart_dead=True)
+            if inst.net is not None and inst.pid is not None and not await self._net_kept(inst):
+                # its network namespace is gone (a reboot, an operator): it cannot be
+                # reached; stopped here, the agent starts it again on a fresh one
+                log.warning("instance %s lost its network; stopping it", inst.spec.instance_id)
+                await self.stop(inst.spec.instance_id)
         return await self.list()
 
     async def inspect(self, instance_id: str) -> InstanceStatus:
@@ -330,11 +347,14 @@ class ProcessDriver:
                 dirs = self._create_cgroups(name, spec)
             user = self._user_for(spec)
             app = await asyncio.to_thread(self._layers.prepare, spec.app_dir, layer, user)
-            command = self._argv(spec, app, layer, dirs, None, argv)
             env = instance_environment(spec, app)
-            code, output = await run_collected(
-                command, env, Path("/"), dirs, timeout, EXEC_OUTPUT_LIMIT, spec.instance_id
-            )
+            network = await self._node_network()
+            async with contextlib.AsyncExitStack() as stack:
+                net = await stack.enter_async_context(network.session(name)) if network else None
+                command = self._argv(spec, app, layer, dirs, None, argv, net)
+                code, output = await run_collected(
+                    command, env, Path("/"), dirs, timeout, EXEC_OUTPUT_LIMIT, spec.instance_id
+                )
         finally:
             if dirs:
                 await Cgroups.remove(dirs)
@@ -355,7 +375,9 @@ class ProcessDriver:
         async with inst.lock:
             self._instances.pop(instance_id, None)
             if inst.cgroups:
-                await Cgroups.remove(inst.cgroups)
+                await Cgroups.remove(inst.cgroups)  # every process of it is gone now
+            if inst.net is not None and self._network is not None:
+                await self._network.detach(instance_id)
             await asyncio.to_thread(shutil.rmtree, self._instance_dir(instance_id), True)
 
     async def close(self) -> None:
@@ -364,6 +386,16 @@ class ProcessDriver:
             await self._cancel_monitor(inst)
         self._instances.clear()
         self._cgroups.tidy()
+        if self._forwarder is not None:
+            await self._forwarder.close()
+            self._forwarder = None
+
+    async def teardown_network(self) -> None:
+        """Remove the node network (bridge, rules, every namespace): only once no instance
+        of this driver runs any more, e.g. when the whole platform stops."""
+        if self._network is not None and self._network_ready:
+            await self._network.teardown()
+            self._network_ready = False
 
     # ---- supervision ---------------------------------------------------------------------
 
@@ -475,7 +507,12 @@ class ProcessDriver:
         if not inst.env_ready.is_set():
             raise WaitingForConfig(WAITING_FOR_ENV)
         self._check_app_dir(spec)
-        if await asyncio.to_thread(port_in_use, spec.port):
+        network = await self._node_network()
+        net: InstanceNet | None = None
+        if network is not None:
+            net = await network.attach(spec.instance_id)  # the same address every start
+            inst.net = net.to_json()
+        elif await asyncio.to_thread(port_in_use, spec.port):
             raise PortInUse(
                 f"port {spec.port} is already in use on this host by a program that is not "
                 f"this instance"
@@ -491,7 +528,7 @@ class ProcessDriver:
             inst.oom_base = Cgroups.oom_kills(inst.cgroups)
         user = self._user_for(spec)
         app = await asyncio.to_thread(self._layers.prepare, spec.app_dir, idir, user)
-        argv = self._argv(spec, app, idir, inst.cgroups, spec.command, ())
+        argv = self._argv(spec, app, idir, inst.cgroups, spec.command, (), net)
         env = instance_environment(spec, app)
         pid = spawn_with_log(argv, env, idir / LOG_FILE, spec.instance_id)
         inst.pid = pid
@@ -507,7 +544,14 @@ class ProcessDriver:
         cgroups: dict[str, str],
         command: str | None,
         args: Sequence[str],
+        net: InstanceNet | None = None,
     ) -> builtins.list[str]:
+        prefix = self._layers.prefix()
+        setup = self._layers.mount_script(spec.app_dir, layer)
+        if net is not None:
+            # in its network namespace, and a private mount namespace for its resolv.conf
+            prefix = [*net.enter_argv(), *(prefix or self._layers.private_mounts())]
+            setup += net.mount_script()
         return instance_argv(
             app,
             command,
@@ -516,10 +560,30 @@ class ProcessDriver:
             sandbox=self._sandbox,
             hidden=[*self.hidden_paths, self.state_dir, self.state_dir.parent],
             user=self._user_for(spec),
-            prefix=self._layers.prefix(),
-            setup=self._layers.mount_script(spec.app_dir, layer),
+            prefix=prefix,
+            setup=setup,
             nofile=self.nofile_limit,
         )
+
+    async def _node_network(self) -> NodeNetwork | None:
+        """The node network, set up on first use (and its DNS forwarder started); None
+        when instances share the host's network."""
+        if self._network is None or self._network_ready:
+            return self._network
+        async with self._network_lock:
+            if not self._network_ready:
+                await self._network.setup()
+                forwarder = self._network.forwarder()
+                if forwarder is not None:
+                    await forwarder.start()
+                    self._forwarder = forwarder
+                self._network_ready = True
+        return self._network
+
+    async def _net_kept(self, inst: InstanceRecord) -> bool:
+        """Whether a re-adopted instance's network namespace is still in place."""
+        network = await self._node_network()
+        return network is not None and await network.adopt(inst.spec.instance_id) is not None
 
     def _user_for(self, spec: InstanceSpec) -> RunUser | None:
         """Who the instance runs as: its app's own uid (and gid) when this process is root

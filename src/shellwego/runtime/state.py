@@ -43,6 +43,8 @@ class InstanceRecord:
     last_error: str | None = None
     error_code: str | None = None
     cgroups: dict[str, str] = field(default_factory=dict)
+    # its network namespace (``InstanceNet.to_json()``), None when it shares the host's
+    net: dict[str, Any] | None = None
     crashes: int = 0
     oom_base: int = 0
     monitor: asyncio.Task[None] | None = None
@@ -67,6 +69,7 @@ class InstanceRecord:
             started_at=self.started_at,
             last_error=self.last_error,
             error_code=self.error_code,
+            address=str(self.net["address"]) if self.net else None,
         )
 
     def failed(self, exc: ShellWeGoError) -> None:
@@ -122,6 +125,7 @@ def record_to_json(inst: InstanceRecord) -> dict[str, Any]:
         "last_error": inst.last_error,
         "error_code": inst.error_code,
         "cgroups": inst.cgroups,
+        "net": inst.net,
     }
 
 
@@ -145,6 +149,7 @@ def record_from_json(data: Mapping[str, Any]) -> InstanceRecord:
         last_error=data.get("last_error"),
         error_code=data.get("error_code"),
         cgroups=dict(data.get("cgroups") or {}),
+        net=dict(data["net"]) if data.get("net") else None,
         env_ready=_event(False),
     )
 

@@ -134,10 +134,11 @@ class InstanceView:
     restarts: int
     pid: int | None  # on the node (the sandbox's outermost process)
     port: int
-    address: str
+    address: str  # where the edge reaches it: its own network's address, else its node's
     desired_state: str
     draining: bool
     created_at: datetime
+    last_error: str | None = None
 
 
 def instances(ctx: Context, who: Principal, app_ref: str) -> list[InstanceView]:
@@ -159,10 +160,12 @@ def instances(ctx: Context, who: Principal, app_ref: str) -> list[InstanceView]:
                 restarts=i.restarts,
                 pid=i.pid,
                 port=i.port,
-                address=f"{nodes[i.node_id].address if i.node_id in nodes else '?'}:{i.port}",
+                address=f"{i.address or (nodes[i.node_id].address if i.node_id in nodes else '?')}"
+                f":{i.port}",
                 desired_state=str(i.desired_state),
                 draining=i.drain_started_at is not None,
                 created_at=i.created_at,
+                last_error=None if i.healthy else i.last_error,
             )
             for i in sorted(rows, key=lambda r: (r.process_type, r.id))
         ]
