@@ -114,8 +114,8 @@ def step_deployment(ctx: Context, deployment_id: str, cluster: Cluster) -> None:
     """
     with ctx.db.session() as s:
         dep = repo.get(s, Deployment, id=deployment_id)
-        if dep is None or dep.status not in (DeploymentStatus.ROLLING, DeploymentStatus.PENDING):
-            return
+        if dep is None or dep.status != DeploymentStatus.ROLLING:
+            return  # finished, or its release phase has not ended yet
         app = repo.require(s, App, "app", id=dep.app_id)
         if app.deleted_at is not None:
             return  # ended by ``finish_deletion``
@@ -218,8 +218,8 @@ def keep_formation(ctx: Context, app_id: str, cluster: Cluster) -> None:
         app = repo.get(s, App, id=app_id)
         if app is None or app.deleted_at is not None or app.current_release_id is None:
             return
-        if deployments.active_for(s, app.id):
-            return
+        if deployments.active_for(s, app.id, (DeploymentStatus.ROLLING.value,)):
+            return  # the rollout does it (the release phase of one keeps the formation)
         live = _running(s, app.id)
         if app.status == AppStatus.STOPPED:
             if live:
