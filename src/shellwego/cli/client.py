@@ -89,20 +89,10 @@ class Client:
             raise ApiError(response.status_code, problem_message(response))
         return response
 
-    def send(
-        self,
-        method: str,
-        path: str,
-        *,
-        json_body: Any = None,
-        params: dict[str, Any] | None = None,
-        timeout: float | None = None,
-    ) -> Any:
-        """The decoded answer, or raise :class:`ApiError` (for callers that handle a status)."""
-        response = self.answer(
-            method, path, json_body=json_body, params=params, timeout=timeout
-        )
-        return decoded(response)
+    def send(self, method: str, path: str, **kwargs: Any) -> Any:
+        """The decoded answer, or raise :class:`ApiError` (for callers that handle a status);
+        ``kwargs`` as for :meth:`answer`."""
+        return decoded(self.answer(method, path, **kwargs))
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         """Like :meth:`send`, but an error status ends the command."""

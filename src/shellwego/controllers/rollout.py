@@ -47,19 +47,13 @@ def _wanted(app: App, release: Release) -> dict[str, int]:
 
 
 def _fail(ctx: Context, s: Session, dep: Deployment, app: App, error: str) -> None:
-    now = ctx.clock.now()
     live = _running(s, app.id)
     placement.stop(ctx, s, [i for i in live if i.deployment_id == dep.id])
     # anything we had started draining keeps serving the previous release
     for inst in live:
         if inst.deployment_id != dep.id and inst.drain_started_at is not None:
             inst.drain_started_at = None
-    dep.status = DeploymentStatus.FAILED
-    dep.error = error
-    dep.finished_at = now
-    dep.updated_at = now
-    app.status = AppStatus.RUNNING if app.current_release_id else AppStatus.ERROR
-    app.updated_at = now
+    deployments.mark_failed(ctx, dep, app, error)
     deployments.record_event(ctx, s, app, "deploy.failed", error, {"deployment_id": dep.id})
 
 

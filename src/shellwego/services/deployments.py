@@ -123,6 +123,17 @@ def _policy(app: App, surge: int | None, max_unavailable: int | None) -> DeployP
     )
 
 
+def mark_failed(ctx: Context, dep: Deployment, app: App, error: str) -> None:
+    """End a deployment as failed: the app goes on with the release it had, if any."""
+    now = ctx.clock.now()
+    dep.status = DeploymentStatus.FAILED
+    dep.error = error
+    dep.finished_at = now
+    dep.updated_at = now
+    app.status = AppStatus.RUNNING if app.current_release_id else AppStatus.ERROR
+    app.updated_at = now
+
+
 def record_event(
     ctx: Context, s: Session, app: App, kind: str, message: str, data: dict[str, object]
 ) -> None:

@@ -28,7 +28,6 @@ from starlette.concurrency import run_in_threadpool
 from shellwego.errors import ShellWeGoError
 from shellwego.models import (
     App,
-    AppStatus,
     Deployment,
     DeploymentStatus,
     Event,
@@ -217,12 +216,7 @@ def finish(ctx: Context, claim: Claim, exit_code: int, output: str, instance_id:
             f"release command of {version} failed (exit code {exit_code}): "
             f"{version} was not rolled out, {keeps}"
         )
-        deployment.status = DeploymentStatus.FAILED
-        deployment.error = error
-        deployment.finished_at = now
-        deployment.updated_at = now
-        app.status = AppStatus.RUNNING if app.current_release_id else AppStatus.ERROR
-        app.updated_at = now
+        deployments.mark_failed(ctx, deployment, app, error)
         deployments.record_event(ctx, s, app, EVENTS[1], error, data)
         wake_after_commit(ctx, s, "rollout")
         return False

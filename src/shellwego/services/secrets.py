@@ -264,19 +264,23 @@ def resolve_refs(ctx: Context, s: Session, refs: Mapping[str, str]) -> dict[str,
     return {name: open_version(ctx, by_id[vid]) for name, vid in refs.items() if vid in by_id}
 
 
+def _config_vars(s: Session, app: App) -> list[Secret]:
+    """The app's live config vars (not its secrets)."""
+    return repo.find_all(
+        s,
+        Secret,
+        Secret.deleted_at.is_(None),  # type: ignore[union-attr]
+        organization_id=app.organization_id,
+        scope_key=app.id,
+        kind=SecretKind.CONFIG.value,
+    )
+
+
 def config(ctx: Context, who: Principal, app_ref: str) -> dict[str, str]:
     with ctx.db.session() as s:
         app = app_service.find(s, who.organization_id, app_ref)
-        rows = repo.find_all(
-            s,
-            Secret,
-            Secret.deleted_at.is_(None),  # type: ignore[union-attr]
-            organization_id=who.organization_id,
-            scope_key=app.id,
-            kind=SecretKind.CONFIG.value,
-        )
         refs = {}
-        for secret in rows:
+        for secret in _config_vars(s, app):
             version = repo.get(
                 s, SecretVersion, secret_id=secret.id, version=secret.current_version
             )
@@ -321,15 +325,7 @@ def restore_config(
         if row.kind == SecretKind.CONFIG and row.app_id == app.id:
             wanted.append((name, row, version))
     keep = {row.id for _, row, _ in wanted}
-    current = repo.find_all(
-        s,
-        Secret,
-        Secret.deleted_at.is_(None),  # type: ignore[union-attr]
-        organization_id=app.organization_id,
-        scope_key=app.id,
-        kind=SecretKind.CONFIG.value,
-    )
-    for row in current:
+    for row in _config_vars(s, app):
         if row.id not in keep:
             row.deleted_at = now
             row.updated_at = now
