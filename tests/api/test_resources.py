@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from fastapi.testclient import TestClient
 
 from shellwego.services.context import Context
@@ -214,7 +216,17 @@ def test_domains_add_list_remove(client: TestClient, org_a: Org, ctx: Context) -
     assert r.status_code == 201, r.text
     domain = r.json()
     assert domain["hostname"] == "www.example.com" and domain["status"] == "pending"
-    assert {d["record_type"] for d in domain["dns"]} == {"TXT", "CNAME"}
+    # the platform's app names are local (web.localhost): no CNAME is suggested to them
+    assert {d["record_type"] for d in domain["dns"]} == {"TXT"}
+    local = ctx.settings
+    ctx.settings = replace(local, base_domain="apps.example.net")
+    try:  # under a public base domain, a CNAME to the app's name proves it too
+        shown = client.get("/v1/domains/www.example.com", headers=org_a.h()).json()
+    finally:
+        ctx.settings = local
+    assert {
+        (d["record_type"], d["value"]) for d in shown["dns"] if d["record_type"] == "CNAME"
+    } == {("CNAME", "web.apps.example.net")}
     r = client.post(
         "/v1/domains", headers=org_a.h(), json={"hostname": "www.EXAMPLE.com", "app": "web"}
     )

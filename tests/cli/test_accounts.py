@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
 import stat
+import subprocess
+import sys
+from pathlib import Path
 
 from .conftest import EMAIL, PASSWORD, Cli, api_get, stamp
 
@@ -104,3 +109,46 @@ def test_tokens_create_list_revoke(logged_in: Cli) -> None:
     r = logged_in("whoami", env={"SHELLWEGO_TOKEN": secret})
     assert r.exit_code == 1
     assert r.stderr.endswith("(run: shellwego login)\n")
+
+
+def test_tokens_create_without_a_name_names_it_after_the_machine(logged_in: Cli) -> None:
+    r = logged_in("tokens", "create")  # as the README shows it
+    assert r.exit_code == 0, r.stderr
+    name = f"cli@{socket.gethostname()}"
+    made = [t for t in api_get(logged_in.api, "/v1/user/tokens")["items"] if t["name"] == name]
+    assert len(made) == 1
+    head, secret, _ = r.stdout.split("\n")
+    assert head == f"Created token {name} ({made[0]['id']}). It is shown only once:"
+    assert secret.startswith(made[0]["prefix"])
+
+
+def _login_without_a_terminal(cli: Cli, stdin: str) -> subprocess.CompletedProcess[str]:
+    """``shellwego login -e EMAIL`` as a real process whose stdin is a pipe, not a terminal."""
+    env = {k: v for k, v in {**os.environ, **cli.env()}.items() if v is not None}
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "shellwego"), "login", "--email", EMAIL],
+        input=stdin,
+        env=env,
+        cwd=cli.workdir,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_a_password_without_a_terminal_is_read_from_stdin(cli: Cli) -> None:
+    r = _login_without_a_terminal(cli, f"{PASSWORD}\n")
+    assert (r.returncode, r.stderr) == (
+        0,
+        "Reading the password from standard input (no terminal to ask on).\n",
+    )
+    assert r.stdout.splitlines()[0] == f"Logged in as {EMAIL} at {cli.api.url}."
+    assert cli("whoami").stdout == f"{EMAIL}\n"
+
+    r = _login_without_a_terminal(cli, "")
+    assert (r.returncode, r.stdout) == (2, "")
+    assert r.stderr == (
+        "Reading the password from standard input (no terminal to ask on).\n"
+        "Error: no password given: pass --password, or the password on standard input "
+        "(see: shellwego login --help)\n"
+    )

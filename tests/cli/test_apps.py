@@ -13,7 +13,7 @@ def test_create_list_info_delete(logged_in: Cli) -> None:
     assert r.exit_code == 0, r.stderr
     assert r.stdout == (
         "Created app hello: http://hello.localhost/\n"
-        "Wrote .shellwego: commands in this directory now target hello.\n"
+        f"Wrote {logged_in.workdir}/.shellwego: commands in this directory now target hello.\n"
     )
     assert (logged_in.workdir / ".shellwego").read_text() == "app = hello\n"
     made = api_get(logged_in.api, "/v1/apps/hello")
@@ -62,9 +62,11 @@ def test_create_list_info_delete(logged_in: Cli) -> None:
     assert (r.exit_code, r.stdout) == (0, "http://hello.localhost/\n")
 
     r = logged_in("apps", "delete", "other")
-    assert r.exit_code == 1
-    assert r.stdout == ""
-    assert r.stderr == ("Error: deleting other cannot be undone: run again with --yes to confirm\n")
+    assert (r.exit_code, r.stdout) == (2, "")  # a usage mistake: nothing was tried
+    assert r.stderr == (
+        "Error: deleting other cannot be undone: run again with --yes to confirm "
+        "(see: shellwego apps delete --help)\n"
+    )
     assert len(json.loads(logged_in("apps", "list", "--json").stdout)) == 2
 
     r = logged_in("apps", "delete", "other", "--yes")
@@ -93,10 +95,10 @@ def test_update_redirect_https(logged_in: Cli) -> None:
 
     r = logged_in("apps", "update")
     assert (r.exit_code, r.stdout, r.stderr) == (
-        1,
+        2,
         "",
         "Error: nothing to change: pass --[no-]redirect-https, --surge, --max-unavailable, "
-        "--strategy or --constraint\n",
+        "--strategy or --constraint (see: shellwego apps update --help)\n",
     )
     r = logged_in("apps", "update", "ghost", "--redirect-https")
     assert (r.exit_code, r.stderr) == (1, "Error: Not found: app 'ghost' not found\n")
@@ -155,7 +157,8 @@ def test_update_deploy_and_placement_settings(logged_in: Cli) -> None:
     for args, message in [
         (
             ("--constraint", "region"),
-            "Error: 'region' is not LABEL=VALUE (e.g. region=eu; region= removes it)\n",
+            "Error: 'region' is not LABEL=VALUE (e.g. region=eu; region= removes it) "
+            "(see: shellwego apps update --help)\n",
         ),
         (
             ("--constraint", "bad label=x"),
@@ -188,8 +191,11 @@ def test_app_resolution_order(logged_in: Cli) -> None:
     (logged_in.workdir / ".shellwego").unlink()
 
     r = logged_in("releases")
-    assert (r.exit_code, r.stdout) == (1, "")
-    assert r.stderr == "Error: no app given: pass --app NAME or run inside an app directory\n"
+    assert (r.exit_code, r.stdout) == (2, "")
+    assert r.stderr == (
+        "Error: no app given: pass --app NAME or run inside an app directory "
+        "(see: shellwego releases --help)\n"
+    )
 
     # a git remote named shellwego
     subprocess.run(["git", "init", "-q", str(logged_in.workdir)], check=True)
@@ -224,3 +230,36 @@ def test_app_resolution_order(logged_in: Cli) -> None:
     assert r.stdout.startswith("one has no releases")
     r = logged_in("releases", "-a", "one", "--json")
     assert (r.exit_code, json.loads(r.stdout)) == (0, [])
+
+
+def test_apps_create_marks_only_a_directory_that_looks_like_an_app(logged_in: Cli) -> None:
+    # ShellWeGo's own checkout, where the quickstart runs `apps create`, is not an app's
+    checkout = logged_in.workdir / "shellwego"
+    (checkout / "src" / "shellwego").mkdir(parents=True)
+    (checkout / "src" / "shellwego" / "__init__.py").write_text("")
+    (checkout / "pyproject.toml").write_text('[project]\nname = "shellwego"\n')
+    (checkout / ".git").mkdir()
+    notes = logged_in.workdir / "notes"
+    notes.mkdir()
+    (notes / "todo.txt").write_text("ship it\n")
+    for folder, name in ((checkout, "hello"), (notes, "other")):
+        logged_in.workdir = folder
+        r = logged_in("apps", "create", name)
+        assert (r.exit_code, r.stdout) == (
+            0,
+            f"Created app {name}: http://{name}.localhost/\n"
+            f"{folder} does not look like an app's directory, so no .shellwego was written "
+            f"there: pass -a {name}, or deploy with: shellwego deploy PATH -a {name}\n",
+        )
+        assert not (folder / ".shellwego").exists()
+
+    # an app's directory (here: a Procfile) is marked, and the message says where
+    app_dir = checkout.parent / "blog"
+    app_dir.mkdir()
+    (app_dir / "Procfile").write_text("web: python3 app.py\n")
+    logged_in.workdir = app_dir
+    r = logged_in("apps", "create", "blog")
+    assert r.stdout.splitlines()[1] == (
+        f"Wrote {app_dir}/.shellwego: commands in this directory now target blog."
+    )
+    assert (app_dir / ".shellwego").read_text() == "app = blog\n"

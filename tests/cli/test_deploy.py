@@ -50,10 +50,7 @@ def test_deploy_streams_the_build_and_releases(logged_in: Cli) -> None:
         "-----> Deployed v2 to http://hello.localhost/",
     ), r.stderr
     r = logged_in("rollback", "v1", "--surge", "2")
-    assert (r.exit_code, r.stdout) == (
-        0,
-        "Rolled back hello to v1: release v3 is rolling out.\n",
-    )
+    assert (r.exit_code, r.stdout) == (0, "Rolling back hello to v1... done, v3\n")
     deployments = api_get(logged_in.api, "/v1/apps/hello/deployments")["items"]
     deployments.sort(key=lambda d: (d["created_at"], d["id"]))
     # the first deploy follows the app's settings, the rollback its max unavailable
@@ -63,7 +60,10 @@ def test_deploy_streams_the_build_and_releases(logged_in: Cli) -> None:
     r = logged_in("releases")
     assert [line.split()[0] for line in r.stdout.splitlines()[2:]] == ["v3", "v2", "v1"]
     r = logged_in("rollback", "vx")
-    assert (r.exit_code, r.stderr) == (1, "Error: 'vx' is not a release version (e.g. v3 or 3)\n")
+    assert (r.exit_code, r.stderr) == (
+        2,
+        "Error: 'vx' is not a release version (e.g. v3 or 3) (see: shellwego rollback --help)\n",
+    )
     r = logged_in("rollback", "v1", "--surge", "0")
     assert (r.exit_code, r.stderr) == (
         2,
@@ -216,3 +216,39 @@ def test_a_deploy_whose_client_goes_away_mid_build_still_finishes(
     assert deployment["status"] == "succeeded"
     r = logged_in("logs", "--process", "build", "--tail", "500")
     assert "app[build]: -----> Compressing slug" in r.stdout, r.stdout
+
+
+def test_deploy_to_a_missing_app_says_how_to_create_it_before_uploading(logged_in: Cli) -> None:
+    _source(logged_in)
+    r = logged_in("deploy", "-a", "ghost")
+    assert (r.exit_code, r.stdout, r.stderr) == (
+        1,
+        "",
+        "Error: app ghost does not exist. Create it with: shellwego apps create ghost\n",
+    )
+    r = logged_in("deploy", "no-such-dir", "-a", "ghost")
+    assert (r.exit_code, r.stderr) == (
+        2,
+        "Error: no-such-dir is not a directory (see: shellwego deploy --help)\n",
+    )
+
+
+def test_a_release_command_runs_in_the_deploy_stream(logged_in: Cli) -> None:
+    assert logged_in("apps", "create", "hello").exit_code == 0
+    assert logged_in("scale", "web=0").exit_code == 0
+    _source(logged_in)
+    with (logged_in.workdir / "Procfile").open("a") as procfile:
+        procfile.write("release: cat index.txt\n")
+    r = logged_in("deploy")
+    assert r.exit_code == 0, r.stdout + r.stderr
+    lines = r.stdout.splitlines()
+    start = lines.index("-----> Running release command: cat index.txt")
+    assert lines[start + 1 : start + 3] == [
+        "       hello",
+        "-----> Release command of v1 succeeded",
+    ]
+    assert lines[start - 1] == "-----> Released v1"
+    assert lines[-1] == "-----> Deployed v1 to http://hello.localhost/"
+    # the release command is no process type that runs
+    formation = json.loads(logged_in("apps", "info", "--json").stdout)["formation"]
+    assert sorted(formation) == ["web"]

@@ -10,6 +10,11 @@ from support.dns_server import DnsServer
 
 from .conftest import Cli, api_get
 
+POINT_AT_EDGE = (
+    "Then point {host} at this platform's edge: an A (or AAAA) record to this server's "
+    "address, or a line in /etc/hosts while you try it locally."
+)
+
 
 def test_domains_add_list(logged_in: Cli) -> None:
     assert logged_in("apps", "create", "hello").exit_code == 0
@@ -28,7 +33,8 @@ def test_domains_add_list(logged_in: Cli) -> None:
     ]
     assert lines[2].split() == ["TYPE", "NAME", "VALUE"]
     assert lines[4].split() == ["TXT", txt["name"], txt["value"]]
-    assert lines[5].split() == ["CNAME", "www.example.com", "hello.localhost"]
+    # the platform's app names are local (hello.localhost): no CNAME anyone could add
+    assert lines[5:] == [POINT_AT_EDGE.format(host="www.example.com")]
     r = logged_in("domains", "list")
     assert r.stdout.splitlines()[2].split() == ["www.example.com", "pending", "pending", "-"]
     r = logged_in("domains", "rm", "www.example.com")
@@ -45,7 +51,7 @@ def test_domains_verify(logged_in: Cli) -> None:
         txt = next(d for d in shown["dns"] if d["record_type"] == "TXT")
 
         r = logged_in("domains", "verify", "www.example.com")
-        assert r.exit_code == 0, r.stderr
+        assert r.exit_code == 1, r.stderr  # not verified: a failed check
         lines = r.stdout.splitlines()
         assert lines[:3] == [
             "www.example.com: pending (TLS: pending)",
@@ -53,11 +59,13 @@ def test_domains_verify(logged_in: Cli) -> None:
             "www.example.com does not exist (NXDOMAIN)",
             "Add these DNS records, then run: shellwego domains verify www.example.com",
         ]
-        assert [row.split() for row in lines[3:4] + lines[5:]] == [
+        assert [row.split() for row in lines[3:4] + lines[5:6]] == [
             ["TYPE", "NAME", "VALUE"],
             ["TXT", txt["name"], txt["value"]],
-            ["CNAME", "www.example.com", "hello.localhost"],
         ]
+        assert lines[6:] == [POINT_AT_EDGE.format(host="www.example.com")]
+        r = logged_in("domains", "verify", "www.example.com", "--json")
+        assert (r.exit_code, json.loads(r.stdout)["status"]) == (1, "pending")
         assert ("TXT", txt["name"]) in dns.questions
 
         dns.publish("TXT", txt["name"], txt["value"])
@@ -101,6 +109,9 @@ def test_nodes_and_status(logged_in: Cli) -> None:
     assert json.loads(logged_in("--json", "status").stdout)["apps"] == 1
     r = logged_in("top", "--once")
     assert r.stdout.splitlines()[2].split() == ["hello", "0", "0.00", "0", "B", "0", "0", "-", "-"]
+    # piped (not a terminal): one plain table, as with --once
+    piped = logged_in("top")
+    assert (piped.exit_code, piped.stdout) == (0, r.stdout)
 
 
 def test_ps_and_scale(logged_in: Cli) -> None:
@@ -117,10 +128,19 @@ def test_ps_and_scale(logged_in: Cli) -> None:
     }
     for bad in ("web3", "web=x", "=3", "web=1:"):
         r = logged_in("scale", "web=1", bad)
-        assert (r.exit_code, r.stdout) == (1, "")
+        assert (r.exit_code, r.stdout) == (2, "")  # a usage mistake, as the README says
         assert r.stderr == (
-            f"Error: {bad!r} is not TYPE=COUNT[:SIZE] (e.g. web=3 or worker=2:medium)\n"
+            f"Error: {bad!r} is not TYPE=COUNT[:SIZE] (e.g. web=3 or worker=2:medium) "
+            "(see: shellwego scale --help)\n"
         )
+    r = logged_in("scale", "web=abc")
+    assert (r.exit_code, r.stdout) == (2, "")
+    r = logged_in("scale", "release=1")  # the release command is not scaled
+    assert (r.exit_code, r.stderr) == (
+        1,
+        "Error: Invalid input: release is the release command: it runs once per release, "
+        "before the rollout, and is not scaled\n",
+    )
     # nothing changed
     formation = json.loads(logged_in("apps", "info", "--json").stdout)["formation"]
     assert formation["web"]["count"] == 0

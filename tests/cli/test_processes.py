@@ -78,8 +78,8 @@ def test_ps_restart_stop_start(node: LocalNode, logged_in: Cli) -> None:
         [first["id"], "web", "running", "yes", "0", "node-a", f"127.0.0.1:{first['port']}", "v1"]
     ]
 
-    r = logged_in("restart")
-    assert (r.exit_code, r.stdout, r.stderr) == (0, "Restarting hello (restarting).\n", "")
+    r = logged_in("restart")  # followed until the new instance serves
+    assert (r.exit_code, r.stdout, r.stderr) == (0, "Restarting hello... done, v1\n", "")
     second = wait_serving(logged_in, other_than=first["id"])
     assert answers(second)
     if first["port"] != second["port"]:

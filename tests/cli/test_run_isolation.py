@@ -13,7 +13,7 @@ import pytest
 
 from shellwego.settings import Settings
 
-from .conftest import Cli
+from .conftest import Cli, api_get
 
 SECRET = "platform-secret-4f1e"
 
@@ -60,4 +60,5 @@ def test_a_one_off_command_cannot_read_the_platform_data(logged_in: Cli) -> None
     assert r.exit_code == 0 and r.stdout.split() == ["oneoff"]
     if os.geteuid() == 0:
         r = logged_in("run", "-a", "hello", "--", "id", "-u")  # the app's own uid
-        assert (r.exit_code, r.stdout) == (0, "1000000\n")
+        uid = api_get(logged_in.api, "/v1/apps/hello")["uid"]
+        assert (r.exit_code, r.stdout) == (0, f"{uid}\n")

@@ -67,3 +67,58 @@ def test_failed_build_and_failed_deploy_leave_the_previous_release_serving(
     answer = platform.get("keeper")
     assert (answer.status_code, SERVING in answer.text) == (200, True)
     assert serving_versions(platform, "keeper") == {1}
+
+
+def test_the_release_phase_gates_the_rollout(platform: Platform, tmp_path: Path) -> None:
+    """A ``release:`` command runs once per release before its rollout, in the new
+    release's environment; when it fails the release is not rolled out. A rollback
+    brings back the target's config, and the release phase runs for it too."""
+    procfile = (
+        "web: python3 -m http.server $PORT\n"
+        'release: test ! -e fail-release && echo "migrated $SHELLWEGO_RELEASE ${STAGE:-none}"\n'
+    )
+    v1 = source(tmp_path / "v1", {"Procfile": procfile, "index.html": "version one\n"})
+    platform.cli("apps", "create", "migrator")
+    r = platform.cli("deploy", str(v1), "-a", "migrator")
+    lines = r.stdout.splitlines()
+    start = lines.index("-----> Running release command: " + procfile.splitlines()[1][9:])
+    assert lines[start + 1 : start + 3] == [
+        "       migrated v1 none",
+        "-----> Release command of v1 succeeded",
+    ]
+    assert platform.wait_for("migrator", "version one").status_code == 200
+
+    # the release command fails: v2 is never rolled out, v1 keeps answering
+    v2 = source(
+        tmp_path / "v2",
+        {"Procfile": procfile, "index.html": "version two\n", "fail-release": ""},
+    )
+    r = platform.cli("deploy", str(v2), "-a", "migrator", check=False)
+    failed = "release command of v2 failed (exit code 1): v2 was not rolled out, v1 keeps serving"
+    assert (r.returncode, r.stderr) == (1, f"Error: deploy failed: {failed}\n"), r.stdout
+    assert f"-----> R{failed[1:]}" in r.stdout.splitlines()
+    answer = platform.get("migrator")
+    assert (answer.status_code, answer.text) == (200, "version one\n")
+    assert serving_versions(platform, "migrator") == {1}
+    events = json.loads(platform.cli("events", "-a", "migrator", "--json").stdout)
+    assert [e["message"] for e in events if e["type"] == "release.failed"] == [failed]
+
+    # a config change is a release: its release command sees the new config
+    r = platform.cli("config", "set", "STAGE=blue", "-a", "migrator")
+    assert r.stdout.splitlines()[-3:] == [
+        "       migrated v3 blue",
+        "-----> Release command of v3 succeeded",
+        "Setting STAGE and restarting migrator... done, v3",
+    ]
+    info = platform.cli("apps", "info", "-a", "migrator").stdout.splitlines()
+    assert "Release:   v3" in info  # (v1's instances may still be draining)
+    # a rollback to v1 restores v1's config (no STAGE) and runs v4's release command
+    r = platform.cli("rollback", "v1", "-a", "migrator")
+    assert r.stdout.splitlines()[-3:] == [
+        "       migrated v4 none",
+        "-----> Release command of v4 succeeded",
+        "Rolling back migrator to v1... done, v4",
+    ]
+    assert platform.cli("config", "-a", "migrator").stdout == "migrator has no config vars.\n"
+    answer = platform.get("migrator")
+    assert (answer.status_code, answer.text) == (200, "version one\n")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import replace
 from typing import Annotated
 
@@ -17,6 +18,7 @@ from shellwego.cli.context import (
     set_globals,
     wants_json,
 )
+from shellwego.cli.errors import usage
 from shellwego.cli.output import emit_json, fail, line
 
 
@@ -45,7 +47,7 @@ def login(
     if not email:
         email = typer.prompt("Email")
     if not password:
-        password = typer.prompt("Password", hide_input=True)
+        password = _password()
     body: dict[str, str] = {"email": email, "password": password}
     if organization:
         body["organization"] = organization
@@ -57,6 +59,18 @@ def login(
     path = config.save_login(api.base_url, str(answer["token"]))
     line(f"Logged in as {email} at {api.base_url}.")
     line(f"Token saved in {path}")
+
+
+def _password() -> str:
+    """Asked for on a terminal; otherwise the first line of standard input (as in
+    ``echo "$PW" | shellwego login -e me@example.com``)."""
+    if sys.stdin.isatty():
+        return str(typer.prompt("Password", hide_input=True))
+    typer.echo("Reading the password from standard input (no terminal to ask on).", err=True)
+    password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        usage("no password given: pass --password, or the password on standard input")
+    return password
 
 
 def logout() -> None:

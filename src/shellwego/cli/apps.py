@@ -10,6 +10,7 @@ import typer
 
 from shellwego.cli.client import Client
 from shellwego.cli.context import (
+    APP_FILE,
     AppOption,
     JsonOption,
     MaxUnavailableOption,
@@ -21,7 +22,8 @@ from shellwego.cli.context import (
     wants_json,
     write_app_file,
 )
-from shellwego.cli.output import emit_json, fail, line, pairs, table, when
+from shellwego.cli.errors import usage
+from shellwego.cli.output import emit_json, line, pairs, table, when
 
 
 def register(app: typer.Typer) -> None:
@@ -60,7 +62,7 @@ def parse_constraints(items: list[str]) -> dict[str, str]:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            fail(f"{item!r} is not LABEL=VALUE (e.g. region=eu; region= removes it)")
+            usage(f"{item!r} is not LABEL=VALUE (e.g. region=eu; region= removes it)")
         found[key] = value
     return found
 
@@ -79,19 +81,28 @@ def create(
     runtime: Annotated[str | None, typer.Option(help="process (default), oci or microvm.")] = None,
     json_: JsonOption = False,
 ) -> None:
-    """Create an app; marks the current directory as the app's when it is not yet."""
+    """Create an app. In a directory that looks like an app's (its Procfile, requirements,
+    package.json, Dockerfile, git repository, or nothing yet) and has no .shellwego,
+    writes one naming the app, so commands there target it."""
     body: dict[str, Any] = {"name": name}
     if runtime:
         body["runtime"] = runtime
     api = client()
     made = api.post("/v1/apps", body)
-    written = write_app_file(Path.cwd(), made["name"])
+    here = Path.cwd()
+    written = write_app_file(here, made["name"])
     if wants_json(json_):
         emit_json(made)
         return
     line(f"Created app {made['name']}: {app_url(api, made['name'])}")
     if written is not None:
-        line(f"Wrote {written.name}: commands in this directory now target {made['name']}.")
+        line(f"Wrote {written}: commands in this directory now target {made['name']}.")
+    elif not (here / APP_FILE).exists():
+        line(
+            f"{here} does not look like an app's directory, so no {APP_FILE} was written "
+            f"there: pass -a {made['name']}, or deploy with: "
+            f"shellwego deploy PATH -a {made['name']}"
+        )
 
 
 def list_apps(json_: JsonOption = False) -> None:
@@ -188,7 +199,7 @@ def update(
     deploy = rollout_settings(surge, max_unavailable)
     constraints = parse_constraints(constraint or [])
     if redirect_https is None and not deploy and strategy is None and not constraints:
-        fail(
+        usage(
             "nothing to change: pass --[no-]redirect-https, --surge, --max-unavailable, "
             "--strategy or --constraint"
         )
@@ -231,7 +242,7 @@ def delete(
 ) -> None:
     """Delete an app with its releases, config, secrets and domains."""
     if not yes:
-        fail(f"deleting {name} cannot be undone: run again with --yes to confirm")
+        usage(f"deleting {name} cannot be undone: run again with --yes to confirm")
     client().delete(path_of(name))
     line(f"Deleted app {name}.")
 

@@ -66,7 +66,7 @@ class Client:
             fail(f"{error.message} (run: shellwego login)")
         fail(error.message)
 
-    def send(
+    def answer(
         self,
         method: str,
         path: str,
@@ -74,8 +74,8 @@ class Client:
         json_body: Any = None,
         params: dict[str, Any] | None = None,
         timeout: float | None = None,
-    ) -> Any:
-        """The decoded answer, or raise :class:`ApiError` (for callers that handle a status)."""
+    ) -> httpx.Response:
+        """The whole answer (headers too), or raise :class:`ApiError` on an error status."""
         kwargs: dict[str, Any] = {"params": params}
         if json_body is not None:
             kwargs["json"] = json_body
@@ -87,12 +87,12 @@ class Client:
             self.unreachable(exc)
         if response.status_code >= 400:
             raise ApiError(response.status_code, problem_message(response))
-        if response.status_code == 204 or not response.content:
-            return None
-        try:
-            return response.json()
-        except ValueError:
-            return response.text
+        return response
+
+    def send(self, method: str, path: str, **kwargs: Any) -> Any:
+        """The decoded answer, or raise :class:`ApiError` (for callers that handle a status);
+        ``kwargs`` as for :meth:`answer`."""
+        return decoded(self.answer(method, path, **kwargs))
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         """Like :meth:`send`, but an error status ends the command."""
@@ -100,6 +100,14 @@ class Client:
             return self.send(method, path, **kwargs)
         except ApiError as error:
             self.failed(error)
+
+    def request_answer(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """Like :meth:`answer`, but an error status ends the command."""
+        try:
+            return self.answer(method, path, **kwargs)
+        except ApiError as error:
+            self.failed(error)
+
 
     def get(self, path: str, **kwargs: Any) -> Any:
         return self.request("GET", path, **kwargs)
@@ -159,6 +167,16 @@ class Client:
             self.unreachable(exc)
         finally:
             response.close()
+
+
+def decoded(response: httpx.Response) -> Any:
+    """An answer's JSON (its text when it is not JSON; None when empty)."""
+    if response.status_code == 204 or not response.content:
+        return None
+    try:
+        return response.json()
+    except ValueError:
+        return response.text
 
 
 def json_lines(response: httpx.Response) -> Iterator[dict[str, Any]]:

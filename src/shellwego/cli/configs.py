@@ -7,8 +7,20 @@ from typing import Annotated, Any
 
 import typer
 
-from shellwego.cli.context import AppOption, JsonOption, client, path_of, resolve_app, wants_json
+from shellwego.cli.context import (
+    AppOption,
+    JsonOption,
+    NoWaitOption,
+    client,
+    path_of,
+    resolve_app,
+    wants_json,
+)
+from shellwego.cli.deploys import follow_release
+from shellwego.cli.errors import usage
 from shellwego.cli.output import emit_json, fail, line
+
+RELEASE_HEADER = "ShellWeGo-Release"  # the version of the release a config change made
 
 NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -29,14 +41,15 @@ def register(app: typer.Typer) -> None:
 
 
 def parse_assignments(items: list[str], what: str = "KEY=VALUE") -> dict[str, str]:
-    """``K=V`` pairs; the value may be empty or contain ``=``. Never echoes a value."""
+    """``K=V`` pairs; the value may be empty or contain ``=``. Never echoes a value: an
+    argument without ``=`` is named by its position, as it may be a value typed alone."""
     found: dict[str, str] = {}
-    for item in items:
+    for number, item in enumerate(items, start=1):
         name, sep, value = item.partition("=")
         if not sep:
-            fail(f"expected {what}: an argument has no '='")
+            usage(f"argument {number} has no '=': expected {what}")
         if not NAME_PATTERN.match(name):
-            fail(f"{name!r} is not a valid name (letters, digits and _, not first a digit)")
+            usage(f"{name!r} is not a valid name (letters, digits and _, not first a digit)")
         found[name] = value
     return found
 
@@ -57,28 +70,43 @@ def list_config(ctx: typer.Context, app: AppOption = None, json_: JsonOption = F
         line(f"{name}={values[name]}")
 
 
+def _change(
+    app: str | None, changes: dict[str, str | None], verb: tuple[str, str], wait: bool
+) -> None:
+    """PATCH the config and follow the release it made: ``Setting K and restarting
+    APP... done, vN`` (``verb``: "Setting", "Set")."""
+    target = resolve_app(app)
+    api = client()
+    answer = api.request_answer("PATCH", f"{path_of(target)}/config", json_body=changes)
+    names = ", ".join(sorted(changes))
+    version = answer.headers.get(RELEASE_HEADER)
+    if version is None:  # nothing deployed yet: the first deploy takes the change
+        line(f"{verb[1]} {names} on {target}.")
+        return
+    doing = f"{verb[0]} {names} and restarting {target}"
+    follow_release(api, target, int(version), doing, wait=wait)
+
+
 def set_config(
     assignments: Annotated[list[str], typer.Argument(metavar="KEY=VALUE...")],
     app: AppOption = None,
+    no_wait: NoWaitOption = False,
 ) -> None:
-    """Set config vars."""
-    changes = parse_assignments(assignments)
-    target = resolve_app(app)
-    client().patch(f"{path_of(target)}/config", changes)
-    line(f"Set {', '.join(sorted(changes))} on {target}.")
+    """Set config vars: a new release, rolled out (followed until it ends)."""
+    changes: dict[str, str | None] = dict(parse_assignments(assignments))
+    _change(app, changes, ("Setting", "Set"), not no_wait)
 
 
 def unset_config(
     names: Annotated[list[str], typer.Argument(metavar="KEY...")],
     app: AppOption = None,
+    no_wait: NoWaitOption = False,
 ) -> None:
-    """Remove config vars."""
+    """Remove config vars: a new release, rolled out (followed until it ends)."""
     for name in names:
         if not NAME_PATTERN.match(name):
-            fail(f"{name!r} is not a config var name")
-    target = resolve_app(app)
-    client().patch(f"{path_of(target)}/config", dict.fromkeys(names))
-    line(f"Unset {', '.join(sorted(set(names)))} on {target}.")
+            usage(f"{name!r} is not a config var name")
+    _change(app, dict.fromkeys(names), ("Unsetting", "Unset"), not no_wait)
 
 
 def get_config(

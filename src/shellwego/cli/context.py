@@ -15,7 +15,7 @@ import typer
 
 from shellwego.cli import config
 from shellwego.cli.client import DEFAULT_API_URL, Client
-from shellwego.cli.output import fail
+from shellwego.cli.errors import usage
 from shellwego.models.values import MAX_SURGE
 
 APP_FILE = ".shellwego"
@@ -26,6 +26,10 @@ AppOption = Annotated[
     typer.Option("--app", "-a", help="App name (default: $SHELLWEGO_APP, .shellwego, git remote)."),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+NoWaitOption = Annotated[
+    bool,
+    typer.Option("--no-wait", help="Return once the release is made, without following it."),
+]
 SurgeOption = Annotated[
     int | None,
     typer.Option(
@@ -102,7 +106,7 @@ def resolve_app(option: str | None) -> str:
     found = app_from_file(cwd) or app_from_git(cwd)
     if found:
         return found
-    fail("no app given: pass --app NAME or run inside an app directory")
+    usage("no app given: pass --app NAME or run inside an app directory")
 
 
 def app_from_file(start: Path) -> str | None:
@@ -146,10 +150,40 @@ def app_from_git(cwd: Path) -> str | None:
     return match.group(1) if match else None
 
 
+# what an app's directory holds: its Procfile, dependencies, image recipe, site or repo
+APP_MARKERS = (
+    "Procfile",
+    "requirements.txt",
+    "pyproject.toml",
+    "package.json",
+    "Dockerfile",
+    "index.html",
+    "app.py",
+    ".git",
+)
+
+
+def is_platform_checkout(folder: Path) -> bool:
+    """ShellWeGo's own source tree (where the quickstart runs ``apps create``)."""
+    return (folder / "src" / "shellwego" / "__init__.py").is_file()
+
+
+def looks_like_app(folder: Path) -> bool:
+    """An empty directory (an app about to be written) or one with an app's files, and
+    not ShellWeGo's own checkout."""
+    try:
+        empty = next(folder.iterdir(), None) is None
+    except OSError:
+        return False
+    has_marker = any((folder / marker).exists() for marker in APP_MARKERS)
+    return (empty or has_marker) and not is_platform_checkout(folder)
+
+
 def write_app_file(folder: Path, app: str) -> Path | None:
-    """Write ``.shellwego`` naming the app, unless the folder already has one."""
+    """Write ``.shellwego`` naming the app when the folder looks like an app's
+    (:func:`looks_like_app`) and has none yet; where it wrote it."""
     path = folder / APP_FILE
-    if path.exists():
+    if path.exists() or not looks_like_app(folder):
         return None
     path.write_text(f"app = {app}\n")
     return path

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, BinaryIO
 
@@ -13,11 +13,12 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
-from shellwego.cli.client import Client, json_lines
+from shellwego.cli.client import ApiError, Client, json_lines
 from shellwego.cli.context import (
     AppOption,
     JsonOption,
     MaxUnavailableOption,
+    NoWaitOption,
     SurgeOption,
     client,
     path_of,
@@ -25,10 +26,12 @@ from shellwego.cli.context import (
     rollout_settings,
     wants_json,
 )
+from shellwego.cli.errors import usage
 from shellwego.cli.output import emit_json, fail, line, size, table, when
 from shellwego.errors import ShellWeGoError
 
 CHUNK = 256 * 1024
+HTTP_NOT_FOUND = 404
 
 
 def register(app: typer.Typer) -> None:
@@ -58,10 +61,25 @@ def _chunks(handle: BinaryIO, total: int, show_progress: bool) -> Iterator[bytes
             yield chunk
 
 
-class Rollout:
-    """Renders the build stream: log lines, the release, deployment progress, the result."""
+Say = Callable[[str], None]
 
-    def __init__(self) -> None:
+
+def _to_stderr(text: str) -> None:
+    typer.echo(text, err=True)
+
+
+def _quiet(text: str) -> None:
+    pass
+
+
+class Rollout:
+    """Renders the build stream: log lines, the release, deployment progress, the result.
+
+    ``logs`` prints log lines (the build's, the release command's) and the release;
+    ``progress`` prints deployment progress."""
+
+    def __init__(self, logs: Say = line, progress: Say = line) -> None:
+        self.logs, self.progress = logs, progress
         self.last_progress: tuple[Any, ...] | None = None
         self.version: int | None = None
 
@@ -69,10 +87,10 @@ class Rollout:
         """Print one event; returns the final ``done`` event when it arrives."""
         kind = event.get("type")
         if kind == "log":
-            line(str(event.get("line", "")))
+            self.logs(str(event.get("line", "")))
         elif kind == "release":
             self.version = event.get("version")
-            line(f"-----> Released v{self.version}")
+            self.logs(f"-----> Released v{self.version}")
         elif kind == "deployment":
             progress = (
                 event.get("status"),
@@ -82,7 +100,7 @@ class Rollout:
             if progress != self.last_progress:
                 self.last_progress = progress
                 status, ready, total = progress
-                line(f"-----> Deployment {status}: {ready}/{total} instances ready")
+                self.progress(f"-----> Deployment {status}: {ready}/{total} instances ready")
         elif kind == "done":
             return event
         return None
@@ -105,7 +123,10 @@ def deploy(
 
     target = resolve_app(app)
     overrides = rollout_settings(surge, max_unavailable)
+    if not image and not path.is_dir():
+        usage(f"{path} is not a directory")
     api = client()
+    _require_app(api, target)
     if image:
         line(f"-----> Deploying image {image} to {target}")
         body = json.dumps({"image": image}).encode()
@@ -119,8 +140,6 @@ def deploy(
             )
         )
         return
-    if not path.is_dir():
-        fail(f"{path} is not a directory")
     with tempfile.TemporaryFile(prefix="shellwego-upload-", suffix=".tar.gz") as handle:
         try:
             total = make_tarball(path.resolve(), handle)
@@ -140,23 +159,67 @@ def deploy(
     _finish(outcome)
 
 
+def _require_app(api: Client, app: str) -> None:
+    """Before anything is uploaded: the app exists (else how to create it)."""
+    try:
+        api.send("GET", path_of(app))
+    except ApiError as error:
+        if error.status == HTTP_NOT_FOUND:
+            fail(f"app {app} does not exist. Create it with: shellwego apps create {app}")
+        api.failed(error)
+
+
 def _follow(
     api: Client,
     path: str,
     *,
-    content: Iterable[bytes],
-    headers: dict[str, str],
+    content: Iterable[bytes] | None = None,
+    headers: dict[str, str] | None = None,
     params: dict[str, Any] | None = None,
+    rollout: Rollout | None = None,
 ) -> tuple[Rollout, dict[str, Any] | None]:
-    """POST ``content`` and print the build/rollout stream; returns its ``done`` event."""
-    rollout = Rollout()
+    """POST ``content`` (GET without it) and print the build/rollout stream; returns its
+    ``done`` event."""
+    rollout = rollout or Rollout()
     done: dict[str, Any] | None = None
     with api.stream(
-        "POST", path, content=content, params=params, headers=headers, read_timeout=None
+        "GET" if content is None else "POST",
+        path,
+        content=content,
+        params=params,
+        headers=headers,
+        read_timeout=None,
     ) as response:
         for event in json_lines(response):
             done = rollout.show(event) or done
     return rollout, done
+
+
+def follow_release(
+    api: Client, app: str, version: int, doing: str, *, wait: bool, quiet: bool = False
+) -> None:
+    """``<doing>... done, vN`` once release vN's rollout has ended, exit 1 when it failed.
+
+    Its release command's output is printed as it comes; deployment progress too when
+    stderr is a terminal (there). ``wait`` False: say that vN rolls out and return.
+    ``quiet``: print nothing but the error (for --json)."""
+    if not wait:
+        if not quiet:
+            line(f"{doing}... v{version} is rolling out")
+        return
+    rollout = Rollout(
+        logs=_quiet if quiet else line,
+        progress=_to_stderr if sys.stderr.isatty() and not quiet else _quiet,
+    )
+    _, done = _follow(api, f"{path_of(app)}/releases/{version}/rollout", rollout=rollout)
+    if done is None:
+        fail("the API closed the rollout stream before it finished")
+    if done.get("status") != "succeeded":
+        if not quiet:
+            line(f"{doing}... failed, v{version}")
+        fail(str(done.get("detail") or "the rollout failed; see: shellwego events"))
+    if not quiet:
+        line(f"{doing}... done, v{version}")
 
 
 def _finish(outcome: tuple[Rollout, dict[str, Any] | None]) -> None:
@@ -198,7 +261,7 @@ def list_releases(app: AppOption = None, json_: JsonOption = False) -> None:
 def parse_version(text: str) -> int:
     raw = text[1:] if text[:1] in ("v", "V") else text
     if not raw.isdigit() or int(raw) < 1:
-        fail(f"{text!r} is not a release version (e.g. v3 or 3)")
+        usage(f"{text!r} is not a release version (e.g. v3 or 3)")
     return int(raw)
 
 
@@ -207,16 +270,20 @@ def rollback(
     app: AppOption = None,
     surge: SurgeOption = None,
     max_unavailable: MaxUnavailableOption = None,
+    no_wait: NoWaitOption = False,
     json_: JsonOption = False,
 ) -> None:
-    """Roll back: a new release copying vN, rolled out like a deploy.
+    """Roll back: a new release copying vN's code and config vars, rolled out like a
+    deploy (the app's config becomes vN's; secrets keep their current values).
 
     --surge and --max-unavailable set this rollout; the app's deploy settings otherwise."""
     number = parse_version(version)
     target = resolve_app(app)
     body = {"version": number, **rollout_settings(surge, max_unavailable)}
-    made = client().post(f"{path_of(target)}/rollback", body)
-    if wants_json(json_):
+    api = client()
+    made = api.post(f"{path_of(target)}/rollback", body)
+    doing = f"Rolling back {target} to v{number}"
+    as_json = wants_json(json_)
+    follow_release(api, target, made["version"], doing, wait=not no_wait, quiet=as_json)
+    if as_json:
         emit_json(made)
-        return
-    line(f"Rolled back {target} to v{number}: release v{made['version']} is rolling out.")

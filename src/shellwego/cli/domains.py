@@ -31,11 +31,18 @@ def _instructions(domain: dict[str, Any]) -> None:
     records = domain.get("dns") or []
     if not records:
         return
-    line("Add these DNS records, then run: shellwego domains verify " + domain["hostname"])
+    host = domain["hostname"]
+    line("Add these DNS records, then run: shellwego domains verify " + host)
     table(
         ["TYPE", "NAME", "VALUE"],
         [[r["record_type"], r["name"], r["value"]] for r in records],
     )
+    if not any(r["record_type"] == "CNAME" for r in records):
+        # the platform's own app names are local (e.g. hello.localhost): no CNAME to them
+        line(
+            f"Then point {host} at this platform's edge: an A (or AAAA) record to this "
+            "server's address, or a line in /etc/hosts while you try it locally."
+        )
 
 
 def add(
@@ -73,16 +80,19 @@ def verify(
     hostname: Annotated[str, typer.Argument(metavar="HOST")],
     json_: JsonOption = False,
 ) -> None:
-    """Check the DNS records now."""
+    """Check the DNS records now; exits 1 while the domain is not verified."""
     found = client().post(f"{_path(hostname)}/actions/verify")
     if wants_json(json_):
         emit_json(found)
+        if found["status"] != "active":
+            raise typer.Exit(1)
         return
     line(f"{found['hostname']}: {found['status']} (TLS: {found['tls_status']})")
     if found.get("last_error"):
         line(f"  {found['last_error']}")
     if found["status"] != "active":
         _instructions(found)
+        raise typer.Exit(1)  # not verified: a failed check, for scripts too
 
 
 def remove(hostname: Annotated[str, typer.Argument(metavar="HOST")]) -> None:

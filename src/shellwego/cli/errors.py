@@ -22,6 +22,13 @@ except ImportError:  # pragma: no cover - older Typer runs on click itself
 USAGE_EXIT = 2
 
 
+def usage(message: str) -> NoReturn:
+    """End the command for a usage mistake (a malformed argument, a missing flag): one
+    line ``Error: <message> (see: shellwego <command> --help)`` and exit 2. Failed
+    operations exit 1 (``output.fail``)."""
+    raise click.UsageError(message)
+
+
 def one_line(text: str) -> str:
     """Collapse whitespace and newlines; drop the trailing full stop click adds."""
     return " ".join(text.split()).rstrip(".")

@@ -8,8 +8,18 @@ from typing import Annotated, Any
 
 import typer
 
-from shellwego.cli.context import AppOption, JsonOption, client, path_of, resolve_app, wants_json
-from shellwego.cli.output import emit_json, fail, line, table
+from shellwego.cli.context import (
+    AppOption,
+    JsonOption,
+    NoWaitOption,
+    client,
+    path_of,
+    resolve_app,
+    wants_json,
+)
+from shellwego.cli.deploys import follow_release
+from shellwego.cli.errors import usage
+from shellwego.cli.output import emit_json, line, table
 
 SCALE_PATTERN = re.compile(r"^([a-zA-Z][a-zA-Z0-9_-]{0,29})=(\d{1,4})(?::([a-zA-Z0-9_-]+))?$")
 
@@ -67,7 +77,7 @@ def parse_formation(items: list[str]) -> dict[str, Any]:
     for item in items:
         match = SCALE_PATTERN.match(item)
         if match is None:
-            fail(f"{item!r} is not TYPE=COUNT[:SIZE] (e.g. web=3 or worker=2:medium)")
+            usage(f"{item!r} is not TYPE=COUNT[:SIZE] (e.g. web=3 or worker=2:medium)")
         kind, count, size = match.group(1), int(match.group(2)), match.group(3)
         body[kind] = {"count": count, "size": size} if size else count
     return body
@@ -97,9 +107,12 @@ def _action(app: str | None, action: str, done: str) -> None:
     line(f"{done} {target} ({answer.get('status', 'accepted')}).")
 
 
-def restart(app: AppOption = None) -> None:
-    """Replace every instance with a fresh one (rolling)."""
-    _action(app, "restart", "Restarting")
+def restart(app: AppOption = None, no_wait: NoWaitOption = False) -> None:
+    """Replace every instance with a fresh one (rolling); followed until it ends."""
+    target = resolve_app(app)
+    api = client()
+    answer = api.post(f"{path_of(target)}/actions/restart")
+    follow_release(api, target, int(answer["release"]), f"Restarting {target}", wait=not no_wait)
 
 
 def stop(app: AppOption = None) -> None:

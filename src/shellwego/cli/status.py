@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from typing import Annotated, Any
 
@@ -72,12 +73,13 @@ def top(
     once: Annotated[bool, typer.Option("--once", help="Print one table and exit.")] = False,
     json_: JsonOption = False,
 ) -> None:
-    """Live CPU, memory and requests per app (refreshes every 2 s; Ctrl-C to quit)."""
+    """Live CPU, memory and requests per app (refreshes every 2 s; Ctrl-C to quit).
+    Not on a terminal (piped), or with --once: one plain table."""
     api = client()
     if wants_json(json_):
         emit_json(_snapshot(api))
         return
-    if once:
+    if once or not sys.stdout.isatty():
         show(_render(_snapshot(api)))
         return
     out = console()

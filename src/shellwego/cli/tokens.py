@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import socket
 from typing import Annotated
 
 import typer
 
 from shellwego.cli.context import JsonOption, client, wants_json
 from shellwego.cli.output import emit_json, line, table, when
+
+MAX_NAME = 100  # what the API takes
 
 
 def register(app: typer.Typer) -> None:
@@ -18,12 +21,22 @@ def register(app: typer.Typer) -> None:
     app.add_typer(group, name="tokens")
 
 
+def default_name() -> str:
+    """What a token made without a name is called: where it was made."""
+    return f"cli@{socket.gethostname() or 'localhost'}"[:MAX_NAME]
+
+
 def create(
-    name: Annotated[str, typer.Argument(metavar="NAME", help="A name to recognise the token by.")],
+    name: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="[NAME]", help="A name to recognise the token by (default: cli@HOSTNAME)."
+        ),
+    ] = None,
     json_: JsonOption = False,
 ) -> None:
     """Make a new token; it is shown once."""
-    made = client().post("/v1/user/tokens", {"name": name})
+    made = client().post("/v1/user/tokens", {"name": name or default_name()})
     if wants_json(json_):
         emit_json(made)
         return

@@ -4,29 +4,76 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 
 from starlette.concurrency import run_in_threadpool
 
-from shellwego.services import nodes
+from shellwego.services import nodes, releasephase
 from shellwego.services.context import Context
+from shellwego.tasks import spawn_background
 
 from . import rollout
 
 log = logging.getLogger(__name__)
 
 
+class ReleasePhases:
+    """The release commands this control plane runs (see ``services/releasephase.py``):
+    due ones are claimed and started after every rollout pass; on stop they are stopped
+    and handed back, so the next control plane runs them again at once."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.running: dict[str, asyncio.Task[bool]] = {}
+
+    async def start_due(self) -> None:
+        if "oneoff_driver" not in self.ctx.extras:
+            return  # a control plane without a one-off runtime runs no release commands
+        skip = frozenset(self.running)
+        for claim in await run_in_threadpool(releasephase.claim_due, self.ctx, skip):
+            task = spawn_background(releasephase.run(self.ctx, claim))
+            self.running[claim.deployment_id] = task
+            task.add_done_callback(functools.partial(self._ended, claim.deployment_id))
+
+    def _ended(self, deployment_id: str, task: asyncio.Task[bool]) -> None:
+        self.running.pop(deployment_id, None)
+        if not task.cancelled() and task.exception() is not None:
+            # claimed still: taken over (run again) once the claim is stale
+            log.error(
+                "release command of deployment %s failed to finish: %r",
+                deployment_id,
+                task.exception(),
+            )
+
+    async def close(self) -> None:
+        tasks = dict(self.running)
+        for task in tasks.values():
+            task.cancel()
+        for task in tasks.values():
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await run_in_threadpool(releasephase.release_claims, self.ctx, list(tasks))
+
+
 async def rollout_loop(ctx: Context, stop: asyncio.Event, interval: float = 0.5) -> None:
     """A pass on every "rollout" notification (deploys, health changes, drains, nodes
-    down) and every ``interval`` anyway; one notified during a pass runs the next at once."""
+    down) and every ``interval`` anyway; one notified during a pass runs the next at once.
+    Release commands that are due start after each pass."""
+    phases = ReleasePhases(ctx)
     with ctx.bus.subscribe("rollout") as wake:
-        while not stop.is_set():
-            try:
-                await run_in_threadpool(rollout.pass_once, ctx)
-            except Exception:
-                log.exception("rollout pass failed; retrying")
+        try:
+            while not stop.is_set():
+                try:
+                    await run_in_threadpool(rollout.pass_once, ctx)
+                    await phases.start_due()
+                except Exception:
+                    log.exception("rollout pass failed; retrying")
+                with contextlib.suppress(Exception):
+                    await wake.wait(interval)
+        finally:
             with contextlib.suppress(Exception):
-                await wake.wait(interval)
+                await phases.close()
 
 
 async def liveness_loop(ctx: Context, stop: asyncio.Event) -> None:

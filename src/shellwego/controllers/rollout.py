@@ -47,19 +47,13 @@ def _wanted(app: App, release: Release) -> dict[str, int]:
 
 
 def _fail(ctx: Context, s: Session, dep: Deployment, app: App, error: str) -> None:
-    now = ctx.clock.now()
     live = _running(s, app.id)
     placement.stop(ctx, s, [i for i in live if i.deployment_id == dep.id])
     # anything we had started draining keeps serving the previous release
     for inst in live:
         if inst.deployment_id != dep.id and inst.drain_started_at is not None:
             inst.drain_started_at = None
-    dep.status = DeploymentStatus.FAILED
-    dep.error = error
-    dep.finished_at = now
-    dep.updated_at = now
-    app.status = AppStatus.RUNNING if app.current_release_id else AppStatus.ERROR
-    app.updated_at = now
+    deployments.mark_failed(ctx, dep, app, error)
     deployments.record_event(ctx, s, app, "deploy.failed", error, {"deployment_id": dep.id})
 
 
@@ -114,8 +108,8 @@ def step_deployment(ctx: Context, deployment_id: str, cluster: Cluster) -> None:
     """
     with ctx.db.session() as s:
         dep = repo.get(s, Deployment, id=deployment_id)
-        if dep is None or dep.status not in (DeploymentStatus.ROLLING, DeploymentStatus.PENDING):
-            return
+        if dep is None or dep.status != DeploymentStatus.ROLLING:
+            return  # finished, or its release phase has not ended yet
         app = repo.require(s, App, "app", id=dep.app_id)
         if app.deleted_at is not None:
             return  # ended by ``finish_deletion``
@@ -218,8 +212,8 @@ def keep_formation(ctx: Context, app_id: str, cluster: Cluster) -> None:
         app = repo.get(s, App, id=app_id)
         if app is None or app.deleted_at is not None or app.current_release_id is None:
             return
-        if deployments.active_for(s, app.id):
-            return
+        if deployments.active_for(s, app.id, (DeploymentStatus.ROLLING.value,)):
+            return  # the rollout does it (the release phase of one keeps the formation)
         live = _running(s, app.id)
         if app.status == AppStatus.STOPPED:
             if live:

@@ -26,8 +26,9 @@ class AppStatus(enum.StrEnum):
 
 
 class DeploymentStatus(enum.StrEnum):
-    PENDING = "pending"
+    PENDING = "pending"  # its release command has yet to run (the release phase)
     BUILDING = "building"
+    RELEASING = "releasing"  # its release command runs
     ROLLING = "rolling"
     SUCCEEDED = "succeeded"
     FAILED = "failed"

@@ -13,6 +13,8 @@ MemoryBytes = Annotated[int, BeforeValidator(parse_memory), Field(gt=0)]
 CpuMillis = Annotated[int, BeforeValidator(parse_cpu), Field(gt=0)]
 
 PROCESS_TYPE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,29}$")
+# the Procfile entry run once per release before its rollout (Heroku's release phase)
+RELEASE_PROCESS = "release"
 
 
 class Value(BaseModel):

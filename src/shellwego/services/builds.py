@@ -17,25 +17,25 @@ from starlette.concurrency import run_in_threadpool
 from shellwego.errors import InvalidInput, RuntimeUnavailable, ShellWeGoError
 from shellwego.models import (
     App,
+    Deployment,
     DeploymentStatus,
     DesiredState,
     Instance,
-    LogLine,
     Node,
     NodeStatus,
     Role,
-    new_id,
 )
 from shellwego.store import repository as repo
 
 from . import apps as app_service
-from . import deployments, releases
-from .context import Context, Principal, wake_after_commit
+from . import deployments, logs, releasephase, releases
+from .context import Context, Principal
 from .organizations import require_role
 
 Emit = Callable[[dict[str, Any]], Awaitable[None]]
 
 TERMINAL = {DeploymentStatus.SUCCEEDED, DeploymentStatus.FAILED, DeploymentStatus.SUPERSEDED}
+IN_RELEASE_PHASE = {DeploymentStatus.PENDING, DeploymentStatus.RELEASING}
 
 IMAGE_RUNTIMES = ("oci", "microvm")
 IMAGE_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@+-]{0,511}$")
@@ -48,27 +48,8 @@ def app_url(ctx: Context, app_name: str) -> str:
 
 
 def _store_build_lines(ctx: Context, app_id: str, lines: list[str]) -> None:
-    if not lines:
-        return
     with ctx.db.session() as s:
-        now = ctx.clock.now()
-        for line in lines:
-            s.add(
-                LogLine(
-                    id=new_id(),
-                    app_id=app_id,
-                    instance_id=None,
-                    source="build",
-                    stream="stdout",
-                    timestamp=now,
-                    line=line,
-                )
-            )
-        s.flush()
-        from .agents import prune_logs
-
-        prune_logs(s, app_id, ctx.settings.log_retention_lines)
-        wake_after_commit(ctx, s, f"logs:{app_id}")
+        logs.add_lines(ctx, s, app_id, "build", lines)
 
 
 def _lock(ctx: Context, app_id: str) -> asyncio.Lock:
@@ -279,13 +260,51 @@ async def _until_routed(ctx: Context, release_id: str, app_name: str, limit: flo
         await ctx.bus.wait("edge-applied", 0.25)
 
 
+class _ReleasePhaseReport:
+    """The release phase in a deployment's stream: a line when its command starts, then
+    its output and how it ended (also when the stream began after it had ended)."""
+
+    def __init__(self, ctx: Context, emit: Emit) -> None:
+        self.ctx, self.emit = ctx, emit
+        self.started = False
+        self.ended = False
+
+    async def _start(self, release_id: str) -> None:
+        command = await run_in_threadpool(releasephase.command_of, self.ctx, release_id)
+        await self.emit({"type": "log", "line": f"-----> Running release command: {command}"})
+        self.started = True
+
+    async def update(self, dep: Deployment) -> bool:
+        """Report what changed; True while the release phase goes on."""
+        if dep.status in IN_RELEASE_PHASE:
+            if not self.started:
+                await self._start(dep.release_id)
+            return True
+        if not self.ended:
+            self.ended = True  # looked up once, when the phase is over (or never was)
+            ended = await run_in_threadpool(releasephase.output_of, self.ctx, dep.id)
+            if ended is not None:
+                if not self.started:
+                    await self._start(dep.release_id)
+                message, output = ended
+                for text in output:
+                    await self.emit({"type": "log", "line": f"       {text}"})
+                await self.emit(
+                    {"type": "log", "line": f"-----> {message[:1].upper()}{message[1:]}"}
+                )
+        return False
+
+
 async def follow_deployment(ctx: Context, deployment_id: str, emit: Emit, app_name: str) -> bool:
-    """Report a deployment's progress until it ends."""
+    """Report a deployment's progress until it ends: its release phase (the release
+    command's output), then the rollout."""
     last: tuple[str, int] | None = None
+    phase = _ReleasePhaseReport(ctx, emit)
     while True:
         dep = await run_in_threadpool(deployments.status_of, ctx, deployment_id)
+        releasing = await phase.update(dep)
         now = (str(dep.status), dep.instances_ready)
-        if now != last:
+        if not releasing and now != last:
             last = now
             await emit(
                 {

@@ -15,8 +15,11 @@ def get(ctx: Context, who: Principal, app_ref: str) -> dict[str, str]:
 
 def update(
     ctx: Context, who: Principal, app_ref: str, body: Mapping[str, object]
-) -> dict[str, str]:
+) -> tuple[dict[str, str], int | None]:
+    """Apply the changes; (the app's config now, the version of the release they made, or
+    None when the app has no release yet: its first deploy takes them)."""
     changes = secrets.validate_changes(body)
+    version = None
     with ctx.db.session() as s:
         app = app_service.find(s, who.organization_id, app_ref)
         secrets.set_config(ctx, s, who, app, changes)
@@ -24,4 +27,5 @@ def update(
             names = ", ".join(sorted(changes))
             release = releases.create(ctx, s, who, app, description=f"Config change: {names}")
             deployments.start(ctx, s, who, app, release, reason="config change")
-    return get(ctx, who, app_ref)
+            version = release.version
+    return get(ctx, who, app_ref), version

@@ -19,12 +19,15 @@ from shellwego.models import (
     Release,
     new_id,
 )
+from shellwego.models.values import RELEASE_PROCESS
 from shellwego.store import repository as repo
 
 from . import apps as app_service
 from .context import Context, Principal, wake_after_commit
 
-ACTIVE = (DeploymentStatus.PENDING.value, DeploymentStatus.ROLLING.value)
+# not finished: waiting for or running its release command, or rolling out
+RELEASE_PHASE = (DeploymentStatus.PENDING.value, DeploymentStatus.RELEASING.value)
+ACTIVE = (*RELEASE_PHASE, DeploymentStatus.ROLLING.value)
 
 
 def active(s: Session) -> list[Deployment]:
@@ -32,13 +35,24 @@ def active(s: Session) -> list[Deployment]:
     return repo.find_all(s, Deployment, status.in_(ACTIVE))
 
 
-def active_for(s: Session, app_id: str) -> list[Deployment]:
+def active_for(
+    s: Session, app_id: str, statuses: tuple[str, ...] = ACTIVE
+) -> list[Deployment]:
     return repo.find_all(
         s,
         Deployment,
-        Deployment.status.in_(ACTIVE),  # type: ignore[attr-defined]
+        Deployment.status.in_(statuses),  # type: ignore[attr-defined]
         app_id=app_id,
     )
+
+
+def release_command(s: Session, release: Release) -> str | None:
+    """The command of ``release``'s release phase: its Procfile's ``release`` entry, run
+    before its first rollout only (a restart or a resize runs none)."""
+    command = release.process_types.get(RELEASE_PROCESS)
+    if not command or repo.count(s, Deployment, release_id=release.id) > 0:
+        return None
+    return command
 
 
 def start(
@@ -55,10 +69,12 @@ def start(
 ) -> Deployment:
     """Begin rolling ``release`` out; an older rollout of the app is superseded.
 
-    ``surge`` and ``max_unavailable`` override the app's deploy settings, as they are
-    now, for this one rollout.
+    A release with a release command waits for it first (``pending``: the release
+    phase, see ``services/releasephase.py``). ``surge`` and ``max_unavailable`` override
+    the app's deploy settings, as they are now, for this one rollout.
     """
     policy = _policy(app, surge, max_unavailable)
+    phase = release_command(s, release)
     now = ctx.clock.now()
     for old in active_for(s, app.id):
         old.status = DeploymentStatus.SUPERSEDED
@@ -71,7 +87,7 @@ def start(
         organization_id=app.organization_id,
         release_id=release.id,
         previous_release_id=app.current_release_id,
-        status=DeploymentStatus.ROLLING,
+        status=DeploymentStatus.PENDING if phase else DeploymentStatus.ROLLING,
         strategy=strategy,
         surge=policy.surge,
         max_unavailable=policy.max_unavailable,
@@ -91,7 +107,8 @@ def start(
         s,
         app,
         "deploy.started",
-        f"Deploying v{release.version}: {reason}",
+        f"Deploying v{release.version}: {reason}"
+        + (" (its release command runs first)" if phase else ""),
         {"deployment_id": deployment.id, "release": release.version},
     )
     wake_after_commit(ctx, s, "rollout")
@@ -104,6 +121,17 @@ def _policy(app: App, surge: int | None, max_unavailable: int | None) -> DeployP
         surge=app.deploy.surge if surge is None else surge,
         max_unavailable=app.deploy.max_unavailable if max_unavailable is None else max_unavailable,
     )
+
+
+def mark_failed(ctx: Context, dep: Deployment, app: App, error: str) -> None:
+    """End a deployment as failed: the app goes on with the release it had, if any."""
+    now = ctx.clock.now()
+    dep.status = DeploymentStatus.FAILED
+    dep.error = error
+    dep.finished_at = now
+    dep.updated_at = now
+    app.status = AppStatus.RUNNING if app.current_release_id else AppStatus.ERROR
+    app.updated_at = now
 
 
 def record_event(
@@ -168,6 +196,20 @@ def events_page(
             organization_id=app.organization_id,
             app_id=app.id,
         )
+
+
+def of_release(ctx: Context, who: Principal, app_ref: str, version: int) -> tuple[Deployment, str]:
+    """The newest deployment of release vN (its rollout, or the latest restart of it) and
+    the app's name."""
+    with ctx.db.session() as s:
+        app = app_service.find(s, who.organization_id, app_ref)
+        release = repo.get(s, Release, app_id=app.id, version=version)
+        if release is None:
+            raise NotFound(f"release v{version} of {app.name} not found")
+        found = repo.newest(s, Deployment, 1, release_id=release.id)
+        if not found:
+            raise NotFound(f"release v{version} of {app.name} was never rolled out")
+        return found[0], app.name
 
 
 def status_of(ctx: Context, deployment_id: str) -> Deployment:

@@ -31,18 +31,25 @@ def challenge_name(hostname: str) -> str:
 
 
 def instructions(ctx: Context, domain: Domain, app_name: str) -> list[DnsInstructions]:
-    return [
+    """The records that prove the domain is yours: the TXT token, and the CNAME to the
+    app's platform hostname, unless that is a local name (``hello.localhost``) no DNS
+    record can usefully point to: the domain is then pointed at the edge by address."""
+    records = [
         DnsInstructions(
             record_type="TXT",
             name=challenge_name(domain.hostname),
             value=f"shellwego-verify={domain.verification_token}",
-        ),
-        DnsInstructions(
-            record_type="CNAME",
-            name=domain.hostname,
-            value=f"{app_name}.{ctx.settings.base_domain}",
-        ),
+        )
     ]
+    if not is_local_name(ctx.settings.base_domain):
+        records.append(
+            DnsInstructions(
+                record_type="CNAME",
+                name=domain.hostname,
+                value=f"{app_name}.{ctx.settings.base_domain}",
+            )
+        )
+    return records
 
 
 def find(ctx: Context, who: Principal, ref: str) -> Domain:

@@ -1,12 +1,46 @@
-"""Reading app and build logs."""
+"""App, build and release-phase logs: reading them, and keeping the platform's own."""
 
 from __future__ import annotations
 
-from shellwego.models import LogLine
+from collections.abc import Sequence
+
+from sqlalchemy.orm import Session
+
+from shellwego.models import LogLine, new_id
 from shellwego.store import repository as repo
 
 from . import apps as app_service
-from .context import Context, Principal
+from .context import Context, Principal, wake_after_commit
+
+
+def add_lines(
+    ctx: Context,
+    s: Session,
+    app_id: str,
+    source: str,
+    lines: Sequence[str],
+    instance_id: str | None = None,
+) -> None:
+    """Keep ``lines`` the platform ran for the app (a build's, a release command's) in the
+    caller's transaction, beside its instances' logs; followers are woken after commit."""
+    if not lines:
+        return
+    now = ctx.clock.now()
+    for text in lines:
+        s.add(
+            LogLine(
+                id=new_id(),
+                app_id=app_id,
+                instance_id=instance_id,
+                source=source,
+                stream="stdout",
+                timestamp=now,
+                line=text,
+            )
+        )
+    s.flush()
+    repo.keep_newest(s, LogLine, ctx.settings.log_retention_lines, app_id=app_id)
+    wake_after_commit(ctx, s, f"logs:{app_id}")
 
 
 def app_id_of(ctx: Context, who: Principal, app_ref: str) -> str:

@@ -1,9 +1,11 @@
-"""One-off commands (``shellwego run``) in the current release's environment."""
+"""One-off commands (``shellwego run``, the release phase) in a release's environment."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from shellwego.errors import InvalidInput
@@ -18,6 +20,20 @@ from .context import Context, Principal
 from .organizations import require_role
 
 
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How a one-off command ended: its exit code, its output, the id it ran under."""
+
+    exit_code: int
+    output: str
+    instance_id: str
+
+
+def environment(ctx: Context, s: Session, release: Release) -> dict[str, str]:
+    """What the release's processes see: the slug's own env, then its config (decrypted)."""
+    return {**release.slug_env, **secrets.resolve_refs(ctx, s, release.config)}
+
+
 def _spec(ctx: Context, who: Principal, app_ref: str) -> tuple[App, Release, dict[str, str]]:
     with ctx.db.session() as s:
         app = app_service.find(s, who.organization_id, app_ref)
@@ -25,14 +41,21 @@ def _spec(ctx: Context, who: Principal, app_ref: str) -> tuple[App, Release, dic
         if app.current_release_id is None:
             raise InvalidInput(f"app {app.name} has nothing deployed yet")
         release = repo.require(s, Release, "release", id=app.current_release_id)
-        env = {**release.slug_env, **secrets.resolve_refs(ctx, s, release.config)}
-        return app, release, env
+        return app, release, environment(ctx, s, release)
 
 
-async def run(
-    ctx: Context, who: Principal, app_ref: str, command: Sequence[str], timeout: float
-) -> tuple[int, str]:
-    app, release, env = await run_in_threadpool(_spec, ctx, who, app_ref)
+async def execute(
+    ctx: Context,
+    app: App,
+    release: Release,
+    env: dict[str, str],
+    command: Sequence[str],
+    timeout: float,
+    process_type: str = "run",
+    instance_id: str | None = None,
+) -> Outcome:
+    """Run ``command`` in ``release``'s slug and environment, sandboxed as the app's
+    instances are, on this control plane's one-off runtime."""
     from shellwego.build.artifacts import extract_slug
 
     if not release.slug_digest:
@@ -43,12 +66,12 @@ async def run(
         release.slug_digest,
         ctx.settings.data_dir / "oneoff" / "slugs" / slug_dir_name(release.slug_digest, app.uid),
     )
-    instance_id = new_id()
+    instance_id = instance_id or new_id()
     spec = InstanceSpec(
         instance_id=instance_id,
         app_id=app.id,
         app_name=app.name,
-        process_type="run",
+        process_type=process_type,
         release_id=release.id,
         command=" ".join(command),
         app_dir=app_dir,
@@ -56,11 +79,20 @@ async def run(
             **env,
             "SHELLWEGO_APP": app.name,
             "SHELLWEGO_RELEASE": f"v{release.version}",
-            "SHELLWEGO_PROCESS_TYPE": "run",
+            "SHELLWEGO_PROCESS_TYPE": process_type,
             "SHELLWEGO_INSTANCE_ID": instance_id,
         },
         port=0,
         uid=app.uid,
     )
     result = await ctx.extras["oneoff_driver"].exec(spec, list(command), timeout)
-    return result.exit_code, result.output
+    return Outcome(result.exit_code, result.output, instance_id)
+
+
+async def run(
+    ctx: Context, who: Principal, app_ref: str, command: Sequence[str], timeout: float
+) -> tuple[int, str]:
+    """``shellwego run``: a command in the current release's environment."""
+    app, release, env = await run_in_threadpool(_spec, ctx, who, app_ref)
+    outcome = await execute(ctx, app, release, env, command, timeout)
+    return outcome.exit_code, outcome.output

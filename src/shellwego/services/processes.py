@@ -17,7 +17,7 @@ from shellwego.models import (
     Release,
     Role,
 )
-from shellwego.models.values import PROCESS_TYPE
+from shellwego.models.values import PROCESS_TYPE, RELEASE_PROCESS
 from shellwego.store import repository as repo
 
 from . import apps as app_service
@@ -38,6 +38,11 @@ def parse_formation(
     for ptype, spec in body.items():
         if not PROCESS_TYPE.match(ptype):
             raise InvalidInput(f"invalid process type {ptype!r}")
+        if ptype == RELEASE_PROCESS:
+            raise InvalidInput(
+                "release is the release command: it runs once per release, before the "
+                "rollout, and is not scaled"
+            )
         base = result.get(ptype, ProcessFormation(count=0))
         if isinstance(spec, bool) or not isinstance(spec, int | dict):
             raise InvalidInput(f'{ptype}: give a count or {{"count": n, "size": "small"}}')
@@ -84,7 +89,8 @@ def update_formation(
         return formation
 
 
-def restart(ctx: Context, who: Principal, app_ref: str) -> str:
+def restart(ctx: Context, who: Principal, app_ref: str) -> tuple[str, int]:
+    """Replace every instance of the current release, rolling; (status, its version)."""
     require_role(who, Role.MEMBER)
     with ctx.db.session() as s:
         app = app_service.find(s, who.organization_id, app_ref)
@@ -93,7 +99,7 @@ def restart(ctx: Context, who: Principal, app_ref: str) -> str:
         release = repo.require(s, Release, "release", id=app.current_release_id)
         app.status = AppStatus.RUNNING
         deployments.start(ctx, s, who, app, release, reason="restart")
-        return "restarting"
+        return "restarting", release.version
 
 
 def stop(ctx: Context, who: Principal, app_ref: str) -> str:

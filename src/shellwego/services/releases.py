@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from sqlalchemy.orm import Session
 
 from shellwego.errors import InvalidInput, NotFound
-from shellwego.models import App, Release, Role, new_id
+from shellwego.models import App, ProcessFormation, Release, Role, new_id
+from shellwego.models.values import RELEASE_PROCESS
 from shellwego.store import repository as repo
 
 from . import apps as app_service
@@ -43,7 +44,8 @@ def create(
 ) -> Release:
     """A new release in the caller's transaction: from a build, or copying another release.
 
-    The config is always the app's config at this moment, unless copying for a rollback.
+    The config is always the app's config (and secrets) at this moment: a rollback first
+    makes the app's config the copied release's (see :func:`rollback`).
     """
     base = copy_of
     if base is None and app.current_release_id:
@@ -51,7 +53,7 @@ def create(
     if artifact is None and base is None:
         raise InvalidInput(f"app {app.name} has no release yet: deploy it first")
     now = ctx.clock.now()
-    config = dict(copy_of.config) if copy_of is not None else secrets.app_env_refs(s, app)
+    config = secrets.app_env_refs(s, app)
     release = Release(
         id=new_id(),
         app_id=app.id,
@@ -70,13 +72,12 @@ def create(
         updated_at=now,
     )
     repo.add(s, release, conflict="a release with this version was just created; retry")
-    # new process types join the formation with one web / zero others by default
+    # new process types join the formation with one web / zero others by default; the
+    # release command is not a process type that runs (it runs once per release)
     formation = dict(app.formation)
     changed = False
     for ptype in release.process_types:
-        if ptype not in formation:
-            from shellwego.models import ProcessFormation
-
+        if ptype not in formation and ptype != RELEASE_PROCESS:
             formation[ptype] = ProcessFormation(count=1 if ptype == "web" else 0)
             changed = True
     if changed:
@@ -102,8 +103,14 @@ def get(ctx: Context, who: Principal, app_ref: str, version: int) -> Release:
 
 
 def rollback(ctx: Context, s: Session, who: Principal, app: App, version: int) -> Release:
+    """A new release copying vN's code and config vars (Heroku's rollback).
+
+    The app's config becomes vN's first, so ``config`` shows what runs and the next
+    release (a config change, a deploy) keeps it. Secrets keep their current versions.
+    """
     require_role(who, Role.MEMBER)
     target = repo.get(s, Release, app_id=app.id, version=version)
     if target is None:
         raise NotFound(f"release v{version} of {app.name} not found")
+    secrets.restore_config(ctx, s, who, app, target.config)
     return create(ctx, s, who, app, copy_of=target, description=f"Rollback to v{version}")

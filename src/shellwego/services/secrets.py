@@ -87,6 +87,9 @@ def _store(
     scope_key = app.id if app else ""
     now = ctx.clock.now()
     secret = _live(s, who.organization_id, scope_key, name)
+    if secret is not None and secret.deleted_at is not None and secret.kind != kind:
+        _retire(s, secret)
+        secret = None
     if secret is None:
         secret = Secret(
             id=new_id(),
@@ -119,6 +122,18 @@ def _store(
     secret.updated_at = now
     _seal_version(ctx, s, secret, secret.current_version, value, who.user_id)
     return secret
+
+
+def _retire(s: Session, secret: Secret) -> None:
+    """Move a deleted secret out of its name's way: its scope key becomes its own id.
+
+    A name that comes back as the other kind (a deleted secret set as a config var, or
+    the reverse) gets a row of its own, so every row holds versions of one kind only and
+    a rollback can never restore a secret's value as a readable config var. Releases keep
+    resolving the retired row's versions by id.
+    """
+    secret.scope_key = secret.id
+    s.flush()
 
 
 # ---- secrets API ----------------------------------------------------------------
@@ -249,25 +264,84 @@ def resolve_refs(ctx: Context, s: Session, refs: Mapping[str, str]) -> dict[str,
     return {name: open_version(ctx, by_id[vid]) for name, vid in refs.items() if vid in by_id}
 
 
+def _config_vars(s: Session, app: App) -> list[Secret]:
+    """The app's live config vars (not its secrets)."""
+    return repo.find_all(
+        s,
+        Secret,
+        Secret.deleted_at.is_(None),  # type: ignore[union-attr]
+        organization_id=app.organization_id,
+        scope_key=app.id,
+        kind=SecretKind.CONFIG.value,
+    )
+
+
 def config(ctx: Context, who: Principal, app_ref: str) -> dict[str, str]:
     with ctx.db.session() as s:
         app = app_service.find(s, who.organization_id, app_ref)
-        rows = repo.find_all(
-            s,
-            Secret,
-            Secret.deleted_at.is_(None),  # type: ignore[union-attr]
-            organization_id=who.organization_id,
-            scope_key=app.id,
-            kind=SecretKind.CONFIG.value,
-        )
         refs = {}
-        for secret in rows:
+        for secret in _config_vars(s, app):
             version = repo.get(
                 s, SecretVersion, secret_id=secret.id, version=secret.current_version
             )
             if version is not None:
                 refs[secret.name] = version.id
         return dict(sorted(resolve_refs(ctx, s, refs).items()))
+
+
+def restore_config(
+    ctx: Context, s: Session, who: Principal, app: App, refs: Mapping[str, str]
+) -> None:
+    """Make the app's config vars those of a release (``refs``: its name → version id),
+    inside the caller's transaction: for a rollback.
+
+    Config vars the release did not have are unset; the others point at the release's
+    versions again (no value is decrypted or copied). Secrets are not config vars and are
+    left as they are: a rollback never brings back an old value of a secret, and a name
+    that is an app secret now stays the secret.
+    """
+    require_role(who, Role.MEMBER)
+    now = ctx.clock.now()
+    versions = (
+        repo.find_all(s, SecretVersion, SecretVersion.id.in_(list(refs.values())))  # type: ignore[attr-defined]
+        if refs
+        else []
+    )
+    rows = {
+        row.id: row
+        for row in (
+            repo.find_all(s, Secret, Secret.id.in_({v.secret_id for v in versions}))  # type: ignore[attr-defined]
+            if versions
+            else []
+        )
+    }
+    by_id = {v.id: v for v in versions}
+    wanted: list[tuple[str, Secret, SecretVersion]] = []
+    for name, version_id in refs.items():
+        version = by_id.get(version_id)
+        row = rows.get(version.secret_id) if version is not None else None
+        if version is None or row is None:
+            continue
+        if row.kind == SecretKind.CONFIG and row.app_id == app.id:
+            wanted.append((name, row, version))
+    keep = {row.id for _, row, _ in wanted}
+    for row in _config_vars(s, app):
+        if row.id not in keep:
+            row.deleted_at = now
+            row.updated_at = now
+    for name, row, version in wanted:
+        if row.scope_key == app.id:
+            if row.deleted_at is not None or row.current_version != version.version:
+                row.deleted_at = None
+                row.current_version = version.version
+                row.name = name
+                row.updated_at = now
+            continue
+        # retired: the name was taken by a secret since; a live secret keeps it
+        holder = _live(s, app.organization_id, app.id, name)
+        if holder is None or holder.deleted_at is not None:
+            _store(ctx, s, who, app, name, open_version(ctx, version), SecretKind.CONFIG)
+    s.flush()
 
 
 def validate_changes(changes: Mapping[str, object]) -> dict[str, str | None]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Query, status
+from fastapi import APIRouter, Body, Query, Response, status
 from starlette.concurrency import run_in_threadpool
 
 from shellwego.api.deps import Ctx, Paging, Who
@@ -59,9 +59,32 @@ def get_config(app: str, who: Who, ctx: Ctx) -> dict[str, str]:
     return config_service.get(ctx, who, app)
 
 
-@router.patch("/v1/apps/{app}/config", response_model=dict[str, str], name="config.update")
+RELEASE_HEADER = "ShellWeGo-Release"
+
+
+@router.patch(
+    "/v1/apps/{app}/config",
+    response_model=dict[str, str],
+    name="config.update",
+    responses={
+        200: {
+            "headers": {
+                RELEASE_HEADER: {
+                    "description": "the version of the release the change made (absent "
+                    "before the first deploy); follow its rollout at "
+                    "/v1/apps/{app}/releases/{version}/rollout",
+                    "schema": {"type": "integer"},
+                }
+            }
+        }
+    },
+)
 def update_config(
-    app: str, who: Who, ctx: Ctx, body: Annotated[dict[str, Any], Body()]
+    app: str, who: Who, ctx: Ctx, response: Response, body: Annotated[dict[str, Any], Body()]
 ) -> dict[str, str]:
-    """Set (``"KEY": "value"``) or unset (``"KEY": null``) config vars; makes a new release."""
-    return config_service.update(ctx, who, app, body)
+    """Set (``"KEY": "value"``) or unset (``"KEY": null``) config vars; a deployed app gets
+    a new release, rolled out (its version in the ``ShellWeGo-Release`` header)."""
+    values, version = config_service.update(ctx, who, app, body)
+    if version is not None:
+        response.headers[RELEASE_HEADER] = str(version)
+    return values

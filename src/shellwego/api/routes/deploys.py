@@ -190,6 +190,20 @@ def get_release(app: str, version: int, who: Who, ctx: Ctx) -> Release:
     return releases.get(ctx, who, app, version)
 
 
+@router.get(
+    "/v1/apps/{app}/releases/{version}/rollout",
+    name="releases.rollout",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"application/x-ndjson": {}}}},
+)
+async def follow_rollout(app: str, version: int, who: Who, ctx: Ctx) -> StreamingResponse:
+    """Follow the rollout of release vN (its newest deployment) until it ends, as NDJSON
+    lines like a deploy's: its release command's output (``log``), ``deployment``
+    progress, then one ``done`` line. Ended already: the outcome at once."""
+    dep, name = await run_in_threadpool(deployments.of_release, ctx, who, app, version)
+    return event_stream(lambda emit: builds.follow_deployment(ctx, dep.id, emit, name))
+
+
 @router.post(
     "/v1/apps/{app}/rollback",
     status_code=status.HTTP_201_CREATED,
@@ -197,7 +211,9 @@ def get_release(app: str, version: int, who: Who, ctx: Ctx) -> Release:
     name="releases.rollback",
 )
 def rollback(app: str, body: RollbackIn, who: Who, ctx: Ctx) -> Release:
-    """Make a new release copying vN's slug and config, and roll it out."""
+    """Make a new release copying vN's slug and config vars, and roll it out: the app's
+    config becomes vN's (secrets keep their current versions). Follow the rollout at
+    ``GET /v1/apps/{app}/releases/{new version}/rollout``."""
     with ctx.db.session() as s:
         row = app_service.find(s, who.organization_id, app)
         release = releases.rollback(ctx, s, who, row, body.version)

@@ -21,6 +21,8 @@ class ScaleIn(Input):
 
 class ActionOut(BaseModel):
     status: str
+    # restart: the release being rolled again (follow at /releases/{release}/rollout)
+    release: int | None = None
 
 
 class RunIn(Input):
@@ -58,7 +60,9 @@ def scale(app: str, body: ScaleIn, who: Who, ctx: Ctx) -> dict[str, ProcessForma
     name="apps.restart",
 )
 def restart(app: str, who: Who, ctx: Ctx) -> ActionOut:
-    return ActionOut(status=processes.restart(ctx, who, app))
+    """Roll every instance of the current release again; ``release`` names it."""
+    state, version = processes.restart(ctx, who, app)
+    return ActionOut(status=state, release=version)
 
 
 @router.post(
