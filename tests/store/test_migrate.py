@@ -26,6 +26,18 @@ SHELLWEGO = str(Path(sys.executable).with_name("shellwego"))
 TABLES = set(SQLModel.metadata.tables)
 
 
+def _head() -> str:
+    """The newest revision of the migrations."""
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory.from_config(Database("sqlite://").alembic_config()).get_current_head()
+    assert head is not None
+    return head
+
+
+HEAD = _head()
+
+
 @pytest.fixture
 def fresh_url(backend: str, tmp_path: Path) -> Iterator[str]:
     """An empty database: a new SQLite file or a new PostgreSQL database."""
@@ -57,7 +69,7 @@ def _check_schema(url: str) -> None:
         with db.engine.connect() as conn:
             context = MigrationContext.configure(conn, opts={"compare_type": True})
             assert compare_metadata(context, SQLModel.metadata) == []
-        assert db.current_revision() == "0001"
+        assert db.current_revision() == HEAD
     finally:
         db.dispose()
 
@@ -68,7 +80,7 @@ def test_db_upgrade_creates_the_schema_and_a_second_run_changes_nothing(
     first = _upgrade(fresh_url, tmp_path)
     assert (first.returncode, first.stderr) == (0, "")
     name = "sqlite" if backend == "sqlite" else "postgresql"
-    assert first.stdout == f"database at revision 0001 ({name})\n"
+    assert first.stdout == f"database at revision {HEAD} ({name})\n"
     _check_schema(fresh_url)
 
     db = Database(fresh_url)
@@ -124,5 +136,5 @@ def test_replicas_migrating_at_once_both_succeed(fresh_url: str) -> None:
     ]
     results = [r.communicate(timeout=120) for r in replicas]
     for replica, (out, err) in zip(replicas, results, strict=True):
-        assert (replica.returncode, out, err) == (0, "0001\n", "")
+        assert (replica.returncode, out, err) == (0, f"{HEAD}\n", "")
     _check_schema(fresh_url)

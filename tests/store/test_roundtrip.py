@@ -36,6 +36,7 @@ from shellwego.models import (
     HealthCheck,
     Instance,
     JoinToken,
+    LoginThrottle,
     LogLine,
     Membership,
     Node,
@@ -51,6 +52,7 @@ from shellwego.models import (
     SecretScope,
     SecretVersion,
     Snapshot,
+    ThrottleScope,
     TlsStatus,
     User,
     Volume,
@@ -318,6 +320,13 @@ def audit_log(g: Graph) -> AuditLog:
     )
 
 
+def login_throttle(g: Graph) -> LoginThrottle:
+    return LoginThrottle(
+        id=new_id(), scope=ThrottleScope.ACCOUNT, subject=f"{_u()}@example.com", failures=12,
+        last_failure_at=T1, blocked_until=T2, created_at=T0, updated_at=T1,
+    )
+
+
 BUILDERS: dict[str, tuple[type[SQLModel], Callable[[Graph], Any]]] = {
     "organizations": (Organization, organization),
     "users": (User, user),
@@ -340,6 +349,7 @@ BUILDERS: dict[str, tuple[type[SQLModel], Callable[[Graph], Any]]] = {
     "webhooks": (Webhook, webhook),
     "webhook_deliveries": (WebhookDelivery, webhook_delivery),
     "audit_logs": (AuditLog, audit_log),
+    "login_throttles": (LoginThrottle, login_throttle),
 }
 
 

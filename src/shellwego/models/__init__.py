@@ -24,6 +24,7 @@ from .enums import (
     Role,
     SecretKind,
     SecretScope,
+    ThrottleScope,
     TlsStatus,
 )
 from .nodes import JoinToken, Node, NodeView
@@ -38,6 +39,7 @@ from .tenancy import (
     User,
     UserCreate,
 )
+from .throttle import LoginThrottle
 from .values import (
     SIZES,
     DeployPolicy,
@@ -75,6 +77,7 @@ __all__ = [
     "Instance",
     "JoinToken",
     "LogLine",
+    "LoginThrottle",
     "Membership",
     "Node",
     "NodeCapacity",
@@ -95,6 +98,7 @@ __all__ = [
     "SecretVersion",
     "SecretVersionInfo",
     "Snapshot",
+    "ThrottleScope",
     "TlsStatus",
     "User",
     "UserCreate",
