@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from shellwego.errors import ConfigError
+from shellwego.models.units import parse_duration
 
 
 def default_data_dir(env: Mapping[str, str]) -> Path:
@@ -46,6 +47,8 @@ class Settings:
     acme_ca: str | None = None
     acme_staging: bool = False
     dns_resolver: str | None = None  # "host[:port]" for domain verification; None = system's
+    # seconds an unverified custom domain holds its hostname; then anyone may add it
+    domain_pending_ttl: float = 7 * 24 * 3600.0
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -126,6 +129,17 @@ class Settings:
                 raise ConfigError(f"{name} must be a non-root uid:gid (65534:65534), got {raw!r}")
             return uid, gid
 
+        def duration(name: str, default: float) -> float:
+            raw = env.get(name)
+            if raw is None:
+                return default
+            try:
+                return float(parse_duration(raw))
+            except ValueError:
+                raise ConfigError(
+                    f"{name} must be a duration such as 7d, 12h, 90m or 3600 (seconds), got {raw!r}"
+                ) from None
+
         key_file = env.get("SHELLWEGO_MASTER_KEY_FILE")
         old_keys = tuple(
             k.strip() for k in env.get("SHELLWEGO_MASTER_KEY_OLD", "").split(",") if k.strip()
@@ -152,5 +166,6 @@ class Settings:
             cpu_overcommit=ratio("SHELLWEGO_CPU_OVERCOMMIT", 4.0),
             instance_ports=port_range("SHELLWEGO_INSTANCE_PORTS", (20000, 29999)),
             instance_user=user("SHELLWEGO_INSTANCE_USER", (65534, 65534)),
+            domain_pending_ttl=duration("SHELLWEGO_DOMAIN_PENDING_TTL", 7 * 24 * 3600.0),
         )
         return settings.with_overrides(**overrides)

@@ -45,7 +45,7 @@ def equip(ctx: Context) -> None:
 
 
 class ControlPlane:
-    """API server + rollout and liveness loops; ``run()`` until ``stop()``."""
+    """API server + rollout, liveness and housekeeping loops; ``run()`` until ``stop()``."""
 
     def __init__(
         self,
@@ -84,6 +84,11 @@ class ControlPlane:
         )
         self.tasks.append(
             asyncio.create_task(loops.liveness_loop(self.ctx, self.stopping), name="liveness")
+        )
+        self.tasks.append(
+            asyncio.create_task(
+                loops.housekeeping_loop(self.ctx, self.stopping), name="housekeeping"
+            )
         )
         for factory in self.extra_tasks:
             self.tasks.append(asyncio.create_task(factory()))
