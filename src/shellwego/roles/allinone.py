@@ -9,6 +9,7 @@ import secrets
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from starlette.concurrency import run_in_threadpool
 
@@ -17,6 +18,7 @@ from shellwego.agent.settings import AgentSettings
 from shellwego.controllers import edge as edge_sync
 from shellwego.edge.metrics import traffic_for_app
 from shellwego.edge.process import CaddyProcess
+from shellwego.files import write_private
 from shellwego.models import OrganizationCreate, User, UserCreate
 from shellwego.runtime.host import offered_runtimes
 from shellwego.runtime.process import ProcessDriver
@@ -26,15 +28,18 @@ from shellwego.services.context import Context
 from shellwego.settings import Settings
 from shellwego.store import repository as repo
 
-from .server import ControlPlane, edge_settings, ensure_join_token, equip, write_private
+from .server import ControlPlane, edge_settings, ensure_join_token, equip, private_data_dir
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
 class FirstStart:
+    """The owner's login made on first start; the password is only in ``credentials``
+    (0600), never printed, so it stays out of service logs."""
+
     email: str
-    password: str
+    credentials: Path
     token: str
 
 
@@ -49,16 +54,16 @@ def first_start(ctx: Context, email: str) -> FirstStart | None:
         UserCreate(email=email, name="Owner", password=password),
         OrganizationCreate(name="Default", slug="default"),
     )
-    write_private(
-        ctx.settings.data_dir / "credentials.txt", f"email: {email}\npassword: {password}\n"
-    )
-    return FirstStart(email=email, password=password, token=result.token.secret)
+    credentials = ctx.settings.data_dir / "credentials.txt"
+    write_private(credentials, f"email: {email}\npassword: {password}\n")
+    return FirstStart(email=email, credentials=credentials, token=result.token.secret)
 
 
 class AllInOne:
     def __init__(self, settings: Settings, *, email: str = "owner@example.com") -> None:
         self.settings = settings
         self.email = email
+        private_data_dir(settings)
         self.ctx = build_context(settings)
         equip(self.ctx)
         self.first: FirstStart | None = None
@@ -67,6 +72,7 @@ class AllInOne:
             settings.data_dir / "agent" / "instances",
             hidden_paths=[settings.data_dir],
             run_as=settings.instance_user,
+            reachable_from=settings.data_dir,
         )
         self.caddy = CaddyProcess(edge_settings(settings))
         self.plane = ControlPlane(

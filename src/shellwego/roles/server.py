@@ -5,9 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 from collections.abc import Callable, Coroutine
-from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -16,8 +14,9 @@ from shellwego.api import create_app
 from shellwego.build.artifacts import ArtifactStore
 from shellwego.build.builder import Builder
 from shellwego.controllers import loops
+from shellwego.files import make_private_dir, make_private_tree, write_private
+from shellwego.runtime.layer import LAYER_DIRS
 from shellwego.runtime.process import ProcessDriver
-from shellwego.runtime.state import make_private_dir
 from shellwego.services import nodes
 from shellwego.services.context import Context
 from shellwego.services.tokens import JOIN_PREFIX, new_token
@@ -26,10 +25,31 @@ from shellwego.settings import Settings
 log = logging.getLogger(__name__)
 
 
+# What make_private_tree leaves alone: the apps' own trees, which keep the modes their
+# build gave them (0644/0755, owned by the instance user, who reads them): release slugs
+# and instances' writable layers. The directories holding them are private.
+AGENT_APP_TREES = (
+    "slugs/*",  # under an agent's state directory
+    *(f"instances/*/{layer}" for layer in LAYER_DIRS),
+)
+APP_TREES = (
+    *(f"agent/{tree}" for tree in AGENT_APP_TREES),
+    "oneoff/slugs/*",
+    *(f"oneoff/state/*/{layer}" for layer in LAYER_DIRS),
+)
+
+
+def private_data_dir(settings: Settings) -> None:
+    """The data directory and everything the platform wrote in it: its owner's alone
+    (0700/0600). An older install's 0644 database and 0755 directories are fixed here,
+    on start."""
+    make_private_tree(settings.data_dir, leave=APP_TREES)
+
+
 def equip(ctx: Context) -> None:
     """Attach the build system, artifact store and one-off runner to the context."""
     data = ctx.settings.data_dir
-    (data / "tmp").mkdir(parents=True, exist_ok=True)
+    make_private_dir(data / "tmp")
     ctx.extras["artifacts"] = ArtifactStore(data / "artifacts")
     # build steps run the app's own install code: they never see the platform's data
     ctx.extras["builder"] = Builder(
@@ -37,10 +57,12 @@ def equip(ctx: Context) -> None:
     )
     # so do one-off commands: they see their release's slug (through a private writable
     # layer) and nothing else of the data directory (master key, database, artifacts)
-    (data / "oneoff").mkdir(exist_ok=True)
     make_private_dir(data / "oneoff" / "slugs")  # what they run from, out of their reach
     ctx.extras["oneoff_driver"] = ProcessDriver(
-        data / "oneoff" / "state", hidden_paths=[data], run_as=ctx.settings.instance_user
+        data / "oneoff" / "state",
+        hidden_paths=[data],
+        run_as=ctx.settings.instance_user,
+        reachable_from=data,
     )
 
 
@@ -103,14 +125,6 @@ class ControlPlane:
         self.ctx.db.dispose()
 
 
-def write_private(path: Path, text: str) -> None:
-    """Write a file only its owner can read (credentials, tokens)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-
-
 def ensure_join_token(ctx: Context) -> str:
     """The join token agents use: SHELLWEGO_JOIN_TOKEN, else one kept in the data dir."""
     token = ctx.settings.join_token
@@ -148,6 +162,7 @@ class ServerRole:
         from shellwego.services.bootstrap import build_context
 
         self.settings = settings
+        private_data_dir(settings)
         self.ctx = build_context(settings)
         equip(self.ctx)
         self.caddy: Any = None

@@ -47,12 +47,14 @@ import os
 import secrets
 import shutil
 import signal
+import stat
 import time
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
 from shellwego.errors import InvalidInput, RuntimeFailure, RuntimeUnavailable
+from shellwego.files import make_private_dir
 
 from .cgroups import Cgroups
 from .command import instance_argv, instance_environment, run_collected
@@ -77,7 +79,7 @@ from .procfs import (
     signal_group,
 )
 from .sandbox import Sandbox
-from .state import STATE_FILE, InstanceRecord, make_private_dir, read_state, write_state
+from .state import STATE_FILE, InstanceRecord, read_state, write_state
 from .user import NOBODY, RunUser, run_user
 
 __all__ = ["EXEC_OUTPUT_LIMIT", "EXEC_TIMEOUT_EXIT", "STABLE_AFTER_SECONDS", "ProcessDriver"]
@@ -106,9 +108,14 @@ class ProcessDriver:
         backoff_max: float = 30.0,
         hidden_paths: Sequence[Path] = (),
         run_as: tuple[int, int] | None = NOBODY,
+        reachable_from: Path | None = None,
     ) -> None:
         """``run_as``: the uid/gid instances run as when this process is root (None: as
-        root too). ``hidden_paths``: what instances must not see (the platform's data)."""
+        root too). ``hidden_paths``: what instances must not see (the platform's data).
+        ``reachable_from``: a private directory of the platform's above ``state_dir``
+        (its data directory); instances that must reach their app directory by its host
+        path (unsandboxed, as another user) get the directories from it down made
+        search-only for others (0711: entered, never listed)."""
         self.state_dir = Path(state_dir).resolve()
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
@@ -135,6 +142,8 @@ class ProcessDriver:
         # unsandboxed instances reach their app layer by its host path: instance
         # directories are then searchable (0711), never listable, their files private
         self._dir_mode = 0o711 if self._sandbox.binary is None and self._user else 0o700
+        if self._dir_mode == 0o711 and reachable_from is not None:
+            self._open_way(Path(reachable_from).resolve())
         make_private_dir(self.state_dir, self._dir_mode)
         self._check_reachable()
         self._layers = Layers.detect(self.state_dir)
@@ -486,6 +495,23 @@ class ProcessDriver:
                 f"by them (make it so with chmod o+x, keep the agent's state elsewhere, or "
                 f"install bubblewrap)"
             )
+
+    def _open_way(self, top: Path) -> None:
+        """Make the existing directories from ``top`` down to ``state_dir`` searchable by
+        others (search only: 0700 becomes 0711). Unsandboxed instances of another user
+        enter their app directory by its host path, so every directory on the way must
+        stay searchable; nothing on the way becomes listable or readable."""
+        if not self.state_dir.is_relative_to(top):
+            return
+        current = top
+        for part in ("", *self.state_dir.relative_to(top).parts):
+            current = current / part
+            try:
+                mode = stat.S_IMODE(current.lstat().st_mode)
+            except FileNotFoundError:
+                return  # the rest is made 0711 as it is created
+            if mode & 0o011 != 0o011:
+                os.chmod(current, mode | 0o011)
 
     @staticmethod
     def _check_app_dir(spec: InstanceSpec) -> None:

@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import json
 import os
-import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -115,24 +114,6 @@ def record_from_json(data: Mapping[str, Any]) -> InstanceRecord:
         last_error=data.get("last_error"),
         cgroups=dict(data.get("cgroups") or {}),
     )
-
-
-def make_private_dir(path: Path, mode: int = 0o700) -> None:
-    """Create ``path`` with every directory it creates on the way ``mode`` (0700: ours
-    only), whatever the umask; ``path`` itself ends up with exactly ``mode``."""
-    missing = []
-    current = path
-    while not current.is_dir():
-        missing.append(current)
-        if current.parent == current:
-            break
-        current = current.parent
-    for directory in reversed(missing):
-        with contextlib.suppress(FileExistsError):  # created meanwhile: still checked below
-            directory.mkdir(mode=mode)
-            os.chmod(directory, mode)  # mkdir's mode is cut by the umask
-    if stat.S_IMODE(path.stat().st_mode) != mode:
-        path.chmod(mode)
 
 
 def write_state(instance_dir: Path, inst: InstanceRecord) -> None:

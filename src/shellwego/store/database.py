@@ -7,8 +7,10 @@ migrations run on both.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
+import os
 import sqlite3
 import threading
 import time
@@ -27,12 +29,15 @@ from sqlmodel import SQLModel
 
 from shellwego import models as _models  # noqa: F401  (registers every table)
 from shellwego.errors import ConfigError, DatabaseBusy, Unavailable
+from shellwego.files import PRIVATE_FILE, make_private_dir
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 _memory_lock = threading.Lock()
 T = TypeVar("T")
 # an execution option: sessions of this engine only read (SQLite: a deferred BEGIN)
 READ_ONLY = "shellwego_read_only"
+# what SQLite creates beside the database file; it holds the same data
+SQLITE_COMPANIONS = ("-wal", "-shm", "-journal")
 # PostgreSQL: serialization failure, deadlock, lock not available
 _PG_BUSY = frozenset({"40001", "40P01", "55P03"})
 
@@ -78,6 +83,23 @@ def is_busy(exc: BaseException) -> bool:
     return getattr(orig, "sqlstate", None) in _PG_BUSY
 
 
+def private_sqlite_file(path: Path) -> None:
+    """Create the database file readable by its owner only, and take group and other
+    access away from an existing one and its WAL, shared-memory and journal files (an
+    older install made them 0644). SQLite gives the files it creates beside the
+    database the database file's mode."""
+    if not path.parent.is_dir():
+        make_private_dir(path.parent)
+    with contextlib.suppress(FileExistsError):
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+        os.close(os.open(path, flags, PRIVATE_FILE))
+    for file in (path, *(path.with_name(path.name + s) for s in SQLITE_COMPANIONS)):
+        with contextlib.suppress(FileNotFoundError, PermissionError):
+            mode = file.stat().st_mode & 0o7777
+            if mode & 0o077:
+                file.chmod(mode & 0o700)
+
+
 def make_engine(url: str, *, lock_timeout: float | None = None) -> Engine:
     """The engine of ``url``. ``lock_timeout`` (seconds): how long a statement waits for
     a lock before the database answers busy (SQLite: 10 s unless given; PostgreSQL: its
@@ -86,7 +108,7 @@ def make_engine(url: str, *, lock_timeout: float | None = None) -> Engine:
     if url.startswith("sqlite"):
         path = sa.engine.make_url(url).database
         if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            private_sqlite_file(Path(path))
         engine = sa.create_engine(
             url, connect_args={"check_same_thread": False, "timeout": 30}, pool_size=10
         )
@@ -178,7 +200,8 @@ class Database:
             with _memory_lock:
                 yield
             return
-        with open(f"{path}.{name}.lock", "a") as handle:
+        fd = os.open(f"{path}.{name}.lock", os.O_WRONLY | os.O_CREAT | os.O_APPEND, PRIVATE_FILE)
+        with os.fdopen(fd, "a") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
                 yield
