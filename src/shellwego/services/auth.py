@@ -79,17 +79,7 @@ def bootstrap(
 def _first_owner(
     ctx: Context, s: sa.orm.Session, user: UserCreate, org: OrganizationCreate, password_hash: str
 ) -> Bootstrap:
-    now = ctx.clock.now()
-    owner = User(
-        id=new_id(),
-        email=user.email,
-        name=user.name,
-        password_hash=password_hash,
-        is_operator=True,
-        last_login_at=None,
-        created_at=now,
-        updated_at=now,
-    )
+    owner = organizations.new_user(ctx, user.email, user.name, password_hash, operator=True)
     repo.add(s, owner, conflict="email already registered")
     organization = organizations.add_with_owner(ctx, s, org, owner.id)
     issued = _issue(ctx, s, owner.id, organization.id, ApiTokenCreate(name="bootstrap"))

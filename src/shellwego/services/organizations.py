@@ -26,6 +26,23 @@ def require_role(who: Principal, role: Role) -> None:
         raise Forbidden(f"this action needs the {role.value} role or higher")
 
 
+def new_user(
+    ctx: Context, email: str, name: str, password_hash: str, *, operator: bool = False
+) -> User:
+    """A user row, not yet added; the password already hashed (outside any transaction)."""
+    now = ctx.clock.now()
+    return User(
+        id=new_id(),
+        email=email,
+        name=name,
+        password_hash=password_hash,
+        is_operator=operator,
+        last_login_at=None,
+        created_at=now,
+        updated_at=now,
+    )
+
+
 def list_for(
     ctx: Context, who: Principal, cursor: str | None, limit: int
 ) -> repo.Page[Organization]:
@@ -134,16 +151,7 @@ def add_member(ctx: Context, who: Principal, ref: str, body: MemberAdd) -> Membe
         if user is None:
             if password_hash is None:
                 raise Conflict(f"no account for {body.email}: give a password to create one")
-            user = User(
-                id=new_id(),
-                email=body.email,
-                name=body.name,
-                password_hash=password_hash,
-                is_operator=False,
-                last_login_at=None,
-                created_at=now,
-                updated_at=now,
-            )
+            user = new_user(ctx, body.email, body.name, password_hash)
             repo.add(s, user, conflict="email already registered")
         membership = repo.add(
             s,
