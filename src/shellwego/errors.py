@@ -8,6 +8,7 @@ prints their message as one line. Messages never contain secret values.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 
@@ -19,9 +20,15 @@ class ShellWeGoError(Exception):
     title: str = "Internal error"
 
     def __init__(self, detail: str, **extra: Any) -> None:
+        """``extra``: members of the problem answer; ``retry_after`` (seconds after which
+        the same request may succeed: 429, 503) becomes its Retry-After header too."""
         super().__init__(detail)
         self.detail = detail
+        retry_after = extra.pop("retry_after", None)
         self.extra = extra
+        self.retry_after: int | None = (
+            None if retry_after is None else max(1, math.ceil(float(retry_after)))
+        )
 
 
 class InvalidInput(ShellWeGoError):
@@ -64,6 +71,14 @@ class PayloadTooLarge(ShellWeGoError):
     status = 413
     slug = "payload-too-large"
     title = "Payload too large"
+
+
+class TooManyRequests(ShellWeGoError):
+    """Too many attempts (failed logins): wait ``retry_after`` seconds."""
+
+    status = 429
+    slug = "too-many-requests"
+    title = "Too many requests"
 
 
 class CapacityError(ShellWeGoError):
@@ -137,6 +152,14 @@ class Unavailable(ShellWeGoError):
     status = 503
     slug = "unavailable"
     title = "Service unavailable"
+
+
+class DatabaseBusy(Unavailable):
+    """The database stayed locked or busy (lock wait, deadlock, serialization failure)
+    after the request waited and retried: worth retrying a moment later."""
+
+    slug = "database-busy"
+    title = "Database busy"
 
 
 class DnsLookupFailed(Unavailable):

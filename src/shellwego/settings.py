@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from shellwego.errors import ConfigError
+from shellwego.models.units import parse_duration
 from shellwego.runtime.network.config import NetworkSettings
 
 
@@ -55,6 +56,8 @@ class Settings:
     acme_ca: str | None = None
     acme_staging: bool = False
     dns_resolver: str | None = None  # "host[:port]" for domain verification; None = system's
+    # seconds an unverified custom domain holds its hostname; then anyone may add it
+    domain_pending_ttl: float = 7 * 24 * 3600.0
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -151,6 +154,17 @@ class Settings:
                 raise ConfigError(f"{name} must be between {low} and {high}, got {value}")
             return value
 
+        def duration(name: str, default: float) -> float:
+            raw = env.get(name)
+            if raw is None:
+                return default
+            try:
+                return float(parse_duration(raw))
+            except ValueError:
+                raise ConfigError(
+                    f"{name} must be a duration such as 7d, 12h, 90m or 3600 (seconds), got {raw!r}"
+                ) from None
+
         key_file = env.get("SHELLWEGO_MASTER_KEY_FILE")
         old_keys = tuple(
             k.strip() for k in env.get("SHELLWEGO_MASTER_KEY_OLD", "").split(",") if k.strip()
@@ -187,5 +201,6 @@ class Settings:
             ),
             pids_limit=limit("SHELLWEGO_PIDS_LIMIT", 512, 16, 4194304),
             nofile_limit=limit("SHELLWEGO_NOFILE_LIMIT", 10240, 64, 1048576),
+            domain_pending_ttl=duration("SHELLWEGO_DOMAIN_PENDING_TTL", 7 * 24 * 3600.0),
         )
         return settings.with_overrides(**overrides)

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import stat
 import subprocess
 import sys
 from pathlib import Path
+
+from shellwego.services.throttle import ADDRESS
 
 from .conftest import EMAIL, PASSWORD, Cli, api_get, stamp
 
@@ -66,6 +69,19 @@ def test_wrong_password_is_one_line(cli: Cli) -> None:
     assert r.stdout == ""
     assert r.stderr == "Error: Authentication required: invalid email or password\n"
     assert not (cli.config_dir / "config.json").exists()
+
+
+def test_too_many_failed_logins_are_one_line_with_the_wait(cli: Cli) -> None:
+    for _ in range(ADDRESS.free + 5):
+        r = cli("login", "-e", EMAIL, "-p", "not the password")
+        assert r.exit_code == 1
+        if "Too many requests" in r.stderr:
+            break
+    assert re.fullmatch(
+        r"Error: Too many requests: too many failed attempts from this address; "
+        r"try again in \d+ s\n",
+        r.stderr,
+    ), r.stderr
 
 
 def test_tokens_create_list_revoke(logged_in: Cli) -> None:

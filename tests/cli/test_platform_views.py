@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+from datetime import datetime, timedelta
 
 from shellwego.services.dns import DnsResolver
 from support.dns_server import DnsServer
@@ -36,7 +37,16 @@ def test_domains_add_list(logged_in: Cli) -> None:
     # the platform's app names are local (hello.localhost): no CNAME anyone could add
     assert lines[5:] == [POINT_AT_EDGE.format(host="www.example.com")]
     r = logged_in("domains", "list")
-    assert r.stdout.splitlines()[2].split() == ["www.example.com", "pending", "pending", "-"]
+    assert r.stdout.splitlines()[0].split() == ["HOSTNAME", "STATUS", "TLS", "EXPIRES", "ERROR"]
+    # a pending domain holds its hostname for a week (the default TTL), then is released
+    expires = datetime.fromisoformat(shown["created_at"]) + timedelta(days=7)
+    assert r.stdout.splitlines()[2].split() == [
+        "www.example.com",
+        "pending",
+        "pending",
+        *expires.strftime("%Y-%m-%d %H:%M:%SZ").split(),
+        "-",
+    ]
     r = logged_in("domains", "rm", "www.example.com")
     assert (r.exit_code, r.stdout) == (0, "Removed www.example.com.\n")
 
@@ -76,7 +86,7 @@ def test_domains_verify(logged_in: Cli) -> None:
             "",
         )
         r = logged_in("domains", "list")
-        assert r.stdout.splitlines()[2].split() == ["www.example.com", "active", "acme", "-"]
+        assert r.stdout.splitlines()[2].split() == ["www.example.com", "active", "acme", "-", "-"]
         r = logged_in("domains", "verify", "nope.example.com")
         assert (r.exit_code, r.stderr) == (
             1,

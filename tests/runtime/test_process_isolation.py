@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import shutil
+import stat
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +17,7 @@ from shellwego.errors import RuntimeUnavailable
 from shellwego.runtime.driver import InstanceState, InstanceStatus
 from shellwego.runtime.process import ProcessDriver
 
-from .conftest import Node, wait_until
+from .conftest import Node, wait_http, wait_until
 
 PROBE = """
 import json, os, sys, time
@@ -245,3 +246,28 @@ def test_unsandboxed_instances_must_be_able_to_reach_their_app_directories(
     )
     assert "not searchable by them" in raised.value.detail
     ProcessDriver(private / "instances", sandbox=False, run_as=None)  # as root: no need
+
+
+async def test_a_private_data_dir_is_opened_search_only_for_unsandboxed_instances(
+    node: Node,
+) -> None:
+    """The platform's data directory is 0700; unsandboxed instances of another user reach
+    their app directory by its host path, so the driver opens the way from the data
+    directory down to its state: search-only (0711), never listable."""
+    if os.geteuid() != 0:
+        pytest.skip("instances run as the agent's own user here")
+    node.root.chmod(0o700)
+    driver = node.driver(sandbox=False, reachable_from=node.root)
+    assert [oct(stat.S_IMODE(p.stat().st_mode)) for p in (node.root, node.state_dir)] == [
+        "0o711",
+        "0o711",
+    ]
+    assert stat.S_IMODE(node.apps.stat().st_mode) == 0o700  # not on the way: left private
+    spec = node.spec("reach-1", node.app("reach"))
+    try:
+        status = await driver.start(spec)
+        assert status.state == InstanceState.RUNNING
+        assert b"PORT" in await wait_http(spec.port)
+    finally:
+        await driver.stop("reach-1", grace_seconds=1)
+        await driver.remove("reach-1")

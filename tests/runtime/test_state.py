@@ -5,7 +5,7 @@ from __future__ import annotations
 import stat
 from pathlib import Path
 
-from shellwego.runtime.state import make_private_dir
+from shellwego.files import make_private_dir
 
 
 def _mode(path: Path) -> int:

@@ -26,21 +26,16 @@ SHELLWEGO = str(Path(sys.executable).with_name("shellwego"))
 TABLES = set(SQLModel.metadata.tables)
 
 
-def head_revision() -> str:
-    """The newest migration shipped with the package."""
-    from alembic.config import Config
+def _head() -> str:
+    """The newest revision of the migrations."""
     from alembic.script import ScriptDirectory
 
-    from shellwego.store.database import MIGRATIONS
-
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
-    head = ScriptDirectory.from_config(config).get_current_head()
+    head = ScriptDirectory.from_config(Database("sqlite://").alembic_config()).get_current_head()
     assert head is not None
     return head
 
 
-HEAD = head_revision()
+HEAD = _head()
 
 
 @pytest.fixture

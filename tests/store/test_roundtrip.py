@@ -36,6 +36,7 @@ from shellwego.models import (
     HealthCheck,
     Instance,
     JoinToken,
+    LoginThrottle,
     LogLine,
     Membership,
     Node,
@@ -51,6 +52,7 @@ from shellwego.models import (
     SecretScope,
     SecretVersion,
     Snapshot,
+    ThrottleScope,
     TlsStatus,
     UidLease,
     User,
@@ -327,6 +329,13 @@ def audit_log(g: Graph) -> AuditLog:
     )
 
 
+def login_throttle(g: Graph) -> LoginThrottle:
+    return LoginThrottle(
+        id=new_id(), scope=ThrottleScope.ACCOUNT, subject=f"{_u()}@example.com", failures=12,
+        last_failure_at=T1, blocked_until=T2, created_at=T0, updated_at=T1,
+    )
+
+
 BUILDERS: dict[str, tuple[type[SQLModel], Callable[[Graph], Any]]] = {
     "organizations": (Organization, organization),
     "users": (User, user),
@@ -350,6 +359,7 @@ BUILDERS: dict[str, tuple[type[SQLModel], Callable[[Graph], Any]]] = {
     "webhook_deliveries": (WebhookDelivery, webhook_delivery),
     "audit_logs": (AuditLog, audit_log),
     "uid_leases": (UidLease, uid_lease),
+    "login_throttles": (LoginThrottle, login_throttle),
 }
 
 

@@ -25,8 +25,8 @@ from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 
 from shellwego.errors import InvalidInput, RuntimeFailure
+from shellwego.files import make_private_dir
 from shellwego.runtime.layer import slug_dir_name
-from shellwego.runtime.state import make_private_dir
 
 log = logging.getLogger(__name__)
 

@@ -20,12 +20,12 @@ from starlette.requests import Request
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shellwego.errors import ShellWeGoError
+from shellwego.errors import ShellWeGoError, Unavailable
 from shellwego.services import audit, auth
 from shellwego.services.context import Context, Principal
 
 from .deps import bearer, credentials
-from .problems import problem
+from .problems import error_response, problem
 
 MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
 GIT_PUSH = "/git-receive-pack"
@@ -114,7 +114,8 @@ class Audit:
     ``id`` in its response body (read only from routes whose response model declares
     one), everything else is named by its path. Nothing from a request body, a query
     string or any other part of a response is recorded, so no secret value can be.
-    If the entry cannot be written, the client gets a 500, never an unaudited success.
+    If the entry cannot be written, the client gets a 500 (a 503 with Retry-After when the
+    database is too busy), never an unaudited success.
     """
 
     def __init__(
@@ -131,6 +132,7 @@ class Audit:
         request_id = uuid.uuid4().hex
         recorded = False
         held: Message | None = None
+        refused = False
 
         async def write(status: int, body: bytes | None) -> None:
             nonlocal recorded
@@ -140,8 +142,23 @@ class Audit:
             with anyio.CancelScope(shield=True):
                 await self._record(scope, status, body, request_id)
 
+        async def answer(start: Message, body: bytes | None) -> bool:
+            """Record, then let the answer go; a database too busy to record it turns the
+            answer into its 503 (Retry-After): never an unaudited success."""
+            nonlocal refused
+            try:
+                await write(start["status"], body)
+            except Unavailable as exc:
+                refused = True
+                await error_response(exc, scope["path"])(scope, receive, send)
+                return False
+            await send(start)
+            return True
+
         async def send_wrapper(message: Message) -> None:
             nonlocal held
+            if refused:
+                return  # the app's answer was replaced by the 503
             if message["type"] == "http.response.start":
                 message.setdefault("headers", []).append((b"x-request-id", request_id.encode()))
                 held = message
@@ -149,8 +166,8 @@ class Audit:
             if held is not None:
                 start, held = held, None
                 whole = message["type"] == "http.response.body" and not message.get("more_body")
-                await write(start["status"], message.get("body", b"") if whole else None)
-                await send(start)
+                if not await answer(start, message.get("body", b"") if whole else None):
+                    return
             await send(message)
 
         try:
@@ -159,8 +176,7 @@ class Audit:
             await write(500, None)
             raise
         if held is not None:
-            await write(held["status"], None)
-            await send(held)
+            await answer(held, None)
 
     async def _record(self, scope: Scope, status: int, body: bytes | None, request_id: str) -> None:
         route, params = self._route(scope)

@@ -16,8 +16,17 @@ MEDIA_TYPE = "application/problem+json"
 
 
 def problem(
-    status: int, slug: str, title: str, detail: str, instance: str, **extra: Any
+    status: int,
+    slug: str,
+    title: str,
+    detail: str,
+    instance: str,
+    *,
+    retry_after: int | None = None,
+    **extra: Any,
 ) -> JSONResponse:
+    """A problem+json answer; ``retry_after`` (seconds) becomes a Retry-After header and a
+    ``retry_after`` member."""
     body = {
         "type": PROBLEM_BASE + slug,
         "title": title,
@@ -26,7 +35,10 @@ def problem(
         "instance": instance,
         **extra,
     }
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
+    if retry_after is not None:
+        headers["Retry-After"] = str(retry_after)
+        body["retry_after"] = retry_after
     return JSONResponse(body, status_code=status, media_type=MEDIA_TYPE, headers=headers)
 
 
@@ -50,10 +62,23 @@ def _summary(errors: list[dict[str, Any]]) -> str:
     return "; ".join(parts) or "invalid request"
 
 
+def error_response(exc: ShellWeGoError, instance: str) -> JSONResponse:
+    """The problem+json answer of one of the platform's errors."""
+    return problem(
+        exc.status,
+        exc.slug,
+        exc.title,
+        exc.detail,
+        instance,
+        retry_after=exc.retry_after,
+        **exc.extra,
+    )
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(ShellWeGoError)
     async def _domain(request: Request, exc: ShellWeGoError) -> JSONResponse:
-        return problem(exc.status, exc.slug, exc.title, exc.detail, request.url.path, **exc.extra)
+        return error_response(exc, request.url.path)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from shellwego.errors import Conflict, InvalidInput, NotFound
+from shellwego.files import PRIVATE_FILE, make_private_dir
 
 from .archive import safe_extract
 
@@ -51,7 +52,7 @@ class ArtifactStore:
         dest = self._where(digest)
         if dest.is_file():
             return digest
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        make_private_dir(dest.parent)
         fd, name = tempfile.mkstemp(prefix=f".{digest[:12]}-", dir=dest.parent)
         tmp = Path(name)
         try:
@@ -59,7 +60,7 @@ class ArtifactStore:
                 shutil.copyfileobj(src, out, CHUNK)
                 out.flush()
                 os.fsync(out.fileno())
-            os.chmod(tmp, 0o644)
+            os.chmod(tmp, PRIVATE_FILE)  # mkstemp's already; read only by this process
             if file_digest(tmp) != digest:  # the source changed while it was copied
                 raise InvalidInput(f"{path.name} changed while it was being stored")
             os.replace(tmp, dest)

@@ -59,7 +59,7 @@ def _install_hook(repo: Path) -> None:
         return
     tmp = hooks / f".{HOOK}.tmp"
     tmp.write_text(text)
-    os.chmod(tmp, 0o755)
+    os.chmod(tmp, 0o700)  # run by the control plane's own user; nobody else's to read
     os.replace(tmp, hook)
 
 
@@ -88,7 +88,16 @@ def ensure_repo(root: Path, app_id: str) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{app_id}-", dir=root))
     try:
-        _git("init", "--bare", "--quiet", "--template=", "--initial-branch=main", str(tmp))
+        # --shared=0600: git makes every file 0600 and directory 0700, whatever the umask
+        _git(
+            "init",
+            "--bare",
+            "--quiet",
+            "--template=",
+            "--initial-branch=main",
+            "--shared=0600",
+            str(tmp),
+        )
         _git("--git-dir", str(tmp), "config", "receive.denyNonFastForwards", "false")
         _install_hook(tmp)
         try:

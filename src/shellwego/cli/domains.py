@@ -8,7 +8,7 @@ from urllib.parse import quote
 import typer
 
 from shellwego.cli.context import AppOption, JsonOption, client, resolve_app, wants_json
-from shellwego.cli.output import emit_json, line, table
+from shellwego.cli.output import emit_json, line, table, when
 
 
 def register(app: typer.Typer) -> None:
@@ -70,9 +70,19 @@ def list_domains(app: AppOption = None, json_: JsonOption = False) -> None:
     if not found:
         line(f"{target} has no custom domains.")
         return
+    # a pending domain holds its hostname until it expires (unverified by then: removed)
     table(
-        ["HOSTNAME", "STATUS", "TLS", "ERROR"],
-        [[d["hostname"], d["status"], d["tls_status"], d.get("last_error")] for d in found],
+        ["HOSTNAME", "STATUS", "TLS", "EXPIRES", "ERROR"],
+        [
+            [
+                d["hostname"],
+                d["status"],
+                d["tls_status"],
+                when(d.get("expires_at")),
+                d.get("last_error"),
+            ]
+            for d in found
+        ],
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import socket
 from collections.abc import Awaitable, Callable
@@ -40,6 +41,14 @@ def _serve_until_signal(
     except OSError as exc:
         typer.echo(f"Error: {exc.strerror or exc}", err=True)
         raise typer.Exit(1) from None
+
+
+def _private_files() -> None:
+    """Whatever the role creates from here on (database, WAL, uploads, builds, Git
+    repositories, Caddy's state), and the tools it runs, is readable by its owner only."""
+    from shellwego.files import UMASK
+
+    os.umask(UMASK)
 
 
 def _logging(verbose: bool) -> None:
@@ -106,6 +115,7 @@ def register(app: typer.Typer) -> None:
         from shellwego.settings import Settings
 
         _logging(verbose)
+        _private_files()
         try:
             settings = Settings.from_env(
                 data_dir=data_dir,
@@ -148,6 +158,7 @@ def register(app: typer.Typer) -> None:
         from shellwego.settings import Settings
 
         _logging(verbose)
+        _private_files()
         try:
             role = ServerRole(Settings.from_env(), edge=edge)
         except ShellWeGoError as exc:
@@ -189,13 +200,15 @@ def register(app: typer.Typer) -> None:
         """Run a node agent: registers once, then runs what the control plane assigns."""
         from shellwego.agent.daemon import Agent
         from shellwego.agent.settings import AgentSettings
-        from shellwego.roles.server import process_driver
+        from shellwego.files import make_private_tree
+        from shellwego.roles.server import AGENT_APP_TREES, process_driver
         from shellwego.runtime.host import offered_runtimes
         from shellwego.settings import Settings
 
         _logging(verbose)
+        _private_files()
         settings = Settings.from_env()
-        state = state_dir or settings.data_dir / "agent"
+        state = (state_dir or settings.data_dir / "agent").absolute()
         if join_token is None and not (state / "node.json").exists():
             typer.echo(
                 "Error: this node has not joined yet: pass --join-token (printed by "
@@ -203,7 +216,13 @@ def register(app: typer.Typer) -> None:
                 err=True,
             )
             raise typer.Exit(2)
-        driver = process_driver(settings, state / "instances", [settings.data_dir, state])
+        make_private_tree(state, leave=AGENT_APP_TREES)
+        driver = process_driver(
+            settings,
+            state / "instances",
+            [settings.data_dir, state],
+            reachable_from=settings.data_dir if state.is_relative_to(settings.data_dir) else state,
+        )
         daemon = Agent(
             AgentSettings(
                 server_url=server_url.rstrip("/"),
@@ -254,10 +273,12 @@ def register(app: typer.Typer) -> None:
         verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
     ) -> None:
         """Run an edge node: Caddy serving every app's hostnames, as the control plane says."""
+        from shellwego.files import make_private_tree
         from shellwego.roles.edge import EdgeNode, edge_node_settings
         from shellwego.settings import Settings
 
         _logging(verbose)
+        _private_files()
         if not join_token:
             typer.echo(
                 "Error: an edge node needs --join-token (printed by `shellwego server`)",
@@ -272,6 +293,7 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"Error: {exc}", err=True)
             raise typer.Exit(1) from None
         node = EdgeNode(server_url, join_token, edge_node_settings(settings))
+        make_private_tree(node.settings.data_dir)  # Caddy's keys and certificates
 
         async def start() -> None:
             await node.start()
@@ -298,8 +320,8 @@ def _announce(platform: Any, first: Any, login: Path | None) -> None:
         f"(trust the edge's local CA: {platform.caddy.internal_root})"
     )
     if first is not None:
-        typer.echo(f"Owner account: {first.email}  password: {first.password}")
-        typer.echo(f"(saved in {credentials}, mode 0600)")
+        # never the password itself: this output ends up in service logs
+        typer.echo(f"Owner account: {first.email}  (its password is in {first.credentials})")
         typer.echo(f"The CLI is logged in ({login}); try: shellwego apps create myapp")
     else:
         saved = config.load()

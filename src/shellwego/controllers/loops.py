@@ -1,4 +1,4 @@
-"""The control plane's background loops: rollout and node liveness."""
+"""The control plane's background loops: rollout, node liveness and housekeeping."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import logging
 
 from starlette.concurrency import run_in_threadpool
 
-from shellwego.services import nodes, releasephase
+from shellwego.services import domains, nodes, releasephase, throttle
 from shellwego.services.context import Context
 from shellwego.tasks import spawn_background
 
@@ -87,3 +87,30 @@ async def liveness_loop(ctx: Context, stop: asyncio.Event) -> None:
             log.exception("liveness check failed")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), ctx.settings.heartbeat_interval)
+
+
+# how often the housekeeping pass runs
+HOUSEKEEPING_SECONDS = 60.0
+
+
+def housekeeping_pass(ctx: Context) -> None:
+    """Remove what has expired: pending custom domains past their TTL (each with a
+    ``domain.expired`` event) and login-failure counts old enough to be forgotten."""
+    expired = domains.expire_pending(ctx)
+    if expired:
+        log.info("unverified domains expired: %s", ", ".join(expired))
+    throttle.forget_stale(ctx)
+
+
+async def housekeeping_loop(
+    ctx: Context, stop: asyncio.Event, interval: float = HOUSEKEEPING_SECONDS
+) -> None:
+    """:func:`housekeeping_pass` every ``interval`` seconds. Every replica may run it:
+    each expired row is removed once (rows are locked while they are removed)."""
+    while not stop.is_set():
+        try:
+            await run_in_threadpool(housekeeping_pass, ctx)
+        except Exception:
+            log.exception("housekeeping pass failed; retrying")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval)

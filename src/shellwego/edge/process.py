@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from shellwego.errors import EdgeError
+from shellwego.files import make_private_dir, open_private, write_private
 
 from .admin import CaddyAdmin
 from .metrics import TrafficMeter
@@ -129,7 +130,7 @@ class CaddyProcess:
 
     async def start(self) -> None:
         """Serve the last table (empty at first), adopting a Caddy that is still running."""
-        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        make_private_dir(self.settings.data_dir)  # Caddy's keys and certificates live here
         self._stopping = False
         self.table = self._load_table()
         self.meter.learn(self.table.app_ids_by_host())
@@ -206,7 +207,7 @@ class CaddyProcess:
             (self.table_file, dump_table(table)),
         ):
             tmp = path.with_suffix(".tmp")
-            tmp.write_text(text)
+            write_private(tmp, text)
             tmp.replace(path)
 
     def _load_table(self) -> RouteTable:
@@ -277,7 +278,8 @@ class CaddyProcess:
             "XDG_CONFIG_HOME": str(home / "xdg-config"),
         }
         binary = find_caddy(self.settings.caddy_binary)
-        with (home / "caddy.log").open("ab") as logfile:
+        log_fd = open_private(home / "caddy.log", os.O_WRONLY | os.O_APPEND)
+        with os.fdopen(log_fd, "ab") as logfile:
             proc = await asyncio.create_subprocess_exec(
                 binary,
                 "run",
@@ -291,7 +293,7 @@ class CaddyProcess:
                 pass_fds=[sock.fileno() for sock in self._sockets],
             )
         self._proc, self._orphan = proc, None
-        self.pid_file.write_text(f"{proc.pid}\n")
+        write_private(self.pid_file, f"{proc.pid}\n")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + START_TIMEOUT
         while loop.time() < deadline:

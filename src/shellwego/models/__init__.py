@@ -25,6 +25,7 @@ from .enums import (
     Role,
     SecretKind,
     SecretScope,
+    ThrottleScope,
     TlsStatus,
 )
 from .nodes import JoinToken, Node, NodeView
@@ -39,6 +40,7 @@ from .tenancy import (
     User,
     UserCreate,
 )
+from .throttle import LoginThrottle
 from .values import (
     SIZES,
     DeployPolicy,
@@ -76,6 +78,7 @@ __all__ = [
     "Instance",
     "JoinToken",
     "LogLine",
+    "LoginThrottle",
     "Membership",
     "Node",
     "NodeCapacity",
@@ -96,6 +99,7 @@ __all__ = [
     "SecretVersion",
     "SecretVersionInfo",
     "Snapshot",
+    "ThrottleScope",
     "TlsStatus",
     "UidLease",
     "User",

@@ -44,7 +44,14 @@ class Domain(DomainFields, table=True):
     __tablename__ = "domains"
 
 
-class DomainView(DomainFields):
+class DomainOut(DomainFields):
+    """A domain as the API lists it: a pending one says when it stops holding its
+    hostname (unverified by then, it is removed and anyone may add the hostname)."""
+
+    expires_at: datetime | None = Field(default=None)
+
+
+class DomainView(DomainOut):
     """A domain as the API shows it, with the DNS records that verify it."""
 
     dns: list[DnsInstructions] = Field(default_factory=list)

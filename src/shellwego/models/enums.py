@@ -106,3 +106,10 @@ class ActorType(enum.StrEnum):
     TOKEN = "token"
     NODE = "node"
     SYSTEM = "system"
+
+
+class ThrottleScope(enum.StrEnum):
+    """What failed password checks are counted against."""
+
+    ADDRESS = "address"  # a client's source address (an IPv6 client's /64)
+    ACCOUNT = "account"  # an email address, registered or not

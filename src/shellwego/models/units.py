@@ -55,3 +55,24 @@ def format_memory(value: int) -> str:
 
 def format_cpu(millis: int) -> str:
     return f"{millis / 1000:g}"
+
+
+_DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+_DURATION_UNITS = (86400, 3600, 60, 1)
+
+
+def parse_duration(value: str) -> int:
+    """``7d``, ``12h``, ``90m``, ``45s``, ``1d12h`` or plain seconds (``3600``) → seconds."""
+    text = value.strip().lower()
+    if text.isdigit():
+        seconds = int(text)
+    else:
+        match = _DURATION.match(text)
+        if not text or not match:
+            raise ValueError(f"invalid duration {value!r}: use e.g. 7d, 12h, 90m or 3600")
+        seconds = sum(
+            int(n) * unit for n, unit in zip(match.groups("0"), _DURATION_UNITS, strict=True)
+        )
+    if seconds <= 0:
+        raise ValueError("a duration must be positive")
+    return seconds

@@ -9,6 +9,7 @@ import secrets
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from starlette.concurrency import run_in_threadpool
 
@@ -17,6 +18,7 @@ from shellwego.agent.settings import AgentSettings
 from shellwego.controllers import edge as edge_sync
 from shellwego.edge.metrics import traffic_for_app
 from shellwego.edge.process import CaddyProcess
+from shellwego.files import write_private
 from shellwego.models import OrganizationCreate, User, UserCreate
 from shellwego.runtime.host import offered_runtimes
 from shellwego.services import auth
@@ -30,8 +32,8 @@ from .server import (
     edge_settings,
     ensure_join_token,
     equip,
+    private_data_dir,
     process_driver,
-    write_private,
 )
 
 log = logging.getLogger(__name__)
@@ -39,8 +41,11 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class FirstStart:
+    """The owner's login made on first start; the password is only in ``credentials``
+    (0600), never printed, so it stays out of service logs."""
+
     email: str
-    password: str
+    credentials: Path
     token: str
 
 
@@ -55,22 +60,25 @@ def first_start(ctx: Context, email: str) -> FirstStart | None:
         UserCreate(email=email, name="Owner", password=password),
         OrganizationCreate(name="Default", slug="default"),
     )
-    write_private(
-        ctx.settings.data_dir / "credentials.txt", f"email: {email}\npassword: {password}\n"
-    )
-    return FirstStart(email=email, password=password, token=result.token.secret)
+    credentials = ctx.settings.data_dir / "credentials.txt"
+    write_private(credentials, f"email: {email}\npassword: {password}\n")
+    return FirstStart(email=email, credentials=credentials, token=result.token.secret)
 
 
 class AllInOne:
     def __init__(self, settings: Settings, *, email: str = "owner@example.com") -> None:
         self.settings = settings
         self.email = email
+        private_data_dir(settings)
         self.ctx = build_context(settings)
         equip(self.ctx)
         self.first: FirstStart | None = None
         # apps never see the platform's data (database, master key, other apps' slugs)
         self.driver = process_driver(
-            settings, settings.data_dir / "agent" / "instances", [settings.data_dir]
+            settings,
+            settings.data_dir / "agent" / "instances",
+            [settings.data_dir],
+            reachable_from=settings.data_dir,
         )
         self.caddy = CaddyProcess(edge_settings(settings))
         self.plane = ControlPlane(

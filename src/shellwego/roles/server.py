@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,9 +15,10 @@ from shellwego.api import create_app
 from shellwego.build.artifacts import ArtifactStore
 from shellwego.build.builder import Builder
 from shellwego.controllers import loops
+from shellwego.files import make_private_dir, make_private_tree, write_private
+from shellwego.runtime.layer import LAYER_DIRS
 from shellwego.runtime.network import NodeNetwork, network_unavailable
 from shellwego.runtime.process import ProcessDriver
-from shellwego.runtime.state import make_private_dir
 from shellwego.services import nodes
 from shellwego.services.context import Context
 from shellwego.services.tokens import JOIN_PREFIX, new_token
@@ -27,24 +27,49 @@ from shellwego.settings import Settings
 log = logging.getLogger(__name__)
 
 
+# What make_private_tree leaves alone: the apps' own trees, which keep the modes their
+# build gave them (0644/0755, owned by the instance user, who reads them): release slugs
+# and instances' writable layers. The directories holding them are private.
+AGENT_APP_TREES = (
+    "slugs/*",  # under an agent's state directory
+    *(f"instances/*/{layer}" for layer in LAYER_DIRS),
+)
+APP_TREES = (
+    *(f"agent/{tree}" for tree in AGENT_APP_TREES),
+    "oneoff/slugs/*",
+    *(f"oneoff/state/*/{layer}" for layer in LAYER_DIRS),
+)
+
+
+def private_data_dir(settings: Settings) -> None:
+    """The data directory and everything the platform wrote in it: its owner's alone
+    (0700/0600). An older install's 0644 database and 0755 directories are fixed here,
+    on start."""
+    make_private_tree(settings.data_dir, leave=APP_TREES)
+
+
 def equip(ctx: Context) -> None:
     """Attach the build system, artifact store and one-off runner to the context."""
     data = ctx.settings.data_dir
-    (data / "tmp").mkdir(parents=True, exist_ok=True)
+    make_private_dir(data / "tmp")
     ctx.extras["artifacts"] = ArtifactStore(data / "artifacts")
     # build steps run the app's own install code: they never see the platform's data
     ctx.extras["builder"] = Builder(data / "cache" / "build", hidden_paths=[data])
     # so do one-off commands: they see their release's slug (through a private writable
     # layer) and nothing else of the data directory (master key, database, artifacts)
-    (data / "oneoff").mkdir(exist_ok=True)
     make_private_dir(data / "oneoff" / "slugs")  # what they run from, out of their reach
-    ctx.extras["oneoff_driver"] = process_driver(ctx.settings, data / "oneoff" / "state", [data])
+    ctx.extras["oneoff_driver"] = process_driver(
+        ctx.settings, data / "oneoff" / "state", [data], reachable_from=data
+    )
 
 
-def process_driver(settings: Settings, state: Path, hidden: Sequence[Path]) -> ProcessDriver:
+def process_driver(
+    settings: Settings, state: Path, hidden: Sequence[Path], *, reachable_from: Path | None
+) -> ProcessDriver:
     """The process runtime with the platform's limits; ``hidden``: what its instances must
-    not see. Its instances get network namespaces on a node network kept beside ``state``
-    unless the operator chose the host's network or this host cannot have them."""
+    not see; ``reachable_from``: see :class:`ProcessDriver`. Its instances get network
+    namespaces on a node network kept beside ``state`` unless the operator chose the
+    host's network or this host cannot have them."""
     network = None
     if settings.instance_network == "namespace":
         why = network_unavailable()
@@ -58,11 +83,12 @@ def process_driver(settings: Settings, state: Path, hidden: Sequence[Path]) -> P
         pids_limit=settings.pids_limit,
         nofile_limit=settings.nofile_limit,
         network=network,
+        reachable_from=reachable_from,
     )
 
 
 class ControlPlane:
-    """API server + rollout and liveness loops; ``run()`` until ``stop()``."""
+    """API server + rollout, liveness and housekeeping loops; ``run()`` until ``stop()``."""
 
     def __init__(
         self,
@@ -102,6 +128,11 @@ class ControlPlane:
         self.tasks.append(
             asyncio.create_task(loops.liveness_loop(self.ctx, self.stopping), name="liveness")
         )
+        self.tasks.append(
+            asyncio.create_task(
+                loops.housekeeping_loop(self.ctx, self.stopping), name="housekeeping"
+            )
+        )
         for factory in self.extra_tasks:
             self.tasks.append(asyncio.create_task(factory()))
 
@@ -117,14 +148,6 @@ class ControlPlane:
             await oneoff.close()
             await oneoff.teardown_network()
         self.ctx.db.dispose()
-
-
-def write_private(path: Path, text: str) -> None:
-    """Write a file only its owner can read (credentials, tokens)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
 
 
 def ensure_join_token(ctx: Context) -> str:
@@ -164,6 +187,7 @@ class ServerRole:
         from shellwego.services.bootstrap import build_context
 
         self.settings = settings
+        private_data_dir(settings)
         self.ctx = build_context(settings)
         equip(self.ctx)
         self.caddy: Any = None

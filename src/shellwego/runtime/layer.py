@@ -34,6 +34,8 @@ from .user import RunUser
 OVERLAY = "overlay"
 COPY = "copy"
 APP_DIR = "app"
+# what an instance's layer directory holds: all of it the app's
+LAYER_DIRS = (APP_DIR, "upper", "work")
 # what overlayfs (or mount's option parsing) would read as separators or escapes
 _MOUNT_SPECIAL = frozenset(",:\\\n")
 

@@ -47,6 +47,7 @@ import os
 import secrets
 import shutil
 import signal
+import stat
 import time
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
@@ -59,6 +60,7 @@ from shellwego.errors import (
     RuntimeUnavailable,
     WaitingForConfig,
 )
+from shellwego.files import make_private_dir
 
 from .cgroups import Cgroups
 from .command import instance_argv, instance_environment, run_collected
@@ -85,7 +87,7 @@ from .procfs import (
     signal_group,
 )
 from .sandbox import Sandbox
-from .state import STATE_FILE, InstanceRecord, make_private_dir, read_state, write_state
+from .state import STATE_FILE, InstanceRecord, read_state, write_state
 from .user import NOBODY, RunUser, run_user
 
 __all__ = [
@@ -127,13 +129,18 @@ class ProcessDriver:
         pids_limit: int | None = 512,
         nofile_limit: int | None = 10240,
         network: NodeNetwork | None = None,
+        reachable_from: Path | None = None,
     ) -> None:
         """``run_as``: the uid/gid instances whose spec names no uid of their own run as
         when this process is root (None: as root too). ``hidden_paths``: what instances
         must not see (the platform's data). ``pids_limit``: processes per instance (a pids
         cgroup); ``nofile_limit``: open files per process (RLIMIT_NOFILE). ``network``:
         the node network instances get a namespace of their own on (None, or a host that
-        cannot have one: they share the host's network and listen on host ports)."""
+        cannot have one: they share the host's network and listen on host ports).
+        ``reachable_from``: a private directory of the platform's above ``state_dir``
+        (its data directory); instances that must reach their app directory by its host
+        path (unsandboxed, as another user) get the directories from it down made
+        search-only for others (0711: entered, never listed)."""
         self.state_dir = Path(state_dir).resolve()
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
@@ -164,6 +171,8 @@ class ProcessDriver:
         # unsandboxed instances reach their app layer by its host path: instance
         # directories are then searchable (0711), never listable, their files private
         self._dir_mode = 0o711 if self._sandbox.binary is None and self._user else 0o700
+        if self._dir_mode == 0o711 and reachable_from is not None:
+            self._open_way(Path(reachable_from).resolve())
         make_private_dir(self.state_dir, self._dir_mode)
         self._check_reachable()
         self._layers = Layers.detect(self.state_dir)
@@ -617,6 +626,23 @@ class ProcessDriver:
                 f"by them (make it so with chmod o+x, keep the agent's state elsewhere, or "
                 f"install bubblewrap)"
             )
+
+    def _open_way(self, top: Path) -> None:
+        """Make the existing directories from ``top`` down to ``state_dir`` searchable by
+        others (search only: 0700 becomes 0711). Unsandboxed instances of another user
+        enter their app directory by its host path, so every directory on the way must
+        stay searchable; nothing on the way becomes listable or readable."""
+        if not self.state_dir.is_relative_to(top):
+            return
+        current = top
+        for part in ("", *self.state_dir.relative_to(top).parts):
+            current = current / part
+            try:
+                mode = stat.S_IMODE(current.lstat().st_mode)
+            except FileNotFoundError:
+                return  # the rest is made 0711 as it is created
+            if mode & 0o011 != 0o011:
+                os.chmod(current, mode | 0o011)
 
     @staticmethod
     def _check_app_dir(spec: InstanceSpec) -> None:

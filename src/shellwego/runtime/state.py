@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import json
 import os
-import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -152,24 +151,6 @@ def record_from_json(data: Mapping[str, Any]) -> InstanceRecord:
         net=dict(data["net"]) if data.get("net") else None,
         env_ready=_event(False),
     )
-
-
-def make_private_dir(path: Path, mode: int = 0o700) -> None:
-    """Create ``path`` with every directory it creates on the way ``mode`` (0700: ours
-    only), whatever the umask; ``path`` itself ends up with exactly ``mode``."""
-    missing = []
-    current = path
-    while not current.is_dir():
-        missing.append(current)
-        if current.parent == current:
-            break
-        current = current.parent
-    for directory in reversed(missing):
-        with contextlib.suppress(FileExistsError):  # created meanwhile: still checked below
-            directory.mkdir(mode=mode)
-            os.chmod(directory, mode)  # mkdir's mode is cut by the umask
-    if stat.S_IMODE(path.stat().st_mode) != mode:
-        path.chmod(mode)
 
 
 def write_state(instance_dir: Path, inst: InstanceRecord) -> None:

@@ -59,7 +59,7 @@ def taken(name: str) -> str:
 
 
 def get(ctx: Context, who: Principal, ref: str) -> App:
-    with ctx.db.session() as s:
+    with ctx.db.session(write=False) as s:
         return find(s, who.organization_id, ref)
 
 
@@ -67,7 +67,7 @@ def list_page(
     ctx: Context, who: Principal, cursor: str | None, limit: int, status: str | None = None
 ) -> repo.Page[App]:
     filters = {"status": status} if status else {}
-    with ctx.db.session() as s:
+    with ctx.db.session(write=False) as s:
         return repo.page(
             s,
             App,

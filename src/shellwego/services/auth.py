@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
-from shellwego.errors import Conflict, Forbidden, NotFound, Unauthenticated
+from shellwego.errors import Conflict, DatabaseBusy, Forbidden, NotFound, Unauthenticated
 from shellwego.models import (
     ApiToken,
     ApiTokenCreate,
@@ -20,7 +22,7 @@ from shellwego.models import (
 )
 from shellwego.store import repository as repo
 
-from . import organizations
+from . import organizations, throttle
 from .context import Context, Principal
 from .tokens import (
     DUMMY_HASH,
@@ -30,6 +32,11 @@ from .tokens import (
     token_hash,
     verify_password,
 )
+
+log = logging.getLogger(__name__)
+
+# a token's last use is recorded to the minute
+TOKEN_USE_RESOLUTION_SECONDS = 60
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,29 +54,37 @@ class Bootstrap:
     token: IssuedToken
 
 
-def bootstrap(ctx: Context, user: UserCreate, org: OrganizationCreate) -> Bootstrap:
-    """Create the first organization and its owner; refused once any user exists."""
-    with ctx.db.session() as s:
-        if repo.count(s, User) > 0:
-            raise Conflict("this platform is already bootstrapped; log in instead")
-        now = ctx.clock.now()
-        owner = User(
-            id=new_id(),
-            email=user.email,
-            name=user.name,
-            password_hash=hash_password(user.password),
-            is_operator=True,
-            last_login_at=None,
-            created_at=now,
-            updated_at=now,
-        )
-        repo.add(s, owner, conflict="email already registered")
-        organization = organizations.add_with_owner(ctx, s, org, owner.id)
-        issued = _issue(ctx, s, owner.id, organization.id, ApiTokenCreate(name="bootstrap"))
-        who = Principal(owner.id, organization.id, Role.OWNER, None, is_operator=True)
-        return Bootstrap(
-            organization=organization, user=owner, token=replace(issued, principal=who)
-        )
+def bootstrap(
+    ctx: Context, user: UserCreate, org: OrganizationCreate, *, source: str | None = None
+) -> Bootstrap:
+    """Create the first organization and its owner; refused once any user exists.
+
+    A refused bootstrap counts as a failed password attempt of ``source`` (the client's
+    address): the endpoint takes a password, so it is limited like a login.
+    """
+    address = throttle.address_key(source)
+    throttle.check(ctx, address)
+    with ctx.db.session(write=False) as s:
+        taken = repo.count(s, User) > 0
+    if not taken:
+        password_hash = hash_password(user.password)  # slow: outside any transaction
+        with ctx.db.session() as s:
+            taken = repo.count(s, User) > 0
+            if not taken:
+                return _first_owner(ctx, s, user, org, password_hash)
+    throttle.failed(ctx, address)
+    raise Conflict("this platform is already bootstrapped; log in instead")
+
+
+def _first_owner(
+    ctx: Context, s: sa.orm.Session, user: UserCreate, org: OrganizationCreate, password_hash: str
+) -> Bootstrap:
+    owner = organizations.new_user(ctx, user.email, user.name, password_hash, operator=True)
+    repo.add(s, owner, conflict="email already registered")
+    organization = organizations.add_with_owner(ctx, s, org, owner.id)
+    issued = _issue(ctx, s, owner.id, organization.id, ApiTokenCreate(name="bootstrap"))
+    who = Principal(owner.id, organization.id, Role.OWNER, None, is_operator=True)
+    return Bootstrap(organization=organization, user=owner, token=replace(issued, principal=who))
 
 
 def _issue(
@@ -95,14 +110,40 @@ def _issue(
     return IssuedToken(token=token, secret=secret)
 
 
-def login(ctx: Context, email: str, password: str, organization: str | None) -> IssuedToken:
-    with ctx.db.session() as s:
+def login(
+    ctx: Context,
+    email: str,
+    password: str,
+    organization: str | None,
+    *,
+    source: str | None = None,
+) -> IssuedToken:
+    """A new token for ``email`` once its password checks out.
+
+    Limited per source address and per account (:mod:`.throttle`): while either must
+    wait, the answer is 429 and no password is checked. The password check (argon2, slow
+    on purpose) runs outside any transaction; the reads before it take no write lock and
+    the writes after it are short.
+    """
+    address, account = throttle.address_key(source), throttle.account_key(email)
+    throttle.check(ctx, address, account)
+    with ctx.db.session(write=False) as s:
         user = repo.get(s, User, email=email)
-        if user is None:
-            verify_password(DUMMY_HASH, password)
-            raise Unauthenticated("invalid email or password")
-        if not verify_password(user.password_hash, password):
-            raise Unauthenticated("invalid email or password")
+    if not verify_password(user.password_hash if user else DUMMY_HASH, password) or not user:
+        throttle.failed(ctx, address, account)
+        raise Unauthenticated("invalid email or password")
+    user_id = user.id
+    return ctx.db.retrying(lambda: _signed_in(ctx, user_id, account, organization))
+
+
+def _signed_in(
+    ctx: Context, user_id: str, account: throttle.Key, organization: str | None
+) -> IssuedToken:
+    """The login's token, in the organization asked for (else the user's first); the
+    account's failed attempts are forgotten."""
+    with ctx.db.session() as s:
+        throttle.succeeded(s, account)
+        user = repo.require(s, User, "user", id=user_id)
         memberships = repo.find_all(s, Membership, user_id=user.id)
         if organization:
             org = repo.get(s, Organization, slug=organization)
@@ -128,13 +169,15 @@ def login(ctx: Context, email: str, password: str, organization: str | None) -> 
 
 
 def authenticate(ctx: Context, bearer: str | None) -> Principal:
+    """The caller a bearer token stands for; read-only (it takes no write lock), except
+    that a token's ``last_used_at`` is brought up to date at most once a minute."""
     if not bearer:
         raise Unauthenticated("missing bearer token: log in with `shellwego login`")
     if not bearer.startswith(USER_PREFIX):
         raise Unauthenticated("invalid or revoked token")
-    with ctx.db.session() as s:
+    now = ctx.clock.now()
+    with ctx.db.session(write=False) as s:
         token = repo.get(s, ApiToken, token_hash=token_hash(bearer))
-        now = ctx.clock.now()
         if token is None or token.revoked_at is not None:
             raise Unauthenticated("invalid or revoked token")
         if token.expires_at is not None and token.expires_at <= now:
@@ -145,16 +188,27 @@ def authenticate(ctx: Context, bearer: str | None) -> Principal:
         user = repo.get(s, User, id=token.user_id)
         if membership is None or user is None:
             raise Unauthenticated("token's membership no longer exists")
-        last = token.last_used_at
-        if last is None or (now - last).total_seconds() > 60:
-            token.last_used_at = now
-        return Principal(
-            user_id=token.user_id,
-            organization_id=token.organization_id,
-            role=Role(membership.role),
-            token_id=token.id,
-            is_operator=user.is_operator,
-        )
+    last = token.last_used_at
+    if last is None or (now - last).total_seconds() > TOKEN_USE_RESOLUTION_SECONDS:
+        _note_use(ctx, token.id, now)
+    return Principal(
+        user_id=token.user_id,
+        organization_id=token.organization_id,
+        role=Role(membership.role),
+        token_id=token.id,
+        is_operator=user.is_operator,
+    )
+
+
+def _note_use(ctx: Context, token_id: str, now: datetime) -> None:
+    """Record when a token was last used: best effort, a busy database skips it (a later
+    request records it) rather than fail the request."""
+    since = now - timedelta(seconds=TOKEN_USE_RESOLUTION_SECONDS)
+    try:
+        with ctx.db.session() as s:
+            repo.touch_if_older(s, ApiToken, token_id, "last_used_at", now, since)
+    except DatabaseBusy:
+        log.info("database busy: last use of token %s not recorded this time", token_id)
 
 
 def create_token(ctx: Context, who: Principal, body: ApiTokenCreate) -> IssuedToken:
@@ -165,7 +219,7 @@ def create_token(ctx: Context, who: Principal, body: ApiTokenCreate) -> IssuedTo
 def list_tokens(
     ctx: Context, who: Principal, cursor: str | None, limit: int
 ) -> repo.Page[ApiToken]:
-    with ctx.db.session() as s:
+    with ctx.db.session(write=False) as s:
         return repo.page(
             s,
             ApiToken,
@@ -187,5 +241,5 @@ def revoke_token(ctx: Context, who: Principal, token_id: str) -> None:
 
 
 def current_user(ctx: Context, who: Principal) -> User:
-    with ctx.db.session() as s:
+    with ctx.db.session(write=False) as s:
         return repo.require(s, User, "user", id=who.user_id)

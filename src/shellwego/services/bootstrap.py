@@ -6,6 +6,7 @@ from shellwego.bus import make_bus
 from shellwego.clock import Clock, SystemClock
 from shellwego.crypto import Envelope, FileKeyProvider, KeyProvider, StaticKeyProvider
 from shellwego.crypto.keys import read_keyring
+from shellwego.files import make_private_dir
 from shellwego.settings import Settings
 from shellwego.store import Database
 
@@ -32,7 +33,8 @@ def build_context(
     settings: Settings, *, clock: Clock | None = None, migrate: bool = True
 ) -> Context:
     settings.check()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if not settings.data_dir.is_dir():
+        make_private_dir(settings.data_dir)
     db = Database(settings.database_url)
     if migrate:
         db.migrate()

@@ -1,12 +1,24 @@
-"""Custom domains: add, verify through DNS, remove. Unverified domains are not served."""
+"""Custom domains: add, verify through DNS, remove. Unverified domains are not served.
+
+A pending (unverified) domain holds its hostname for ``settings.domain_pending_ttl``
+seconds from when it was added, no longer: a hostname cannot be squatted by adding it
+and never proving it. Past that, adding the hostname (from any organization) removes the
+stale claim in the same transaction, and the housekeeping loop removes whatever expired
+claims are left (:func:`expire_pending`); either way the claim's organization gets a
+``domain.expired`` event on the app it was added to.
+"""
 
 from __future__ import annotations
 
 import secrets
 from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from sqlalchemy.orm import Session
 
 from shellwego.errors import DnsLookupFailed, DnsNameNotFound, InvalidInput, NotFound
 from shellwego.models import (
+    App,
     Domain,
     DomainCreate,
     DomainStatus,
@@ -20,11 +32,15 @@ from shellwego.store import repository as repo
 
 from . import apps as app_service
 from .context import Context, Principal
+from .deployments import record_event
 from .organizations import require_role
 
 # resolver(kind, name) → the TXT strings or CNAME targets published for ``name`` (raises
 # DnsNameNotFound for a name that does not exist, DnsLookupFailed when no resolver answers)
 Resolver = Callable[[str, str], list[str]]
+# expired pending domains removed per transaction by a sweep
+EXPIRE_BATCH = 100
+
 
 def challenge_name(hostname: str) -> str:
     return f"_shellwego-challenge.{hostname}"
@@ -52,8 +68,69 @@ def instructions(ctx: Context, domain: Domain, app_name: str) -> list[DnsInstruc
     return records
 
 
+def expires_at(ctx: Context, domain: Domain) -> datetime | None:
+    """When a pending domain stops holding its hostname; None once verified."""
+    if domain.status != DomainStatus.PENDING:
+        return None
+    return domain.created_at + timedelta(seconds=ctx.settings.domain_pending_ttl)
+
+
+def _expired(ctx: Context, domain: Domain, now: datetime) -> bool:
+    until = expires_at(ctx, domain)
+    return until is not None and until <= now
+
+
+def _drop_expired(ctx: Context, s: Session, domain: Domain) -> None:
+    """Remove an expired pending claim and tell its organization, in ``s``."""
+    repo.delete(s, domain)
+    app = repo.get(s, App, id=domain.app_id)
+    if app is not None:
+        record_event(
+            ctx,
+            s,
+            app,
+            "domain.expired",
+            f"{domain.hostname} was not verified within "
+            f"{_days(ctx.settings.domain_pending_ttl)} and was removed; add it again to retry",
+            {"hostname": domain.hostname},
+        )
+
+
+def _days(seconds: float) -> str:
+    if seconds % 86400 == 0:
+        n, unit = int(seconds // 86400), "day"
+    elif seconds % 3600 == 0:
+        n, unit = int(seconds // 3600), "hour"
+    else:
+        n, unit = int(seconds), "second"
+    return f"{n} {unit}{'s' if n != 1 else ''}"
+
+
+def expire_pending(ctx: Context) -> list[str]:
+    """Delete the pending domains whose claim has expired (a ``domain.expired`` event
+    each); the hostnames removed. Safe on several replicas at once: rows are locked
+    (PostgreSQL) and each is removed, and told, once."""
+    now = ctx.clock.now()
+    cutoff = now - timedelta(seconds=ctx.settings.domain_pending_ttl)
+    removed: list[str] = []
+    while True:
+        with ctx.db.session() as s:
+            batch = repo.lock_batch(
+                s,
+                Domain,
+                Domain.status == DomainStatus.PENDING,  # type: ignore[arg-type]
+                Domain.created_at <= cutoff,  # type: ignore[arg-type,operator]
+                limit=EXPIRE_BATCH,
+            )
+            for domain in batch:
+                _drop_expired(ctx, s, domain)
+                removed.append(domain.hostname)
+        if len(batch) < EXPIRE_BATCH:
+            return removed
+
+
 def find(ctx: Context, who: Principal, ref: str) -> Domain:
-    with ctx.db.session() as s:
+    with ctx.db.session(write=False) as s:
         domain = repo.get(s, Domain, id=ref, organization_id=who.organization_id) or repo.get(
             s, Domain, hostname=ref, organization_id=who.organization_id
         )
@@ -65,7 +142,7 @@ def find(ctx: Context, who: Principal, ref: str) -> Domain:
 def list_page(
     ctx: Context, who: Principal, cursor: str | None, limit: int, app_ref: str | None
 ) -> repo.Page[Domain]:
-    with ctx.db.session() as s:
+    with ctx.db.session(write=False) as s:
         filters = {}
         if app_ref:
             filters["app_id"] = app_service.find(s, who.organization_id, app_ref).id
@@ -85,6 +162,11 @@ def create(ctx: Context, who: Principal, body: DomainCreate) -> Domain:
     with ctx.db.session() as s:
         app = app_service.find(s, who.organization_id, body.app)
         now = ctx.clock.now()
+        # an expired claim on the hostname goes in this transaction (locked: a sweep or
+        # another organization adding it at the same moment removes it only once)
+        for stale in repo.lock_batch(s, Domain, Domain.hostname == hostname, limit=1):
+            if _expired(ctx, stale, now):
+                _drop_expired(ctx, s, stale)
         domain = Domain(
             id=new_id(),
             hostname=hostname,
@@ -132,9 +214,7 @@ def verify(ctx: Context, who: Principal, ref: str, resolver: Resolver) -> Domain
         expected_cname = f"{app.name}.{ctx.settings.base_domain}".lower()
         now = ctx.clock.now()
         try:
-            ok, txt_problem = _check(
-                resolver, "TXT", challenge_name(domain.hostname), expected_txt
-            )
+            ok, txt_problem = _check(resolver, "TXT", challenge_name(domain.hostname), expected_txt)
             cname_problem = ""
             if not ok:
                 ok, cname_problem = _check(resolver, "CNAME", domain.hostname, expected_cname)
@@ -169,7 +249,7 @@ def delete(ctx: Context, who: Principal, ref: str) -> Domain:
 def allowed_for_tls(ctx: Context, hostname: str) -> bool:
     """The on-demand TLS "ask": is this an active domain or an app's platform hostname?"""
     hostname = hostname.lower().rstrip(".")
-    with ctx.db.session() as s:
+    with ctx.db.session(write=False) as s:
         domain = repo.get(s, Domain, hostname=hostname)
         if domain is not None:
             return domain.status == DomainStatus.ACTIVE

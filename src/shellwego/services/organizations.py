@@ -26,11 +26,28 @@ def require_role(who: Principal, role: Role) -> None:
         raise Forbidden(f"this action needs the {role.value} role or higher")
 
 
+def new_user(
+    ctx: Context, email: str, name: str, password_hash: str, *, operator: bool = False
+) -> User:
+    """A user row, not yet added; the password already hashed (outside any transaction)."""
+    now = ctx.clock.now()
+    return User(
+        id=new_id(),
+        email=email,
+        name=name,
+        password_hash=password_hash,
+        is_operator=operator,
+        last_login_at=None,
+        created_at=now,
+        updated_at=now,
+    )
+
+
 def list_for(
     ctx: Context, who: Principal, cursor: str | None, limit: int
 ) -> repo.Page[Organization]:
     """The organizations the caller belongs to."""
-    with ctx.db.session() as s:
+    with ctx.db.session(write=False) as s:
         mine = [m.organization_id for m in repo.find_all(s, Membership, user_id=who.user_id)]
         return repo.page(
             s,
@@ -43,7 +60,7 @@ def list_for(
 
 def resolve(ctx: Context, who: Principal, ref: str) -> Organization:
     """The caller's organizations only: anything else is 404."""
-    with ctx.db.session() as s:
+    with ctx.db.session(write=False) as s:
         org = repo.get(s, Organization, id=ref) or repo.get(s, Organization, slug=ref)
         if (
             org is None
@@ -101,7 +118,7 @@ def members(
 ) -> repo.Page[Member]:
     """The organization's members, paged by membership id."""
     org = _scoped(ctx, who, ref)
-    with ctx.db.session() as s:
+    with ctx.db.session(write=False) as s:
         page = repo.page(s, Membership, cursor=cursor, limit=limit, organization_id=org.id)
         users = {
             u.id: u
@@ -122,22 +139,19 @@ def add_member(ctx: Context, who: Principal, ref: str, body: MemberAdd) -> Membe
     require_role(who, Role.ADMIN)
     if body.role == Role.OWNER and who.role != Role.OWNER:
         raise Forbidden("only an owner can add another owner")
+    password_hash = None
+    if body.password is not None:
+        with ctx.db.session(write=False) as s:
+            known = repo.get(s, User, email=body.email) is not None
+        # hashing is slow on purpose: never inside the write transaction
+        password_hash = None if known else hash_password(body.password)
     with ctx.db.session() as s:
         now = ctx.clock.now()
         user = repo.get(s, User, email=body.email)
         if user is None:
-            if body.password is None:
+            if password_hash is None:
                 raise Conflict(f"no account for {body.email}: give a password to create one")
-            user = User(
-                id=new_id(),
-                email=body.email,
-                name=body.name,
-                password_hash=hash_password(body.password),
-                is_operator=False,
-                last_login_at=None,
-                created_at=now,
-                updated_at=now,
-            )
+            user = new_user(ctx, body.email, body.name, password_hash)
             repo.add(s, user, conflict="email already registered")
         membership = repo.add(
             s,

@@ -7,13 +7,17 @@ migrations run on both.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
+import os
+import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from alembic import command
@@ -24,10 +28,18 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlmodel import SQLModel
 
 from shellwego import models as _models  # noqa: F401  (registers every table)
-from shellwego.errors import ConfigError, Unavailable
+from shellwego.errors import ConfigError, DatabaseBusy, Unavailable
+from shellwego.files import PRIVATE_FILE, make_private_dir
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 _memory_lock = threading.Lock()
+T = TypeVar("T")
+# an execution option: sessions of this engine only read (SQLite: a deferred BEGIN)
+READ_ONLY = "shellwego_read_only"
+# what SQLite creates beside the database file; it holds the same data
+SQLITE_COMPANIONS = ("-wal", "-shm", "-journal")
+# PostgreSQL: serialization failure, deadlock, lock not available
+_PG_BUSY = frozenset({"40001", "40P01", "55P03"})
 
 
 def normalise_url(url: str) -> str:
@@ -44,47 +56,97 @@ def normalise_url(url: str) -> str:
     return url
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=10000")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.close()
+# how long a SQLite writer waits for the write lock before giving up (busy)
+SQLITE_BUSY_TIMEOUT = 10.0
 
 
-def make_engine(url: str) -> Engine:
+def _sqlite_pragmas(busy_timeout: float) -> Callable[[Any, Any], None]:
+    def apply(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    return apply
+
+
+def is_busy(exc: BaseException) -> bool:
+    """Whether a database error means "locked or busy, try again", by its error code."""
+    orig = getattr(exc, "orig", None)
+    if isinstance(orig, sqlite3.Error):
+        return (getattr(orig, "sqlite_errorcode", 0) & 0xFF) in (
+            sqlite3.SQLITE_BUSY,
+            sqlite3.SQLITE_LOCKED,
+        )
+    return getattr(orig, "sqlstate", None) in _PG_BUSY
+
+
+def private_sqlite_file(path: Path) -> None:
+    """Create the database file readable by its owner only, and take group and other
+    access away from an existing one and its WAL, shared-memory and journal files (an
+    older install made them 0644). SQLite gives the files it creates beside the
+    database the database file's mode."""
+    if not path.parent.is_dir():
+        make_private_dir(path.parent)
+    with contextlib.suppress(FileExistsError):
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+        os.close(os.open(path, flags, PRIVATE_FILE))
+    for file in (path, *(path.with_name(path.name + s) for s in SQLITE_COMPANIONS)):
+        with contextlib.suppress(FileNotFoundError, PermissionError):
+            mode = file.stat().st_mode & 0o7777
+            if mode & 0o077:
+                file.chmod(mode & 0o700)
+
+
+def make_engine(url: str, *, lock_timeout: float | None = None) -> Engine:
+    """The engine of ``url``. ``lock_timeout`` (seconds): how long a statement waits for
+    a lock before the database answers busy (SQLite: 10 s unless given; PostgreSQL: its
+    own setting, no limit by default, unless given)."""
     url = normalise_url(url)
     if url.startswith("sqlite"):
         path = sa.engine.make_url(url).database
         if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            private_sqlite_file(Path(path))
         engine = sa.create_engine(
             url, connect_args={"check_same_thread": False, "timeout": 30}, pool_size=10
         )
-        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "connect", _sqlite_pragmas(lock_timeout or SQLITE_BUSY_TIMEOUT))
 
-        # SQLite's own BEGIN is deferred; take the write lock up front so concurrent
-        # writers queue on busy_timeout instead of failing on lock upgrade.
+        # SQLite's own BEGIN is deferred; a write session takes the write lock up front so
+        # concurrent writers queue on busy_timeout instead of failing on lock upgrade. A
+        # read session stays deferred: in WAL mode it reads a snapshot and never waits
+        # for a writer, nor makes one wait.
         @event.listens_for(engine, "begin")
         def _begin(conn: sa.Connection) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            read_only = conn.get_execution_options().get(READ_ONLY, False)
+            conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
         @event.listens_for(engine, "connect")
         def _no_autobegin(dbapi_connection: Any, _record: Any) -> None:
             dbapi_connection.isolation_level = None
 
         return engine
-    return sa.create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    connect_args = {}
+    if lock_timeout is not None:
+        connect_args["options"] = f"-c lock_timeout={int(lock_timeout * 1000)}"
+    return sa.create_engine(
+        url, pool_size=10, max_overflow=20, pool_pre_ping=True, connect_args=connect_args
+    )
 
 
 class Database:
     """Owns the engine and the schema lifecycle: ``migrate()``, ``session()``, ``reset()``."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, lock_timeout: float | None = None) -> None:
         self.url = normalise_url(url)
-        self.engine = make_engine(url)
+        self.engine = make_engine(url, lock_timeout=lock_timeout)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._readers = sessionmaker(
+            self.engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False
+        )
+        event.listen(self._readers, "before_flush", _refuse_writes)
 
     @property
     def backend(self) -> str:
@@ -138,7 +200,8 @@ class Database:
             with _memory_lock:
                 yield
             return
-        with open(f"{path}.{name}.lock", "a") as handle:
+        fd = os.open(f"{path}.{name}.lock", os.O_WRONLY | os.O_CREAT | os.O_APPEND, PRIVATE_FILE)
+        with os.fdopen(fd, "a") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
                 yield
@@ -146,10 +209,35 @@ class Database:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
     @contextmanager
-    def session(self) -> Iterator[Session]:
-        """A unit of work: commits on success, rolls back on error."""
-        with self._sessions() as session, session.begin():
-            yield session
+    def session(self, *, write: bool = True) -> Iterator[Session]:
+        """A unit of work: commits on success, rolls back on error.
+
+        ``write=False``: a read-only one (reads that must not wait for writers, nor make
+        them wait: authentication, GETs); flushing a change from it is refused. A database
+        that stays locked or busy raises :class:`DatabaseBusy` (503, Retry-After), never
+        the driver's error.
+        """
+        factory = self._sessions if write else self._readers
+        try:
+            with factory() as session, session.begin():
+                yield session
+        except sa.exc.DBAPIError as exc:
+            if not is_busy(exc):
+                raise
+            busy = "the database is busy; try again in a moment"
+            raise DatabaseBusy(busy, retry_after=1) from exc
+
+    def retrying(self, action: Callable[[], T], *, attempts: int = 3) -> T:
+        """``action()`` (a short unit of work of its own), run again when the database was
+        busy; :class:`DatabaseBusy` once ``attempts`` have all been."""
+        for attempt in range(1, attempts + 1):
+            try:
+                return action()
+            except DatabaseBusy:
+                if attempt == attempts:
+                    raise
+                time.sleep(0.02 * 2**attempt)
+        raise AssertionError("unreachable")
 
     def reset(self) -> None:
         """Delete every row of every table (tests)."""
@@ -159,6 +247,10 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def _refuse_writes(session: Session, _context: Any, _instances: Any) -> None:
+    raise RuntimeError("a read-only session cannot write: use db.session() for changes")
 
 
 @contextmanager

@@ -121,6 +121,19 @@ def delete(session: Session, entity: SQLModel) -> None:
     session.flush()
 
 
+def touch_if_older(
+    session: Session, model: type[SQLModel], id: str, column: str, now: Any, older_than: Any
+) -> None:
+    """Set ``column`` of row ``id`` to ``now`` unless it was set after ``older_than``
+    (one UPDATE, so concurrent requests agree without reading first)."""
+    col = getattr(model, column)
+    session.execute(
+        sa.update(model)
+        .where(model.id == id, sa.or_(col.is_(None), col < older_than))  # type: ignore[attr-defined]
+        .values({column: now})
+    )
+
+
 def count(session: Session, model: type[SQLModel], *where: Any, **filters: Any) -> int:
     stmt = sa.select(sa.func.count()).select_from(model).filter_by(**filters)
     for clause in where:

@@ -43,6 +43,12 @@ def _token_out(issued: auth.IssuedToken) -> IssuedApiToken:
     return IssuedApiToken.model_validate({**issued.token.model_dump(), "token": issued.secret})
 
 
+def _address(request: Request) -> str | None:
+    """The client's address: the connection's peer, or the X-Forwarded-For of a proxy on
+    the same host (uvicorn trusts that header from 127.0.0.1 only)."""
+    return request.client.host if request.client else None
+
+
 def _signed_in(request: Request, issued: auth.IssuedToken) -> None:
     """Name who just signed in as the actor of this request's audit entry."""
     request.state.principal = issued.principal
@@ -56,7 +62,7 @@ def _signed_in(request: Request, issued: auth.IssuedToken) -> None:
 )
 def bootstrap(body: BootstrapIn, request: Request, ctx: Ctx) -> BootstrapOut:
     """Create the first organization and its owner (only on an empty platform)."""
-    result = auth.bootstrap(ctx, body.user, body.organization)
+    result = auth.bootstrap(ctx, body.user, body.organization, source=_address(request))
     _signed_in(request, result.token)
     return BootstrapOut(
         user=result.user, organization=result.organization, token=_token_out(result.token)
@@ -70,8 +76,13 @@ def bootstrap(body: BootstrapIn, request: Request, ctx: Ctx) -> BootstrapOut:
     response_model=IssuedApiToken,
 )
 def login(body: LoginIn, request: Request, ctx: Ctx) -> IssuedApiToken:
-    """Log in with email and password; returns a new API token."""
-    issued = auth.login(ctx, body.email, body.password, body.organization)
+    """Log in with email and password; returns a new API token.
+
+    Failed attempts are limited per source address and per account: past the limit the
+    answer is 429 with Retry-After, and the wait doubles with each further failure."""
+    issued = auth.login(
+        ctx, body.email, body.password, body.organization, source=_address(request)
+    )
     _signed_in(request, issued)
     return _token_out(issued)
 

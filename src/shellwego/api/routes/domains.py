@@ -7,27 +7,38 @@ from typing import Annotated
 from fastapi import APIRouter, Query, status
 
 from shellwego.api.deps import Ctx, Paging, Who
-from shellwego.api.pages import PageOut, out
+from shellwego.api.pages import PageOut
 from shellwego.models import Domain, DomainCreate
-from shellwego.models.domains import DomainView
+from shellwego.models.domains import DomainOut, DomainView
 from shellwego.services import apps as app_service
 from shellwego.services import domains
 
 router = APIRouter(tags=["domains"])
 
 
-def _out(ctx: Ctx, who: Who, domain: Domain) -> DomainView:
-    app = app_service.get(ctx, who, domain.app_id)
-    return DomainView.model_validate(
-        {**domain.model_dump(), "dns": domains.instructions(ctx, domain, app.name)}
+def _listed(ctx: Ctx, domain: Domain) -> DomainOut:
+    return DomainOut.model_validate(
+        {**domain.model_dump(), "expires_at": domains.expires_at(ctx, domain)}
     )
 
 
-@router.get("/v1/domains", response_model=PageOut[Domain], name="domains.list")
+def _out(ctx: Ctx, who: Who, domain: Domain) -> DomainView:
+    app = app_service.get(ctx, who, domain.app_id)
+    return DomainView.model_validate(
+        {
+            **_listed(ctx, domain).model_dump(),
+            "dns": domains.instructions(ctx, domain, app.name),
+        }
+    )
+
+
+@router.get("/v1/domains", response_model=PageOut[DomainOut], name="domains.list")
 def list_domains(
     who: Who, ctx: Ctx, paging: Paging, app: Annotated[str | None, Query(max_length=63)] = None
-) -> PageOut[Domain]:
-    return out(domains.list_page(ctx, who, paging.cursor, paging.limit, app))
+) -> PageOut[DomainOut]:
+    page = domains.list_page(ctx, who, paging.cursor, paging.limit, app)
+    items = [_listed(ctx, d) for d in page.items]
+    return PageOut[DomainOut](items=items, next_cursor=page.next_cursor)
 
 
 @router.post(
