@@ -83,8 +83,8 @@ def make_private_tree(root: Path, *, leave: Sequence[str] = ()) -> None:
     """Make ``root`` and everything under it its owner's alone (creating ``root`` 0700):
     group and other permissions are taken away, without following links.
 
-    ``leave``: paths relative to ``root`` (``*`` matches one name) whose trees are the
-    apps' own (a slug keeps the modes its build gave it and belongs to the instance
+    ``leave``: paths relative to ``root`` (``*`` matches one name) of files, or of trees,
+    that are the apps' own (a slug keeps the modes its build gave it and belongs to the instance
     user; an instance's writable layer is the app's): neither changed nor entered. The
     directories holding them are made private like the rest.
     """
@@ -93,6 +93,7 @@ def make_private_tree(root: Path, *, leave: Sequence[str] = ()) -> None:
     for here, dirs, files in os.walk(root):
         rel = Path(here).relative_to(root).parts
         dirs[:] = [d for d in dirs if not _matches((*rel, d), leave)]
+        files = [f for f in files if not _matches((*rel, f), leave)]
         for path in (Path(here), *(Path(here, name) for name in files)):
             with contextlib.suppress(FileNotFoundError):
                 st = path.lstat()

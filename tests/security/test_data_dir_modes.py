@@ -27,6 +27,8 @@ def tenant_tree(rel: tuple[str, ...]) -> bool:
     them (the walk checks those)."""
     if len(rel) >= 3 and rel[0] in ("agent", "oneoff") and rel[1] == "slugs":
         return True
+    if rel in (("agent", "network", "resolv.conf"), ("oneoff", "network", "resolv.conf")):
+        return True  # instances' /etc/resolv.conf (bound read-only): nameservers, no secret
     return len(rel) >= 4 and rel[:2] in INSTANCE_HOMES and rel[3] in ("app", "upper", "work")
 
 

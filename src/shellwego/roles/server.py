@@ -18,6 +18,7 @@ from shellwego.controllers import loops
 from shellwego.files import make_private_dir, make_private_tree, write_private
 from shellwego.runtime.layer import LAYER_DIRS
 from shellwego.runtime.network import NodeNetwork, network_unavailable
+from shellwego.runtime.network.node import RESOLV_CONF
 from shellwego.runtime.process import ProcessDriver
 from shellwego.services import nodes
 from shellwego.services.context import Context
@@ -33,11 +34,14 @@ log = logging.getLogger(__name__)
 AGENT_APP_TREES = (
     "slugs/*",  # under an agent's state directory
     *(f"instances/*/{layer}" for layer in LAYER_DIRS),
+    # the nameservers instances use, their /etc/resolv.conf (bound read-only): no secret
+    f"network/{RESOLV_CONF}",
 )
 APP_TREES = (
     *(f"agent/{tree}" for tree in AGENT_APP_TREES),
     "oneoff/slugs/*",
     *(f"oneoff/state/*/{layer}" for layer in LAYER_DIRS),
+    f"oneoff/network/{RESOLV_CONF}",
 )
 
 
