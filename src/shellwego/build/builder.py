@@ -226,10 +226,10 @@ def fix_shebangs(top: Path, rel: str = ".", owner: Owner | None = None) -> int:
     ones are given to it."""
     root = fdtree.open_dir(top)
     try:
-        bin_fd = fdtree.open_subdir(root, rel)
+        bin_fd = _subdir(root, rel)
     finally:
         os.close(root)
-    if bin_fd is None:
+    if bin_fd is None:  # none, or not a directory (a link is not followed)
         return 0
     changed = 0
     try:
