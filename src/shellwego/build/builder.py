@@ -715,7 +715,14 @@ class Builder:
             full = ["/bin/sh", "-c", script + 'exec "$@"\n', "sh", *full]
         try:
             await self._step(
-                full, cwd=cwd, env=env, preexec=preexec, log=log, what=what, deadline=deadline
+                full,
+                cwd=cwd,
+                env=env,
+                preexec=preexec,
+                log=log,
+                what=what,
+                deadline=deadline,
+                dirs=dirs,
             )
         except BuildFailed:
             if dirs and Cgroups.oom_kills(dirs):
@@ -755,6 +762,7 @@ class Builder:
         log: Log,
         what: str,
         deadline: float,
+        dirs: dict[str, str],
     ) -> None:
         try:
             proc = await asyncio.create_subprocess_exec(
@@ -771,7 +779,7 @@ class Builder:
             raise BuildFailed(f"{what} could not start: {exc.strerror or exc}") from None
         remaining = deadline - asyncio.get_running_loop().time()
         try:
-            await asyncio.wait_for(self._pump(proc, log), max(remaining, 0.001))
+            await asyncio.wait_for(self._follow(proc, log, dirs), max(remaining, 0.001))
         except TimeoutError:
             await _kill(proc)
             raise BuildFailed(f"build timed out after {self.timeout_seconds:g}s") from None
@@ -783,6 +791,26 @@ class Builder:
             raise BuildFailed(f"{what} was killed by signal {-code}")
         if code != 0:
             raise BuildFailed(f"{what} failed (exit {code})")
+
+    @classmethod
+    async def _follow(
+        cls, proc: asyncio.subprocess.Process, log: Log, dirs: dict[str, str]
+    ) -> None:
+        """Log the step's output until its own process ends; what it left running then (which
+        may hold the output open, e.g. the sandbox's init waiting for them) is killed."""
+        reader = asyncio.create_task(cls._pump(proc, log))
+        try:
+            # (``proc.wait()`` would wait for the output to end too: watch the exit instead)
+            while not reader.done() and proc.returncode is None:
+                await asyncio.wait({reader}, timeout=0.1)
+            if not reader.done():
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                Cgroups.kill(dirs)
+            await reader
+            await proc.wait()
+        finally:
+            reader.cancel()
 
     @staticmethod
     async def _pump(proc: asyncio.subprocess.Process, log: Log) -> None:
@@ -800,7 +828,6 @@ class Builder:
                 pending = b""
         if pending.strip():
             await log(INDENT + pending.decode("utf-8", "replace").rstrip())
-        await proc.wait()
 
     async def _capture(self, argv: list[str], what: str) -> str:
         try:
