@@ -471,7 +471,7 @@ class Builder:
         elif plan.stack == GENERIC:
             await log("-----> Nothing to install: running the Procfile's commands")
         await log("-----> Compressing slug")
-        out.mkdir(parents=True, exist_ok=True)
+        out.mkdir(mode=0o700, parents=True, exist_ok=True)  # root's: the slug is the app's alone
         slug = out / SLUG_NAME
         size, digest = await asyncio.to_thread(write_slug, src, slug, job.uid)
         return BuildResult(
