@@ -134,7 +134,8 @@ class Settings:
             # above the system's and login users' ids (below 65536), under 2^31 - 1
             if not sep or not 65536 <= first <= last < 2**31 - 1:
                 raise ConfigError(
-                    f"{name} must be a range of uids above 65535 like 1000000-1999999, got {raw!r}"
+                    f"{name} must be a range of uids above 65535 like 1000000-1999999, "
+                    f"got {raw!r}"
                 )
             return first, last
 

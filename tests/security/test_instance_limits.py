@@ -123,7 +123,7 @@ try:
 except OSError as exc:
     results["read"] = type(exc).__name__
 try:
-    results["files"] = open("{victim_app / "secret.txt"}").read()
+    results["files"] = open("{victim_app / 'secret.txt'}").read()
 except OSError as exc:
     results["files"] = type(exc).__name__
 print(json.dumps(results), flush=True)

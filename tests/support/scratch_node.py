@@ -37,6 +37,7 @@ http.server.HTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_fo
 """
 
 
+
 def http_get(port: int, path: str = "/", timeout: float = 2.0) -> bytes:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as resp:
         return bytes(resp.read())

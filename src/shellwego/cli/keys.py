@@ -56,9 +56,7 @@ def register(app: typer.Typer) -> None:
             db = Database(settings.database_url)
             try:
                 result = rotate_master_key(
-                    db,
-                    key_provider(settings),
-                    batch_size=batch_size,
+                    db, key_provider(settings), batch_size=batch_size,
                     settle_seconds=settle_seconds,
                 )
             finally:

@@ -35,8 +35,6 @@ MAX_RESTARTS_WHILE_STARTING = 3
 # a deleted app's row goes this long after the delete even if an agent never reports its
 # instances gone (a node that heartbeats but lost them): their ports are then free again
 DELETE_TIMEOUT_SECONDS = 60.0
-
-
 def _running(s: Session, app_id: str) -> list[Instance]:
     return repo.find_all(s, Instance, app_id=app_id, desired_state=DesiredState.RUNNING.value)
 

@@ -164,7 +164,9 @@ class FileKeyProvider(_Keyring):
     leaves either the old keyring or the new one, never a torn file.
     """
 
-    def __init__(self, path: Path, *, older: Iterable[str] = (), create: bool = True) -> None:
+    def __init__(
+        self, path: Path, *, older: Iterable[str] = (), create: bool = True
+    ) -> None:
         self.path = path
         self._lock = threading.Lock()
         if not path.exists():

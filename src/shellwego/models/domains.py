@@ -35,7 +35,9 @@ class DomainFields(DomainBase, Entity):
     routing: RoutingConfig = Field(
         default_factory=RoutingConfig, sa_type=PydanticJSON(RoutingConfig)
     )
-    features: EdgeFeatures = Field(default_factory=EdgeFeatures, sa_type=PydanticJSON(EdgeFeatures))
+    features: EdgeFeatures = Field(
+        default_factory=EdgeFeatures, sa_type=PydanticJSON(EdgeFeatures)
+    )
 
 
 class Domain(DomainFields, table=True):

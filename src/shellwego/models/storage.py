@@ -58,7 +58,9 @@ class Database(Entity, table=True):
     storage_bytes: int = Field(gt=0, sa_type=sa.BigInteger)
     credentials_secret_id: str | None = id_ref("secrets", nullable=True, ondelete="SET NULL")
     # None until provisioned
-    endpoint: DatabaseEndpoint | None = Field(default=None, sa_type=PydanticJSON(DatabaseEndpoint))
+    endpoint: DatabaseEndpoint | None = Field(
+        default=None, sa_type=PydanticJSON(DatabaseEndpoint)
+    )
     ha: HighAvailability = Field(
         default_factory=HighAvailability, sa_type=PydanticJSON(HighAvailability)
     )

@@ -80,7 +80,9 @@ class DnsResolver:
         except dns.resolver.NoAnswer:
             return []
         except dns.resolver.LifetimeTimeout as exc:
-            raise DnsLookupFailed(f"{self.where} did not answer within {self.timeout:g} s") from exc
+            raise DnsLookupFailed(
+                f"{self.where} did not answer within {self.timeout:g} s"
+            ) from exc
         except dns.resolver.NoNameservers as exc:
             raise DnsLookupFailed(f"{self.where} could not look up {name} (SERVFAIL)") from exc
         except dns.exception.DNSException as exc:

@@ -26,7 +26,6 @@ from .organizations import require_role
 # DnsNameNotFound for a name that does not exist, DnsLookupFailed when no resolver answers)
 Resolver = Callable[[str, str], list[str]]
 
-
 def challenge_name(hostname: str) -> str:
     return f"_shellwego-challenge.{hostname}"
 
@@ -133,7 +132,9 @@ def verify(ctx: Context, who: Principal, ref: str, resolver: Resolver) -> Domain
         expected_cname = f"{app.name}.{ctx.settings.base_domain}".lower()
         now = ctx.clock.now()
         try:
-            ok, txt_problem = _check(resolver, "TXT", challenge_name(domain.hostname), expected_txt)
+            ok, txt_problem = _check(
+                resolver, "TXT", challenge_name(domain.hostname), expected_txt
+            )
             cname_problem = ""
             if not ok:
                 ok, cname_problem = _check(resolver, "CNAME", domain.hostname, expected_cname)

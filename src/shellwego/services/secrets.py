@@ -111,7 +111,9 @@ def _store(
         _seal_version(ctx, s, secret, 1, value, who.user_id)
         return secret
     if secret.deleted_at is None and secret.name != name:
-        raise Conflict(f"{secret.name} already exists (names differing only in case are one name)")
+        raise Conflict(
+            f"{secret.name} already exists (names differing only in case are one name)"
+        )
     latest = repo.max_of(s, SecretVersion, "version", secret_id=secret.id)
     secret.current_version = int(latest or 0) + 1
     secret.name = name  # a deleted one comes back under the name given now
