@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 from shellwego.build.builder import Builder, BuildResult
+from shellwego.runtime.user import NOBODY
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "python-web"
 
@@ -57,7 +58,7 @@ async def main(app: Path, runs: int) -> None:
         assert not used_cache(lines)
         print(f"cold build (empty cache):          {cold:7.3f} s")
 
-        shutil.rmtree(root / "cache" / "python")
+        shutil.rmtree(builder.cache_for(NOBODY[0]) / "trees" / "python")  # the default user's
         pip_only, _, lines = await one_build(builder, app, root / "work")
         assert not used_cache(lines)
         print(f"pip cache only (tree cache gone):  {pip_only:7.3f} s")

@@ -18,6 +18,7 @@ import pytest
 from shellwego.build.artifacts import ArtifactStore, extract_slug
 from shellwego.build.builder import Builder, fix_shebangs, host_python
 from shellwego.errors import BuildFailed
+from shellwego.runtime.user import NOBODY
 from support.net import free_port
 
 from .helpers import Lines, run_in_slug, write
@@ -219,8 +220,9 @@ def _gone(pid: int) -> bool:
 
 
 async def test_timeout_kills_the_whole_step(tmp_path: Path) -> None:
-    # unsandboxed, so the child's pid is a host pid the test can watch
-    builder = Builder(tmp_path / "cache", timeout_seconds=1.5, sandbox=False)
+    # unsandboxed (and as this process's user), so the child's pid is a host pid the test
+    # can watch and the step can write into the test's private directory
+    builder = Builder(tmp_path / "cache", timeout_seconds=1.5, sandbox=False, run_as=None)
     pid_file = tmp_path / "child.pid"
     started = time.monotonic()
     with pytest.raises(BuildFailed) as raised:
@@ -297,7 +299,11 @@ sys.exit(1 if any(ended) else 0)
 async def test_memory_cap_bounds_a_whole_step_with_its_children(
     tmp_path: Path, sandbox: bool | None
 ) -> None:
-    builder = Builder(tmp_path / "cache", memory_bytes=160 * 1024**2, sandbox=sandbox)
+    # unsandboxed steps run as this process's user: they reach the test's private directory
+    run_as = None if sandbox is False else NOBODY
+    builder = Builder(
+        tmp_path / "cache", memory_bytes=160 * 1024**2, sandbox=sandbox, run_as=run_as
+    )
     if not builder.cgroups().available:
         pytest.skip(f"no writable cgroups here: {builder.cgroups().note}")
     with pytest.raises(BuildFailed) as raised:

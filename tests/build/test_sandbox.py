@@ -12,6 +12,7 @@ import pytest
 
 from shellwego.build.builder import Builder
 from shellwego.runtime.sandbox import Sandbox
+from shellwego.runtime.user import NOBODY
 
 from .helpers import Lines, run_in_slug, write
 
@@ -47,7 +48,9 @@ async def _build(tmp_path: Path, name: str, sandbox: bool | None) -> tuple[str, 
     marker = secrets / "master.key"
     marker.write_text("TOP-SECRET")
     app = _app(tmp_path / name / "src", marker)
-    builder = Builder(tmp_path / "cache", hidden_paths=[secrets], sandbox=sandbox)
+    # unsandboxed steps run as this process's user: they reach the test's private directory
+    run_as = None if sandbox is False else NOBODY
+    builder = Builder(tmp_path / "cache", hidden_paths=[secrets], sandbox=sandbox, run_as=run_as)
     log = Lines()
     result = await builder.build(app, tmp_path / name / "out", log)
     slug = tmp_path / name / "slug"
@@ -106,11 +109,12 @@ async def test_a_step_writes_only_its_source_and_the_cache(tmp_path: Path) -> No
     write(data, {"master.key": "TOP-SECRET", other: "OTHER-APP-SOURCE"})
     cache = data / "cache" / "build"
     builder = Builder(cache, hidden_paths=[data])
+    installers = builder.cache_for(65534) / "installers"  # the default user's own caches
     src = data / "tmp" / "build-1" / "src"
     src.mkdir(parents=True)
     escape = Path(f"/var/tmp/sw-escape-{tmp_path.name}")
     script = (
-        f"echo built > built.txt; echo cached > {cache}/npm/probe; "
+        f"echo built > built.txt; echo cached > {installers}/probe; "
         f"cat {data}/master.key {data}/{other}; "
         f"echo escaped > {tmp_path}/outside.txt; echo escaped > {escape}; "
         "echo HOME=$HOME PWD=$(pwd); exit 0"
@@ -125,7 +129,7 @@ async def test_a_step_writes_only_its_source_and_the_cache(tmp_path: Path) -> No
         deadline=asyncio.get_running_loop().time() + 60,
     )
     assert (src / "built.txt").read_text() == "built\n"
-    assert (cache / "npm" / "probe").read_text() == "cached\n"  # installers' caches
+    assert (installers / "probe").read_text() == "cached\n"  # installers' caches
     assert "TOP-SECRET" not in log.text and "OTHER-APP-SOURCE" not in log.text
     assert not (tmp_path / "outside.txt").exists()
     assert not escape.exists()
@@ -135,17 +139,18 @@ async def test_a_step_writes_only_its_source_and_the_cache(tmp_path: Path) -> No
 async def test_sandboxed_steps_of_a_root_builder_run_unprivileged(tmp_path: Path) -> None:
     if Sandbox.detect().binary is None or os.geteuid() != 0:
         pytest.skip("needs bubblewrap and a builder running as root")
-    cache = tmp_path / "cache"
-    (cache / "python" / "key").mkdir(parents=True)  # stored dependency trees
+    builder = Builder(tmp_path / "cache")
+    cache = builder.cache_for(65534)  # the default user's own cache
+    (cache / "trees" / "python" / "key").mkdir(parents=True)  # stored dependency trees
     src = tmp_path / "src"
     src.mkdir()
     script = (
         "id -u; echo x > built.txt && echo wrote-source; "
-        f"(echo x > {cache}/python/key/probe) 2>/dev/null || echo stored-trees-read-only; "
-        f"echo x > {cache}/pip/probe && echo wrote-pip-cache"
+        f"(echo x > {cache}/trees/python/key/probe) 2>/dev/null || echo stored-trees-read-only; "
+        f"echo x > {cache}/installers/probe && echo wrote-pip-cache"
     )
     log = Lines()
-    await Builder(cache)._run(
+    await builder._run(
         ["/bin/sh", "-c", script],
         cwd=src,
         env={"PATH": "/usr/bin:/bin"},

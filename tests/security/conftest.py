@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 from shellwego.api import create_app
 from shellwego.clock import FrozenClock
 from shellwego.services.context import Context
+from support.hostile_build import sentinels, work  # noqa: F401  (fixtures)
 from support.netns import networks  # noqa: F401  (a fixture)
 from support.scratch_node import node, open_umask  # noqa: F401  (fixtures)
 

@@ -2,9 +2,14 @@
 
 ``safe_extract`` reads a streamed tar (gzip or plain) that may be hostile: every member
 is checked before anything is written (no absolute names, no ``..``, no hard links, no
-devices, no writing through symbolic links, no symbolic link pointing outside the tree),
-the expanded size and the member count are capped, and the tree appears at ``dest``
-only once it is complete: on any error nothing is left behind.
+devices, no writing through symbolic links, no symbolic link pointing outside the tree,
+no name a filesystem path could not hold), the expanded size and the member count are
+capped, and the tree appears at ``dest`` only once it is complete: on any error nothing is
+left behind. It extracts into a directory of its own that only this process can enter, so
+no other program can change the tree while it is written and checked.
+
+Trees are written out (``make_tarball``, the builder's slugs) through directory file
+descriptors (:mod:`.fdtree`): a link is stored as a link, never followed.
 """
 
 from __future__ import annotations
@@ -20,17 +25,25 @@ import stat
 import tarfile
 import tempfile
 import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import BinaryIO
 
-from shellwego.errors import Conflict, InvalidInput, PayloadTooLarge
+from shellwego.errors import BuildFailed, Conflict, InvalidInput, PayloadTooLarge
+
+from . import fdtree
+from .fdtree import MAX_DEPTH, Entry
 
 GZIP_MAGIC = b"\x1f\x8b"
 CHUNK = 1024 * 1024
 # what a member costs in the raw tar stream beyond its data: header, padding, pax records
 MEMBER_OVERHEAD = 3 * tarfile.BLOCKSIZE
 HEADER_ALLOWANCE = 1024 * 1024
+
+# a member's name: at most NAME_MAX bytes a part, and short enough for its extracted path to
+# stay well within PATH_MAX (4096) wherever it is extracted
+MAX_PART_BYTES = 255
+MAX_NAME_BYTES = 3072
 
 SKIP_NAMES = frozenset({".git", "__pycache__", ".venv", "node_modules", ".shellwego"})
 IGNORE_FILE = ".shellwegoignore"
@@ -95,7 +108,20 @@ def _parts(name: str) -> tuple[str, ...]:
     parts = tuple(p for p in name.split("/") if p not in ("", "."))
     if ".." in parts:
         raise InvalidInput(f"archive member {name[:200]!r} escapes the target directory")
+    check_name(name, parts, InvalidInput)
     return parts
+
+
+def check_name(rel: str, parts: Iterable[str], error: type[Exception]) -> None:
+    """Refuse (with ``error``) a name no filesystem path could hold, wherever extracted:
+    a part over 255 bytes, over 3072 bytes in all, or over MAX_DEPTH directories deep."""
+    lengths = [len(os.fsencode(part)) for part in parts]
+    if any(n > MAX_PART_BYTES for n in lengths):
+        raise error(f"{rel[:200]!r} has a name part longer than {MAX_PART_BYTES} bytes")
+    if sum(lengths) + len(lengths) > MAX_NAME_BYTES:
+        raise error(f"{rel[:200]!r} is a path longer than {MAX_NAME_BYTES} bytes")
+    if len(lengths) > MAX_DEPTH + 1:
+        raise error(f"{rel[:200]!r} nests deeper than {MAX_DEPTH} directories")
 
 
 class _Extraction:
@@ -247,22 +273,22 @@ def safe_extract(
 # ---- writing --------------------------------------------------------------------------------
 
 
-def tar_info(path: Path, arcname: str, *, reproducible: bool) -> tarfile.TarInfo | None:
-    """A member for ``path`` (never a hard link); None for sockets, fifos and devices.
+def tar_info(entry: Entry, *, reproducible: bool) -> tarfile.TarInfo | None:
+    """A member for a walked entry (never a hard link); None for sockets, fifos, devices.
 
     ``reproducible`` zeroes times and owners and normalises modes, so the same tree
     always gives the same bytes.
     """
-    st = path.lstat()
-    info = tarfile.TarInfo(arcname)
-    if stat.S_ISDIR(st.st_mode):
+    st = entry.st
+    info = tarfile.TarInfo(entry.rel)
+    if entry.is_dir:
         info.type = tarfile.DIRTYPE
         info.mode = 0o755
-    elif stat.S_ISLNK(st.st_mode):
+    elif entry.is_link:
         info.type = tarfile.SYMTYPE
-        info.linkname = os.readlink(path)
+        info.linkname = os.readlink(entry.name, dir_fd=entry.dir_fd)
         info.mode = 0o777
-    elif stat.S_ISREG(st.st_mode):
+    elif entry.is_file:
         info.type = tarfile.REGTYPE
         info.size = st.st_size
         info.mode = 0o755 if st.st_mode & 0o111 else 0o644
@@ -272,32 +298,6 @@ def tar_info(path: Path, arcname: str, *, reproducible: bool) -> tarfile.TarInfo
     info.uname = info.gname = ""
     info.mtime = 0 if reproducible else int(st.st_mtime)
     return info
-
-
-def walk(
-    root: Path, skip: frozenset[str] = frozenset(), keep: Callable[[str, bool], bool] | None = None
-) -> Iterator[tuple[Path, str]]:
-    """``(path, posix relative name)`` of everything under ``root``, sorted, not following links.
-
-    Entries named in ``skip`` (at any depth), and those ``keep(rel, is_dir)`` refuses, are
-    left out with their contents.
-    """
-
-    def visit(directory: Path, prefix: str) -> Iterator[tuple[Path, str]]:
-        with os.scandir(directory) as scan:
-            entries = sorted(scan, key=lambda e: e.name)
-        for entry in entries:
-            if entry.name in skip:
-                continue
-            rel = prefix + entry.name
-            is_dir = entry.is_dir(follow_symlinks=False)
-            if keep is not None and not keep(rel, is_dir):
-                continue
-            yield Path(entry.path), rel
-            if is_dir:
-                yield from visit(Path(entry.path), rel + "/")
-
-    yield from visit(root, "")
 
 
 class _Counting(io.RawIOBase):
@@ -355,24 +355,33 @@ def make_tarball(src_dir: Path, out: BinaryIO | Path) -> int:
         return not (patterns and _ignored(rel, is_dir, patterns))
 
     counter = _Counting(out)
-    with (
-        gzip.GzipFile(fileobj=counter, mode="wb", mtime=0, filename="") as gz,
-        tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
-    ):
-        add_tree(tar, walk(src_dir, SKIP_NAMES, keep), reproducible=False)
+    root = fdtree.open_dir(src_dir)
+    try:
+        with (
+            gzip.GzipFile(fileobj=counter, mode="wb", mtime=0, filename="") as gz,
+            tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
+        ):
+            add_tree(tar, fdtree.walk(root, SKIP_NAMES, keep), reproducible=False)
+    finally:
+        os.close(root)
     return counter.written
 
 
-def add_tree(
-    tar: tarfile.TarFile, entries: Iterable[tuple[Path, str]], *, reproducible: bool
-) -> None:
-    """Add walked ``(path, archive name)`` entries to ``tar`` (files with their content)."""
-    for path, rel in entries:
-        info = tar_info(path, rel, reproducible=reproducible)
+def add_tree(tar: tarfile.TarFile, entries: Iterable[Entry], *, reproducible: bool) -> None:
+    """Add walked entries to ``tar``, files with their content (each opened without
+    following a link, and only if it is still the file the walk saw)."""
+    for entry in entries:
+        info = tar_info(entry, reproducible=reproducible)
         if info is None:
             continue
         if info.isreg():
-            with path.open("rb") as data:
-                tar.addfile(info, data)
+            fd = fdtree.open_file(entry.dir_fd, entry.name, entry.rel, entry.st)
+            with os.fdopen(fd, "rb") as data:
+                try:
+                    tar.addfile(info, data)
+                except OSError:  # it shrank while it was read
+                    raise BuildFailed(
+                        f"{entry.rel[:200]} changed while the platform was reading it"
+                    ) from None
         else:
             tar.addfile(info)

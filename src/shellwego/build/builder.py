@@ -5,9 +5,12 @@ slug directory with ``HOME`` set to it, after ``$HOME/.profile.d/*.sh`` is sourc
 dependencies are installed inside the app (``.shellwego/python``, ``node_modules``) and
 found through paths relative to ``$HOME``.
 
-Installed dependency trees are cached under ``cache_dir`` by a key over what decides
-them (requirements or lockfile, interpreter version); a rebuild with the same key links
-the cached tree in instead of installing.
+Each app has a cache of its own under ``cache_dir`` (``uid-<its uid>``): the installers'
+caches, which its build steps write, and its installed dependency trees, stored by a key
+over what decides them (requirements or lockfile, interpreter version), which only the
+platform writes; a rebuild with the same key links the stored tree in instead of
+installing. What the platform does as root in a tree the app's code has written goes
+through directory file descriptors (:mod:`.fdtree`): see README.md.
 """
 
 from __future__ import annotations
@@ -18,28 +21,32 @@ import gzip
 import hashlib
 import json
 import os
+import posixpath
 import re
 import resource
 import shutil
 import signal
+import stat
 import sys
 import tarfile
-import tempfile
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from shellwego.errors import BuildFailed, RuntimeFailure
 from shellwego.runtime.cgroups import Cgroups
 from shellwego.runtime.command import BASE_PATH
-from shellwego.runtime.layer import chown_tree
 from shellwego.runtime.sandbox import Sandbox
 from shellwego.runtime.user import NOBODY, SWITCH_CAPS, RunUser, run_user
 
-from .archive import SKIP_NAMES, add_tree, walk
+from . import fdtree
+from .archive import SKIP_NAMES, add_tree, check_name
 from .detect import GENERIC, LABELS, NODE, PYTHON, STATIC, BuildPlan, detect
+from .fdtree import Entry, Owner
 
 Log = Callable[[str], Awaitable[None]]
+_T = TypeVar("_T")
 
 GiB = 1024**3
 INDENT = "       "
@@ -48,7 +55,8 @@ SLUG_NAME = "slug.tar.gz"
 # fast over small: level 1 writes a slug ~2.5x faster than 6 for ~15% more bytes
 SLUG_COMPRESSION = 1
 RELOCATABLE_SHEBANG = b"#!/usr/bin/env python3\n"
-INSTALLER_CACHES = ("pip", "npm")  # under the cache dir, written by the build steps
+INSTALLERS = "installers"  # in an app's cache: pip's and npm's caches, written by its steps
+TREES = "trees"  # in an app's cache: stored dependency trees, written by the platform only
 
 # the build's subprocesses see only these variables of the platform's environment
 ENV_KEEP = frozenset(
@@ -131,116 +139,114 @@ def _has_requirements(text: str) -> bool:
     return False
 
 
-def requirement_files(req: Path) -> list[Path]:
-    """``req`` and every file it pulls in with ``-r`` / ``-c``, in order, once each."""
-    seen: list[Path] = []
-    todo = [req]
+def requirement_files(root_fd: int) -> list[tuple[str, bytes]]:
+    """``requirements.txt`` and every file it pulls in with ``-r`` / ``-c``, in order, once
+    each, as ``(name, content)``; an include outside the app's source is refused (the
+    platform reads only the app's own files)."""
+    seen: dict[str, bytes] = {}
+    todo = ["requirements.txt"]
     while todo:
-        path = todo.pop(0)
-        if path in seen or not path.is_file():
+        rel = todo.pop(0)
+        if rel in seen:
             continue
-        seen.append(path)
-        for line in path.read_text(errors="replace").splitlines():
+        data = fdtree.read_file(root_fd, rel)
+        if data is None:
+            continue
+        seen[rel] = data
+        for line in data.decode("utf-8", "replace").splitlines():
             match = _INCLUDE.match(line)
-            if match:
-                todo.append((path.parent / match.group(1)).resolve())
-    return seen
+            if match is None:
+                continue
+            include = match.group(1)
+            joined = posixpath.normpath(posixpath.join(posixpath.dirname(rel), include))
+            if include.startswith("/") or joined == ".." or joined.startswith("../"):
+                raise BuildFailed(
+                    f"{rel} includes {include[:200]}, which is outside the app's source"
+                )
+            todo.append(joined)
+    return list(seen.items())
 
 
-def python_key(app: Path, interpreter: str) -> str:
+def python_key(root_fd: int, interpreter: str) -> str:
     """Cache key of an app's Python dependency tree.
 
     requirements.txt and the files it includes, with the whole source tree when they
     refer to local paths; for a pyproject.toml app, the whole source tree.
     """
     material = hashlib.sha256(b"python\0" + interpreter.encode() + b"\0")
-    requirements = app / "requirements.txt"
-    if not requirements.is_file():
-        material.update(b"pyproject\0" + tree_digest(app).encode())
+    files = requirement_files(root_fd)
+    if not files:
+        material.update(b"pyproject\0" + tree_digest(root_fd).encode())
         return material.hexdigest()
     local = False
-    for path in requirement_files(requirements.resolve()):
-        data = path.read_bytes()
+    for _rel, data in files:
         material.update(data + b"\0")
         lines = data.decode("utf-8", "replace").splitlines()
         local = local or any(_LOCAL.search(line) for line in lines)
     if local:
-        material.update(b"tree\0" + tree_digest(app).encode())
+        material.update(b"tree\0" + tree_digest(root_fd).encode())
     return material.hexdigest()
 
 
-def tree_digest(root: Path) -> str:
+def tree_digest(root_fd: int) -> str:
     """sha256 over the names and contents of the source tree (platform directories aside)."""
     digest = hashlib.sha256()
-    for path, rel in walk(root, SKIP_NAMES):
-        digest.update(rel.encode() + b"\0")
-        if path.is_symlink():
-            digest.update(b"L" + os.readlink(path).encode() + b"\0")
-        elif path.is_file():
-            with path.open("rb") as handle:
+    for entry in fdtree.walk(root_fd, SKIP_NAMES):
+        digest.update(entry.rel.encode("utf-8", "surrogateescape") + b"\0")
+        if entry.is_link:
+            target = os.readlink(entry.name, dir_fd=entry.dir_fd)
+            digest.update(b"L" + target.encode("utf-8", "surrogateescape") + b"\0")
+        elif entry.is_file:
+            fd = fdtree.open_file(entry.dir_fd, entry.name, entry.rel, entry.st)
+            with os.fdopen(fd, "rb") as handle:
                 while chunk := handle.read(1024 * 1024):
                     digest.update(chunk)
             digest.update(b"\0")
     return digest.hexdigest()
 
 
-def _link_or_copy(src: str, dst: str) -> None:
+def _relocatable(data: bytes) -> bytes | None:
+    """A pip-generated script with ``#!/usr/bin/env python3`` (None: leave it as it is)."""
+    if data.startswith(b"#!/bin/sh\n'''exec' "):
+        # pip's form for interpreter paths too long for a shebang line
+        lines = data.split(b"\n", 3)
+        if len(lines) == 4 and lines[2].startswith(b"' '''"):
+            return RELOCATABLE_SHEBANG + lines[3]
+    elif data.startswith(b"#!"):
+        first, _, rest = data.partition(b"\n")
+        if b"python" in first and first + b"\n" != RELOCATABLE_SHEBANG:
+            return RELOCATABLE_SHEBANG + rest
+    return None
+
+
+def fix_shebangs(top: Path, rel: str = ".", owner: Owner | None = None) -> int:
+    """Point pip's generated scripts in ``top/rel`` at ``python3`` on PATH; returns how many
+    changed. Scripts are read and replaced through directory descriptors, so a link in
+    the way is never followed; with ``owner``, only its own files are read, and the new
+    ones are given to it."""
+    root = fdtree.open_dir(top)
     try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
-
-
-def link_tree(src: Path, dst: Path) -> None:
-    """Copy a tree with hard links where the filesystem allows (symlinks kept as links)."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(src, dst, symlinks=True, copy_function=_link_or_copy)
-
-
-def store_tree(src: Path | None, key_dir: Path) -> None:
-    """Store ``src`` (or an empty tree) as ``key_dir`` atomically; a concurrent store wins."""
-    key_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{key_dir.name[:16]}-", dir=key_dir.parent))
-    try:
-        if src is not None and src.is_dir():
-            link_tree(src, tmp / "ready")
-        else:
-            (tmp / "ready").mkdir()
-        try:
-            os.rename(tmp, key_dir)
-        except OSError:
-            if not key_dir.is_dir():
-                raise
+        bin_fd = _subdir(root, rel)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def fix_shebangs(bin_dir: Path) -> int:
-    """Point pip's generated scripts at ``python3`` on PATH; returns how many changed."""
-    changed = 0
-    if not bin_dir.is_dir():
+        os.close(root)
+    if bin_fd is None:  # none, or not a directory (a link is not followed)
         return 0
-    for path in sorted(bin_dir.iterdir()):
-        if path.is_symlink() or not path.is_file():
-            continue
-        data = path.read_bytes()
-        new: bytes | None = None
-        if data.startswith(b"#!/bin/sh\n'''exec' "):
-            # pip's form for interpreter paths too long for a shebang line
-            lines = data.split(b"\n", 3)
-            if len(lines) == 4 and lines[2].startswith(b"' '''"):
-                new = RELOCATABLE_SHEBANG + lines[3]
-        elif data.startswith(b"#!"):
-            first, _, rest = data.partition(b"\n")
-            if b"python" in first and first + b"\n" != RELOCATABLE_SHEBANG:
-                new = RELOCATABLE_SHEBANG + rest
-        if new is None:
-            continue
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_bytes(new)
-        os.chmod(tmp, path.stat().st_mode & 0o7777)
-        os.replace(tmp, path)
-        changed += 1
+    changed = 0
+    try:
+        for name in sorted(os.listdir(bin_fd)):
+            st = os.stat(name, dir_fd=bin_fd, follow_symlinks=False)
+            if not stat.S_ISREG(st.st_mode):
+                continue
+            entry = Entry(bin_fd, name, f"{rel}/{name}", st)
+            fdtree.check_owner(entry, None if owner is None else owner[0])
+            fd = fdtree.open_file(bin_fd, name, entry.rel, st)
+            with os.fdopen(fd, "rb") as handle:
+                new = _relocatable(handle.read())
+            if new is not None:
+                fdtree.write_file(bin_fd, name, new, stat.S_IMODE(st.st_mode), owner)
+                changed += 1
+    finally:
+        os.close(bin_fd)
     return changed
 
 
@@ -260,51 +266,106 @@ class _HashingWriter:
         self._inner.flush()  # type: ignore[attr-defined]
 
 
-def write_slug(app: Path, slug: Path) -> tuple[int, str]:
-    """Deterministic gzip tarball of ``app``: sorted, mtime 0, owner 0; ``(size, sha256)``."""
-    with slug.open("wb") as raw:
-        hashing = _HashingWriter(raw)
-        with (
-            gzip.GzipFile(
-                fileobj=hashing,  # type: ignore[arg-type]
-                mode="wb",
-                mtime=0,
-                filename="",
-                compresslevel=SLUG_COMPRESSION,
-            ) as gz,
-            tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
-        ):
-            add_tree(tar, walk(app, frozenset({".git"})), reproducible=True)
+def write_slug(app: Path, slug: Path, owner: int | None = None) -> tuple[int, str]:
+    """Deterministic gzip tarball of ``app``: sorted, mtime 0, owner 0; ``(size, sha256)``.
+
+    The tree is walked through directory descriptors and never through a link; with
+    ``owner`` (the build's user), a file it does not own is refused, not read."""
+    root = fdtree.open_dir(app)
+    try:
+        with slug.open("wb") as raw:
+            hashing = _HashingWriter(raw)
+            with (
+                gzip.GzipFile(
+                    fileobj=hashing,  # type: ignore[arg-type]
+                    mode="wb",
+                    mtime=0,
+                    filename="",
+                    compresslevel=SLUG_COMPRESSION,
+                ) as gz,
+                tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
+            ):
+                add_tree(
+                    tar, _owned(fdtree.walk(root, frozenset({".git"})), owner), reproducible=True
+                )
+    finally:
+        os.close(root)
     return hashing.size, hashing.digest.hexdigest()
 
 
-def _write_profile(app: Path, name: str, text: str) -> None:
-    profile = app / ".profile.d"
-    if profile.is_symlink() or (profile.exists() and not profile.is_dir()):
-        raise BuildFailed(".profile.d must be a directory")
-    profile.mkdir(exist_ok=True)
-    target = profile / name
-    if target.is_symlink() or target.is_dir():
-        raise BuildFailed(f".profile.d/{name} is reserved for the platform")
-    target.write_text(text)
+def _owned(entries: Iterator[Entry], owner: int | None) -> Iterator[Entry]:
+    for entry in entries:
+        check_name(entry.rel, entry.rel.split("/"), BuildFailed)
+        fdtree.check_owner(entry, owner)
+        yield entry
 
 
-def _clear(path: Path) -> None:
-    if path.is_symlink() or path.is_file():
-        path.unlink()
-    elif path.is_dir():
-        shutil.rmtree(path)
+def _write_profile(app: Path, name: str, text: str, owner: Owner | None) -> None:
+    root = fdtree.open_dir(app)
+    try:
+        try:
+            profile = fdtree.open_subdir(root, ".profile.d", create=True, owner=owner)
+        except BuildFailed:
+            raise BuildFailed(".profile.d must be a directory") from None
+        assert profile is not None
+        try:
+            try:
+                st = os.stat(name, dir_fd=profile, follow_symlinks=False)
+            except FileNotFoundError:
+                pass
+            else:
+                if not stat.S_ISREG(st.st_mode):
+                    raise BuildFailed(f".profile.d/{name} is reserved for the platform")
+            fdtree.write_file(profile, name, text.encode(), 0o644, owner)
+        finally:
+            os.close(profile)
+    finally:
+        os.close(root)
+
+
+def _clear(app: Path, name: str) -> None:
+    root = fdtree.open_dir(app)
+    try:
+        fdtree.remove(root, name)
+    finally:
+        os.close(root)
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One build: the source, who its steps run as, the app's cache, its deadline."""
+
+    src: Path
+    user: RunUser | None  # whom steps switch to (None: they run as this process)
+    cache: Path  # the app's own cache directory
+    deadline: float
+
+    @property
+    def owner(self) -> Owner | None:
+        """Who the app's tree belongs to (None: this process, which is not root)."""
+        return None if self.user is None else (self.user.uid, self.user.gid)
+
+    @property
+    def uid(self) -> int | None:
+        return None if self.user is None else self.user.uid
+
+    @property
+    def installers(self) -> Path:
+        return self.cache / INSTALLERS
 
 
 class Builder:
-    """Builds slugs; build steps run as subprocesses under a memory cap and a time limit.
+    """Builds slugs; build steps run as subprocesses under a memory cap, a process limit,
+    an open-files limit and a time limit.
 
-    The memory cap bounds a whole step, every process it starts included: each step runs
-    in a cgroup of its own with that memory limit where the host's cgroups are writable,
-    else each of its processes gets that much address space (``prlimit --as``).
+    The memory cap and the process limit bound a whole step, every process it starts
+    included: each step runs in a cgroup of its own where the host's cgroups are writable
+    (else each of its processes gets that much address space, ``prlimit --as``, and the
+    process count is not limited).
 
-    Sandboxed steps of a builder running as root run as ``run_as`` (an unprivileged
-    user): the source tree and the installers' caches are handed to that user first.
+    Steps of a builder running as root run as an unprivileged user: the app's own uid
+    (``build(..., user=)``), else ``run_as``. The source tree is handed to that user once,
+    before any step runs; the user writes it and the app's installer caches, nothing else.
     """
 
     def __init__(
@@ -317,21 +378,27 @@ class Builder:
         sandbox: bool | None = None,
         cgroups: bool | None = None,
         run_as: tuple[int, int] | None = NOBODY,
+        pids_limit: int | None = 512,
+        nofile_limit: int | None = 10240,
     ) -> None:
         """``hidden_paths``: what build steps (which run the app's own install code) must not
         see, e.g. the platform's data directory. ``sandbox``: None = bubblewrap when it
-        works here, False = never. ``cgroups``: None = a memory cgroup per step when the
-        host allows it, False = the per-process limit only. ``run_as``: the uid/gid
-        sandboxed steps run as when this process is root (None: as root)."""
+        works here, False = never. ``cgroups``: None = a cgroup per step when the host
+        allows it, False = the per-process memory limit only. ``run_as``: the uid/gid
+        steps of a build without a user of its own run as when this process is root
+        (None: as root). ``pids_limit``: processes per step (a pids cgroup);
+        ``nofile_limit``: open files per process (RLIMIT_NOFILE)."""
         self.cache_dir = Path(cache_dir)
         self.memory_bytes = memory_bytes
         self.timeout_seconds = timeout_seconds
         self.hidden_paths = tuple(hidden_paths)
+        self.pids_limit = pids_limit
+        self.nofile_limit = nofile_limit
         self._want_sandbox = sandbox
         self._sandbox: Sandbox | None = None
         self._want_cgroups = cgroups
         self._cgroups: Cgroups | None = None
-        self._user: RunUser | None = run_user(run_as)
+        self._run_as = run_as
 
     def sandbox(self) -> Sandbox:
         """How build steps are isolated on this host (detected once)."""
@@ -344,7 +411,7 @@ class Builder:
         return self._sandbox
 
     def cgroups(self) -> Cgroups:
-        """How build steps' memory is capped on this host (detected once)."""
+        """How build steps' memory and processes are limited on this host (detected once)."""
         if self._cgroups is None:
             self._cgroups = (
                 Cgroups(0, {}, "disabled by configuration")
@@ -353,28 +420,60 @@ class Builder:
             )
         return self._cgroups
 
-    async def build(self, src: Path, out: Path, log: Log) -> BuildResult:
-        """Build the app in ``src`` (in place) and write ``out/slug.tar.gz``."""
+    def cache_for(self, uid: int | None) -> Path:
+        """The build cache of the app whose builds run as ``uid``."""
+        return self.cache_dir / ("shared" if uid is None else f"uid-{int(uid)}")
+
+    def _job(self, src: Path, user: tuple[int, int] | None, deadline: float) -> Job:
+        """A build's job: its cache made ready, its source handed to its user."""
+        wanted = user or self._run_as
+        job = Job(src, run_user(wanted), self.cache_for(wanted[0] if wanted else None), deadline)
+        self.cache_dir.mkdir(mode=0o711, parents=True, exist_ok=True)
+        job.cache.mkdir(mode=0o711, exist_ok=True)
+        cache = fdtree.open_dir(job.cache)
+        try:
+            for name, owner in ((INSTALLERS, job.owner), (TREES, None)):
+                fd = fdtree.open_subdir(cache, name, create=True, owner=owner)
+                assert fd is not None
+                os.fchmod(fd, 0o700)
+                os.close(fd)
+        finally:
+            os.close(cache)
+        if job.owner is not None:
+            root = fdtree.open_dir(src)
+            try:
+                fdtree.chown_tree(root, job.owner)
+                os.fchmod(root, 0o700)  # the build's user's alone
+            finally:
+                os.close(root)
+        return job
+
+    async def build(
+        self, src: Path, out: Path, log: Log, *, user: tuple[int, int] | None = None
+    ) -> BuildResult:
+        """Build the app in ``src`` (in place) and write ``out/slug.tar.gz``; its steps run
+        as ``user`` (uid, gid: the app's own) when this process is root."""
         deadline = asyncio.get_running_loop().time() + self.timeout_seconds
         sandbox = await asyncio.to_thread(self.sandbox)
         if sandbox.binary is None:
             await log(f"-----> Build sandbox unavailable: {sandbox.note}")
         plan: BuildPlan = await asyncio.to_thread(detect, src)
         await log(f"-----> {LABELS[plan.stack]} detected")
-        await asyncio.to_thread(_clear, src / PLATFORM_DIR)
+        await asyncio.to_thread(_clear, src, PLATFORM_DIR)
+        job = await asyncio.to_thread(self._job, src, user, deadline)
         env: dict[str, str] = {}
         if plan.stack == PYTHON:
-            env = await self._python(src, log, deadline)
+            env = await self._python(job, log)
         elif plan.stack == NODE:
-            env = await self._node(src, log, deadline)
+            env = await self._node(job, log)
         elif plan.stack == STATIC:
             await log("-----> Nothing to install: the files are served as they are")
         elif plan.stack == GENERIC:
             await log("-----> Nothing to install: running the Procfile's commands")
         await log("-----> Compressing slug")
-        out.mkdir(parents=True, exist_ok=True)
+        out.mkdir(mode=0o700, parents=True, exist_ok=True)  # root's: the slug is the app's alone
         slug = out / SLUG_NAME
-        size, digest = await asyncio.to_thread(write_slug, src, slug)
+        size, digest = await asyncio.to_thread(write_slug, src, slug, job.uid)
         return BuildResult(
             slug_path=slug,
             size_bytes=size,
@@ -386,7 +485,8 @@ class Builder:
 
     # ---- python --------------------------------------------------------------------------
 
-    async def _python(self, app: Path, log: Log, deadline: float) -> dict[str, str]:
+    async def _python(self, job: Job, log: Log) -> dict[str, str]:
+        app = job.src
         python = await asyncio.to_thread(host_python)
         described = await self._capture(
             [
@@ -399,21 +499,20 @@ class Builder:
         )
         version = described.split()[0] if described.split() else "?"
         await log(f"-----> Using Python {version} ({python})")
-        target = app / PLATFORM_DIR / "python"
-        requirements = app / "requirements.txt"
-        if requirements.is_file():
-            if not _has_requirements(requirements.read_text(errors="replace")):
+        target = f"{PLATFORM_DIR}/python"
+        requirements = await asyncio.to_thread(_read, app, "requirements.txt")
+        if requirements is not None:
+            if not _has_requirements(requirements.decode("utf-8", "replace")):
                 await log("-----> No dependencies listed in requirements.txt")
-                _write_profile(app, "python.sh", PYTHON_PROFILE)
+                await asyncio.to_thread(_write_profile, app, "python.sh", PYTHON_PROFILE, job.owner)
                 return {"PYTHONUNBUFFERED": "1"}
             what, args = "requirements.txt", ["-r", "requirements.txt"]
         else:
             what, args = "pyproject.toml", ["."]
-        key = await asyncio.to_thread(python_key, app, described)
-        cached = self.cache_dir / "python" / key
-        if (cached / "ready").is_dir():
+        key = await asyncio.to_thread(_in_tree, app, lambda fd: python_key(fd, described))
+        if await asyncio.to_thread(self._stored, job, "python", key):
             await log(f"-----> Reusing cached Python dependencies ({key[:12]})")
-            await asyncio.to_thread(link_tree, cached / "ready", target)
+            await asyncio.to_thread(self._reuse, job, "python", key, target)
         else:
             await log(f"-----> Installing dependencies from {what} with pip")
             await self._run(
@@ -423,9 +522,9 @@ class Builder:
                     "pip",
                     "install",
                     "--target",
-                    str(target),
+                    str(app / target),
                     "--cache-dir",
-                    str(self.cache_dir / "pip"),
+                    str(job.installers / "pip"),
                     "--disable-pip-version-check",
                     "--no-input",
                     "--progress-bar",
@@ -436,42 +535,43 @@ class Builder:
                 env=build_environment({"PIP_ROOT_USER_ACTION": "ignore", "PYTHONUNBUFFERED": "1"}),
                 log=log,
                 what="pip install",
-                deadline=deadline,
+                deadline=job.deadline,
+                job=job,
             )
-            fixed = await asyncio.to_thread(fix_shebangs, target / "bin")
+            fixed = await asyncio.to_thread(fix_shebangs, app, f"{target}/bin", job.owner)
             if fixed:
                 await log(f"{INDENT}{fixed} script(s) made relocatable")
-            await asyncio.to_thread(store_tree, target, cached)
+            await asyncio.to_thread(self._store, job, "python", key, target)
             await log(f"-----> Cached Python dependencies ({key[:12]})")
-        _write_profile(app, "python.sh", PYTHON_PROFILE)
+        await asyncio.to_thread(_write_profile, app, "python.sh", PYTHON_PROFILE, job.owner)
         return {"PYTHONUNBUFFERED": "1"}
 
     # ---- node ----------------------------------------------------------------------------
 
-    async def _node(self, app: Path, log: Log, deadline: float) -> dict[str, str]:
+    async def _node(self, job: Job, log: Log) -> dict[str, str]:
+        app = job.src
         node, npm = shutil.which("node"), shutil.which("npm")
         if node is None or npm is None:
             raise BuildFailed("Node.js app detected but node and npm are not on the build host")
         version = (await self._capture([node, "--version"], "node")).strip()
         await log(f"-----> Using Node.js {version}")
-        package = app / "package.json"
-        lock = app / "package-lock.json"
+        package = await asyncio.to_thread(_read, app, "package.json")
+        lock = await asyncio.to_thread(_read, app, "package-lock.json")
         try:
-            json.loads(package.read_text())
+            json.loads(package or b"")
         except (ValueError, UnicodeDecodeError) as exc:
             raise BuildFailed(f"package.json is not valid JSON: {exc}") from None
-        material = hashlib.sha256(b"node\0" + version.encode() + b"\0" + package.read_bytes())
-        if lock.is_file():
-            material.update(b"\0lock\0" + lock.read_bytes())
+        material = hashlib.sha256(b"node\0" + version.encode() + b"\0" + (package or b""))
+        if lock is not None:
+            material.update(b"\0lock\0" + lock)
         key = material.hexdigest()
-        cached = self.cache_dir / "node" / key
-        modules = app / "node_modules"
-        await asyncio.to_thread(_clear, modules)
-        if (cached / "ready").is_dir():
+        modules = "node_modules"
+        await asyncio.to_thread(_clear, app, modules)
+        if await asyncio.to_thread(self._stored, job, "node", key):
             await log(f"-----> Reusing cached node_modules ({key[:12]})")
-            await asyncio.to_thread(link_tree, cached / "ready", modules)
+            await asyncio.to_thread(self._reuse, job, "node", key, modules)
         else:
-            command = "ci" if lock.is_file() else "install"
+            command = "ci" if lock is not None else "install"
             await log(f"-----> Installing dependencies with npm {command}")
             await self._run(
                 [
@@ -479,7 +579,7 @@ class Builder:
                     command,
                     "--omit=dev",
                     "--cache",
-                    str(self.cache_dir / "npm"),
+                    str(job.installers / "npm"),
                     "--no-audit",
                     "--no-fund",
                     "--no-progress",
@@ -489,12 +589,69 @@ class Builder:
                 env=build_environment({"NODE_ENV": "production", "CI": "true"}),
                 log=log,
                 what=f"npm {command}",
-                deadline=deadline,
+                deadline=job.deadline,
+                job=job,
             )
-            await asyncio.to_thread(store_tree, modules if modules.is_dir() else None, cached)
+            await asyncio.to_thread(self._store, job, "node", key, modules)
             await log(f"-----> Cached node_modules ({key[:12]})")
-        _write_profile(app, "node.sh", NODE_PROFILE)
+        await asyncio.to_thread(_write_profile, app, "node.sh", NODE_PROFILE, job.owner)
         return {"NODE_ENV": "production"}
+
+    # ---- stored dependency trees -----------------------------------------------------------
+
+    @staticmethod
+    def _stored(job: Job, kind: str, key: str) -> bool:
+        return _in_tree(job.cache, lambda fd: fdtree.is_dir(fd, f"{TREES}/{kind}/{key}/ready"))
+
+    @staticmethod
+    def _reuse(job: Job, kind: str, key: str, target: str) -> None:
+        """Link the stored tree in at ``target`` in the app's source (made afresh)."""
+        with _opened(job.cache) as cache, _opened(job.src) as app:
+            parent, _, name = target.rpartition("/")
+            into = fdtree.open_subdir(app, parent, create=True, owner=job.owner)
+            stored = fdtree.open_subdir(cache, f"{TREES}/{kind}/{key}/ready")
+            assert into is not None and stored is not None
+            try:
+                fdtree.remove(into, name)
+                os.mkdir(name, 0o755, dir_fd=into)
+                made = fdtree.open_subdir(into, name)
+                assert made is not None
+                try:
+                    if job.owner is not None:
+                        os.fchown(made, *job.owner)
+                    fdtree.copy_tree(stored, made, owner=job.uid, give=job.owner)
+                finally:
+                    os.close(made)
+            finally:
+                os.close(into)
+                os.close(stored)
+
+    @staticmethod
+    def _store(job: Job, kind: str, key: str, source: str) -> None:
+        """Store the tree at ``source`` in the app's source (or an empty tree) under ``key``,
+        atomically; a concurrent store of the same key wins."""
+        with _opened(job.cache) as cache, _opened(job.src) as app:
+            trees = fdtree.open_subdir(cache, f"{TREES}/{kind}", create=True)
+            assert trees is not None
+            tmp = f".{key[:16]}-{os.urandom(6).hex()}"
+            try:
+                os.mkdir(tmp, 0o700, dir_fd=trees)
+                ready = fdtree.open_subdir(trees, f"{tmp}/ready", create=True)
+                assert ready is not None
+                try:
+                    found = _subdir(app, source)
+                    if found is not None:
+                        try:
+                            fdtree.copy_tree(found, ready, owner=job.uid, give=job.owner)
+                        finally:
+                            os.close(found)
+                finally:
+                    os.close(ready)
+                with contextlib.suppress(OSError):  # OSError: stored meanwhile
+                    os.rename(tmp, key, src_dir_fd=trees, dst_dir_fd=trees)
+            finally:
+                fdtree.remove(trees, tmp)
+                os.close(trees)
 
     # ---- subprocesses --------------------------------------------------------------------
 
@@ -518,36 +675,54 @@ class Builder:
         log: Log,
         what: str,
         deadline: float,
+        job: Job | None = None,
     ) -> None:
         """Run one build step, streaming its output line by line into ``log``.
 
-        With bubblewrap, the step sees the host read-only, its own source and the build
-        cache writable, a private /tmp as HOME, and none of ``hidden_paths``.
+        With bubblewrap, the step sees the host read-only, its own source and its app's
+        installer caches writable, a private /tmp as HOME, and none of ``hidden_paths``.
+        Without a ``job`` (a step outside a build) it runs for ``cwd`` as ``run_as``.
         """
+        if job is None:
+            job = await asyncio.to_thread(self._job, cwd, None, deadline)
+        sandbox = self.sandbox()
+        if sandbox.binary is None and job.user is not None:
+            self._check_reachable(job.user, cwd, job.installers)
         cgroups = await asyncio.to_thread(self.cgroups)
         dirs: dict[str, str] = {}
         if cgroups.available:
             try:
-                dirs = cgroups.create(f"build-{os.urandom(6).hex()}", self.memory_bytes, None)
+                dirs = cgroups.create(
+                    f"build-{os.urandom(6).hex()}", self.memory_bytes, None, self.pids_limit
+                )
             except RuntimeFailure as exc:
-                await log(f"{INDENT}no memory cgroup for this step ({exc.detail})")
+                await log(f"{INDENT}no cgroup for this step ({exc.detail})")
         full, preexec = (argv, None) if dirs else self._limited(argv)
-        sandbox = self.sandbox()
+        if job.user is not None:
+            full = [*job.user.argv(), *full]
         if sandbox.binary is not None:
-            self.cache_dir.mkdir(parents=True, exist_ok=True)
-            keep: tuple[str, ...] = ()
-            if self._user is not None:
-                await asyncio.to_thread(self._hand_over, cwd, self._user)
-                full, keep = [*self._user.argv(), *full], SWITCH_CAPS
+            keep = SWITCH_CAPS if job.user is not None else ()
             full = sandbox.argv(
-                cwd, self.hidden_paths, full, binds=[self.cache_dir], keep_caps=keep
+                cwd, self.hidden_paths, full, binds=[job.installers], keep_caps=keep
             )
             env = {**env, "HOME": "/tmp"}
-        if dirs:
-            full = ["/bin/sh", "-c", Cgroups.join_script(dirs) + 'exec "$@"\n', "sh", *full]
+        elif job.user is not None:
+            env = {**env, "HOME": str(job.installers)}
+        script = Cgroups.join_script(dirs) if dirs else ""
+        if self.nofile_limit is not None:
+            script += f"ulimit -n {int(self.nofile_limit)} || exit 125\n"
+        if script:
+            full = ["/bin/sh", "-c", script + 'exec "$@"\n', "sh", *full]
         try:
             await self._step(
-                full, cwd=cwd, env=env, preexec=preexec, log=log, what=what, deadline=deadline
+                full,
+                cwd=cwd,
+                env=env,
+                preexec=preexec,
+                log=log,
+                what=what,
+                deadline=deadline,
+                dirs=dirs,
             )
         except BuildFailed:
             if dirs and Cgroups.oom_kills(dirs):
@@ -555,20 +730,27 @@ class Builder:
                     f"{what} ran out of memory: the build memory limit is "
                     f"{self.memory_bytes // (1024 * 1024)} MiB for all of a step's processes"
                 ) from None
+            if dirs and Cgroups.forks_refused(dirs):
+                raise BuildFailed(
+                    f"{what} reached the build's process limit: at most {self.pids_limit} "
+                    "processes for all of a step's processes"
+                ) from None
             raise
         finally:
             if dirs:
                 await Cgroups.remove(dirs)  # and whatever the step left running in it
 
-    def _hand_over(self, src: Path, user: RunUser) -> None:
-        """Let ``user`` write the source tree and the installers' caches (not the stored
-        dependency trees, which only this process writes)."""
-        chown_tree(src, user.uid, user.gid)
-        for name in INSTALLER_CACHES:
-            cache = self.cache_dir / name
-            cache.mkdir(exist_ok=True)
-            if cache.stat().st_uid != user.uid:
-                chown_tree(cache, user.uid, user.gid)
+    @staticmethod
+    def _check_reachable(user: RunUser, *paths: Path) -> None:
+        """Without a sandbox, steps reach their source and caches by their host paths."""
+        for path in paths:
+            blocked = user.blocked_at(path)
+            if blocked is not None:
+                raise BuildFailed(
+                    f"build steps run as uid {user.uid} without a sandbox and cannot reach "
+                    f"{path}: {blocked} is not searchable by them (install bubblewrap, or "
+                    f"keep builds where that user can reach them)"
+                )
 
     async def _step(
         self,
@@ -580,6 +762,7 @@ class Builder:
         log: Log,
         what: str,
         deadline: float,
+        dirs: dict[str, str],
     ) -> None:
         try:
             proc = await asyncio.create_subprocess_exec(
@@ -596,7 +779,7 @@ class Builder:
             raise BuildFailed(f"{what} could not start: {exc.strerror or exc}") from None
         remaining = deadline - asyncio.get_running_loop().time()
         try:
-            await asyncio.wait_for(self._pump(proc, log), max(remaining, 0.001))
+            await asyncio.wait_for(self._follow(proc, log, dirs), max(remaining, 0.001))
         except TimeoutError:
             await _kill(proc)
             raise BuildFailed(f"build timed out after {self.timeout_seconds:g}s") from None
@@ -608,6 +791,26 @@ class Builder:
             raise BuildFailed(f"{what} was killed by signal {-code}")
         if code != 0:
             raise BuildFailed(f"{what} failed (exit {code})")
+
+    @classmethod
+    async def _follow(
+        cls, proc: asyncio.subprocess.Process, log: Log, dirs: dict[str, str]
+    ) -> None:
+        """Log the step's output until its own process ends; what it left running then (which
+        may hold the output open, e.g. the sandbox's init waiting for them) is killed."""
+        reader = asyncio.create_task(cls._pump(proc, log))
+        try:
+            # (``proc.wait()`` would wait for the output to end too: watch the exit instead)
+            while not reader.done() and proc.returncode is None:
+                await asyncio.wait({reader}, timeout=0.1)
+            if not reader.done():
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                Cgroups.kill(dirs)
+            await reader
+            await proc.wait()
+        finally:
+            reader.cancel()
 
     @staticmethod
     async def _pump(proc: asyncio.subprocess.Process, log: Log) -> None:
@@ -625,7 +828,6 @@ class Builder:
                 pending = b""
         if pending.strip():
             await log(INDENT + pending.decode("utf-8", "replace").rstrip())
-        await proc.wait()
 
     async def _capture(self, argv: list[str], what: str) -> str:
         try:
@@ -656,3 +858,29 @@ async def _kill(proc: asyncio.subprocess.Process) -> None:
             os.killpg(proc.pid, signal.SIGKILL)
     with contextlib.suppress(ProcessLookupError):
         await proc.wait()
+
+
+def _read(app: Path, rel: str) -> bytes | None:
+    return _in_tree(app, lambda fd: fdtree.read_file(fd, rel))
+
+
+def _in_tree(top: Path, work: Callable[[int], _T]) -> _T:
+    with _opened(top) as fd:
+        return work(fd)
+
+
+@contextlib.contextmanager
+def _opened(top: Path) -> Iterator[int]:
+    fd = fdtree.open_dir(top)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def _subdir(top: int, rel: str) -> int | None:
+    """``rel`` under ``top`` when it is a directory (not a link to one), else None."""
+    try:
+        return fdtree.open_subdir(top, rel)
+    except BuildFailed:
+        return None

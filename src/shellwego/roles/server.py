@@ -57,8 +57,14 @@ def equip(ctx: Context) -> None:
     data = ctx.settings.data_dir
     make_private_dir(data / "tmp")
     ctx.extras["artifacts"] = ArtifactStore(data / "artifacts")
-    # build steps run the app's own install code: they never see the platform's data
-    ctx.extras["builder"] = Builder(data / "cache" / "build", hidden_paths=[data])
+    # build steps run the app's own install code: they never see the platform's data, and
+    # have the same process and open-file limits as the app's instances
+    ctx.extras["builder"] = Builder(
+        data / "cache" / "build",
+        hidden_paths=[data],
+        pids_limit=ctx.settings.pids_limit,
+        nofile_limit=ctx.settings.nofile_limit,
+    )
     # so do one-off commands: they see their release's slug (through a private writable
     # layer) and nothing else of the data directory (master key, database, artifacts)
     make_private_dir(data / "oneoff" / "slugs")  # what they run from, out of their reach

@@ -271,6 +271,14 @@ class Cgroups:
             return _read_keyed(Path(dirs["memory"]) / "memory.oom_control", "oom_kill") or 0
         return 0
 
+    @staticmethod
+    def forks_refused(dirs: Mapping[str, str]) -> int:
+        """How many times a fork was refused at the cgroups' process limit."""
+        for role in ("unified", "pids"):
+            if role in dirs:
+                return _read_keyed(Path(dirs[role]) / "pids.events", "max") or 0
+        return 0
+
     @classmethod
     def kill(cls, dirs: Mapping[str, str]) -> None:
         for pid in cls.members(dirs):

@@ -64,13 +64,12 @@ async def build_and_deploy(
     source: Path,
     emit: Emit,
     *,
-    source_is_dir: bool = False,
     surge: int | None = None,
     max_unavailable: int | None = None,
 ) -> bool:
-    """Build ``source`` (a tarball or a directory), release it and roll it out (with
-    ``surge`` and ``max_unavailable`` where given, else the app's settings when the
-    rollout starts).
+    """Build ``source`` (an uploaded tarball), release it and roll it out (with ``surge``
+    and ``max_unavailable`` where given, else the app's settings when the rollout starts).
+    The build's steps run as the app's own uid, with the app's own build cache.
 
     Every step is reported through ``emit``; the last call is always a ``done`` line.
     Returns True when the new release is serving.
@@ -91,20 +90,19 @@ async def build_and_deploy(
             pending.clear()
             await run_in_threadpool(_store_build_lines, ctx, app.id, batch)
 
+    user = None if app.uid is None else (app.uid, app.uid)
     work = Path(tempfile.mkdtemp(prefix="build-", dir=ctx.settings.data_dir / "tmp"))
+    work.chmod(0o711)  # unsandboxed build steps reach their source in it (a 0700 directory)
     try:
         async with _lock(ctx, app.id):
             src = work / "src"
-            if source_is_dir:
-                await run_in_threadpool(shutil.copytree, source, src, symlinks=True)
-            else:
-                src.mkdir()
-                with source.open("rb") as stream:
-                    await run_in_threadpool(
-                        safe_extract, stream, src, max_bytes=ctx.settings.max_upload_bytes * 4
-                    )
+            src.mkdir()
+            with source.open("rb") as stream:
+                await run_in_threadpool(
+                    safe_extract, stream, src, max_bytes=ctx.settings.max_upload_bytes * 4
+                )
             await log(f"-----> Building {app.name}")
-            result = await builder.build(src, work / "out", log)
+            result = await builder.build(src, work / "out", log, user=user)
             digest = await run_in_threadpool(artifacts.put, result.slug_path)
             await log(
                 f"-----> Slug {digest[:12]} ({result.size_bytes // 1024} KiB), "
