@@ -37,6 +37,8 @@ from typing import TypeVar
 from shellwego.errors import BuildFailed, RuntimeFailure
 from shellwego.runtime.cgroups import Cgroups
 from shellwego.runtime.command import BASE_PATH
+from shellwego.runtime.layer import private_mounts
+from shellwego.runtime.network import NodeNetwork
 from shellwego.runtime.sandbox import Sandbox
 from shellwego.runtime.user import NOBODY, SWITCH_CAPS, RunUser, run_user
 
@@ -380,6 +382,7 @@ class Builder:
         run_as: tuple[int, int] | None = NOBODY,
         pids_limit: int | None = 512,
         nofile_limit: int | None = 10240,
+        network: NodeNetwork | None = None,
     ) -> None:
         """``hidden_paths``: what build steps (which run the app's own install code) must not
         see, e.g. the platform's data directory. ``sandbox``: None = bubblewrap when it
@@ -387,7 +390,10 @@ class Builder:
         allows it, False = the per-process memory limit only. ``run_as``: the uid/gid
         steps of a build without a user of its own run as when this process is root
         (None: as root). ``pids_limit``: processes per step (a pids cgroup);
-        ``nofile_limit``: open files per process (RLIMIT_NOFILE)."""
+        ``nofile_limit``: open files per process (RLIMIT_NOFILE). ``network``: the node
+        network each step gets a namespace of its own on, for its run (egress only: it
+        reaches package indexes, never the platform, the host or any instance); None: the
+        host's network."""
         self.cache_dir = Path(cache_dir)
         self.memory_bytes = memory_bytes
         self.timeout_seconds = timeout_seconds
@@ -399,6 +405,7 @@ class Builder:
         self._want_cgroups = cgroups
         self._cgroups: Cgroups | None = None
         self._run_as = run_as
+        self.network = network
 
     def sandbox(self) -> Sandbox:
         """How build steps are isolated on this host (detected once)."""
@@ -711,19 +718,28 @@ class Builder:
         script = Cgroups.join_script(dirs) if dirs else ""
         if self.nofile_limit is not None:
             script += f"ulimit -n {int(self.nofile_limit)} || exit 125\n"
-        if script:
-            full = ["/bin/sh", "-c", script + 'exec "$@"\n', "sh", *full]
         try:
-            await self._step(
-                full,
-                cwd=cwd,
-                env=env,
-                preexec=preexec,
-                log=log,
-                what=what,
-                deadline=deadline,
-                dirs=dirs,
-            )
+            async with contextlib.AsyncExitStack() as stack:
+                if self.network is not None:
+                    await self.network.ready()
+                    net = await stack.enter_async_context(
+                        self.network.session(f"build-{os.urandom(6).hex()}")
+                    )
+                    # its own network namespace, and mounts of its own for its resolv.conf
+                    setup = ["/bin/sh", "-c", net.mount_script() + 'exec "$@"\n', "sh"]
+                    full = [*net.enter_argv(), *private_mounts(), *setup, *full]
+                if script:
+                    full = ["/bin/sh", "-c", script + 'exec "$@"\n', "sh", *full]
+                await self._step(
+                    full,
+                    cwd=cwd,
+                    env=env,
+                    preexec=preexec,
+                    log=log,
+                    what=what,
+                    deadline=deadline,
+                    dirs=dirs,
+                )
         except BuildFailed:
             if dirs and Cgroups.oom_kills(dirs):
                 raise BuildFailed(

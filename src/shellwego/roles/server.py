@@ -57,6 +57,8 @@ def equip(ctx: Context) -> None:
     data = ctx.settings.data_dir
     make_private_dir(data / "tmp")
     ctx.extras["artifacts"] = ArtifactStore(data / "artifacts")
+    # one-off commands and build steps, each in a network namespace of its own for its run
+    network = node_network(ctx.settings, data / "oneoff" / "network")
     # build steps run the app's own install code: they never see the platform's data, and
     # have the same process and open-file limits as the app's instances
     ctx.extras["builder"] = Builder(
@@ -64,29 +66,42 @@ def equip(ctx: Context) -> None:
         hidden_paths=[data],
         pids_limit=ctx.settings.pids_limit,
         nofile_limit=ctx.settings.nofile_limit,
+        network=network,
     )
     # so do one-off commands: they see their release's slug (through a private writable
     # layer) and nothing else of the data directory (master key, database, artifacts)
     make_private_dir(data / "oneoff" / "slugs")  # what they run from, out of their reach
     ctx.extras["oneoff_driver"] = process_driver(
-        ctx.settings, data / "oneoff" / "state", [data], reachable_from=data
+        ctx.settings, data / "oneoff" / "state", [data], reachable_from=data, network=network
     )
 
 
+def node_network(settings: Settings, state: Path) -> NodeNetwork | None:
+    """The node network kept in ``state``, unless the operator chose the host's network
+    or this host cannot have one (then said in the log, once)."""
+    if settings.instance_network != "namespace":
+        return None
+    why = network_unavailable()
+    if why is not None:
+        log.warning("%s", why)
+        return None
+    return NodeNetwork(state, settings.network)
+
+
 def process_driver(
-    settings: Settings, state: Path, hidden: Sequence[Path], *, reachable_from: Path | None
+    settings: Settings,
+    state: Path,
+    hidden: Sequence[Path],
+    *,
+    reachable_from: Path | None,
+    network: NodeNetwork | None = None,
 ) -> ProcessDriver:
     """The process runtime with the platform's limits; ``hidden``: what its instances must
     not see; ``reachable_from``: see :class:`ProcessDriver`. Its instances get network
-    namespaces on a node network kept beside ``state`` unless the operator chose the
-    host's network or this host cannot have them."""
-    network = None
-    if settings.instance_network == "namespace":
-        why = network_unavailable()
-        if why is None:
-            network = NodeNetwork(state.parent / "network", settings.network)
-        else:
-            log.warning("%s", why)
+    namespaces on ``network``, by default a node network kept beside ``state`` (see
+    :func:`node_network`)."""
+    if network is None:
+        network = node_network(settings, state.parent / "network")
     return ProcessDriver(
         state,
         hidden_paths=hidden,

@@ -52,6 +52,14 @@ def _overlay_options(lower: Path, upper: Path, work: Path) -> str:
     return f"lowerdir={lower},upperdir={upper},workdir={work}"
 
 
+def private_mounts(unshare: str | None = None) -> list[str]:
+    """The argv prefix that runs the rest in a private mount namespace of its own."""
+    unshare = unshare or shutil.which("unshare")
+    if unshare is None:
+        raise RuntimeFailure("unshare (util-linux) is not installed")
+    return [unshare, "--mount", "--propagation", "private", "--"]
+
+
 def slug_dir_name(digest: str, uid: int | None) -> str:
     """The name of a slug's directory for instances of ``uid``: overlays hand the slug to
     the instance's user, so each app uid sharing a digest has a copy of its own."""
@@ -136,10 +144,7 @@ class Layers:
 
     def private_mounts(self) -> list[str]:
         """The argv prefix that runs the rest in a private mount namespace of its own."""
-        unshare = self.unshare or shutil.which("unshare")
-        if unshare is None:
-            raise RuntimeFailure("unshare (util-linux) is not installed")
-        return [unshare, "--mount", "--propagation", "private", "--"]
+        return private_mounts(self.unshare)
 
     def mount_script(self, slug: Path, layer: Path) -> str:
         """Shell lines (run as root inside that namespace) that put the overlay in place."""

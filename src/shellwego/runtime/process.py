@@ -76,7 +76,7 @@ from .driver import (
 from .exits import POLL_SECONDS, describe_exit, reap, terminate, wait_exit
 from .layer import Layers
 from .logfile import LOG_FILE, LogReader, parse_line, read_lines, spawn_with_log
-from .network import DnsForwarder, InstanceNet, NodeNetwork
+from .network import InstanceNet, NodeNetwork
 from .ports import held_by, port_in_use
 from .procfs import (
     alive,
@@ -180,9 +180,6 @@ class ProcessDriver:
             self._notes.append(self._layers.note)
         self._instances: dict[str, InstanceRecord] = {}
         self._network = network
-        self._network_ready = False
-        self._network_lock = asyncio.Lock()
-        self._forwarder: DnsForwarder | None = None
         if network is None:
             self._notes.append("instances share the host's network (host ports)")
 
@@ -395,16 +392,14 @@ class ProcessDriver:
             await self._cancel_monitor(inst)
         self._instances.clear()
         self._cgroups.tidy()
-        if self._forwarder is not None:
-            await self._forwarder.close()
-            self._forwarder = None
+        if self._network is not None:
+            await self._network.close()
 
     async def teardown_network(self) -> None:
         """Remove the node network (bridge, rules, every namespace): only once no instance
         of this driver runs any more, e.g. when the whole platform stops."""
-        if self._network is not None and self._network_ready:
+        if self._network is not None:
             await self._network.teardown()
-            self._network_ready = False
 
     # ---- supervision ---------------------------------------------------------------------
 
@@ -575,18 +570,9 @@ class ProcessDriver:
         )
 
     async def _node_network(self) -> NodeNetwork | None:
-        """The node network, set up on first use (and its DNS forwarder started); None
-        when instances share the host's network."""
-        if self._network is None or self._network_ready:
-            return self._network
-        async with self._network_lock:
-            if not self._network_ready:
-                await self._network.setup()
-                forwarder = self._network.forwarder()
-                if forwarder is not None:
-                    await forwarder.start()
-                    self._forwarder = forwarder
-                self._network_ready = True
+        """The node network, set up on first use; None when instances share the host's."""
+        if self._network is not None:
+            await self._network.ready()
         return self._network
 
     async def _net_kept(self, inst: InstanceRecord) -> bool:

@@ -127,6 +127,9 @@ class NodeNetwork:
         self._mtu = 1500
         self._dns: DnsPlan | None = None
         self._lock = asyncio.Lock()
+        self._ready = False
+        self._ready_lock = asyncio.Lock()
+        self._forwarder: DnsForwarder | None = None
 
     # ---- the node network ----------------------------------------------------------------
 
@@ -165,8 +168,31 @@ class NodeNetwork:
 
     async def teardown(self) -> None:
         """Remove every instance network, the bridge, the rules and the state files."""
+        await self.close()
         async with self._lock:
             await asyncio.to_thread(self._teardown)
+
+    async def ready(self) -> None:
+        """Set up once for this object (what its users call before each use), with the DNS
+        forwarder running when instances need it; raises like :meth:`setup`."""
+        if self._ready:
+            return
+        async with self._ready_lock:
+            if self._ready:
+                return
+            await self.setup()
+            forwarder = self.forwarder()
+            if forwarder is not None:
+                await forwarder.start()
+                self._forwarder = forwarder
+            self._ready = True
+
+    async def close(self) -> None:
+        """Stop the DNS forwarder this object runs, if any (the network stays)."""
+        forwarder, self._forwarder = self._forwarder, None
+        self._ready = False
+        if forwarder is not None:
+            await forwarder.close()
 
     # ---- instances -----------------------------------------------------------------------
 
