@@ -317,6 +317,43 @@ async def test_teardown_leaves_nothing_behind(networks: Networks) -> None:
     assert sorted(os.listdir(network.state_dir)) == []
 
 
+def _left(names: NetNames) -> list[str]:
+    """What of a node network is on the host: its bridge, namespaces and nft table."""
+    found = [names.bridge] if Path(f"/sys/class/net/{names.bridge}").exists() else []
+    found += [n for n in os.listdir("/run/netns") if n.startswith(names.netns_prefix)]
+    listed = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True, check=True)
+    return found + ([names.table] if names.table in listed.stdout.split() else [])
+
+
+async def test_an_ephemeral_network_exists_only_while_a_session_is_open(
+    networks: Networks, tmp_path: Path
+) -> None:
+    network = NodeNetwork(tmp_path / "builds" / "network", ephemeral=True)
+    networks.made.append(network)
+    assert _left(network.names) == []
+    async with network.session("build-1") as first:
+        async with network.session("build-2") as second:
+            assert first.address != second.address
+            assert network.names.bridge in _left(network.names)
+        assert network.names.bridge in _left(network.names)  # one session still open
+    assert _left(network.names) == []
+    async with network.session("build-3"):  # made again when needed
+        assert network.names.bridge in _left(network.names)
+    assert _left(network.names) == []
+
+
+async def test_a_network_whose_state_directory_is_gone_is_removed_by_the_next_setup(
+    networks: Networks, tmp_path: Path
+) -> None:
+    gone = await networks.make("deleted")
+    await gone.attach("left-behind")
+    names = gone.names
+    assert _left(names)
+    subprocess.run(["rm", "-rf", str(gone.state_dir.parent)], check=True)  # a data dir deleted
+    await networks.make("next")
+    assert _left(names) == []
+
+
 # ---- DNS -------------------------------------------------------------------------------
 
 

@@ -721,7 +721,6 @@ class Builder:
         try:
             async with contextlib.AsyncExitStack() as stack:
                 if self.network is not None:
-                    await self.network.ready()
                     net = await stack.enter_async_context(
                         self.network.session(f"build-{os.urandom(6).hex()}")
                     )

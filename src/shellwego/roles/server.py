@@ -57,8 +57,9 @@ def equip(ctx: Context) -> None:
     data = ctx.settings.data_dir
     make_private_dir(data / "tmp")
     ctx.extras["artifacts"] = ArtifactStore(data / "artifacts")
-    # one-off commands and build steps, each in a network namespace of its own for its run
-    network = node_network(ctx.settings, data / "oneoff" / "network")
+    # one-off commands and build steps, each in a network namespace of its own for its run,
+    # on a node network that exists only while one runs
+    network = node_network(ctx.settings, data / "oneoff" / "network", ephemeral=True)
     # build steps run the app's own install code: they never see the platform's data, and
     # have the same process and open-file limits as the app's instances
     ctx.extras["builder"] = Builder(
@@ -76,16 +77,17 @@ def equip(ctx: Context) -> None:
     )
 
 
-def node_network(settings: Settings, state: Path) -> NodeNetwork | None:
+def node_network(settings: Settings, state: Path, *, ephemeral: bool = False) -> NodeNetwork | None:
     """The node network kept in ``state``, unless the operator chose the host's network
-    or this host cannot have one (then said in the log, once)."""
+    or this host cannot have one (then said in the log). ``ephemeral``: see
+    :class:`NodeNetwork`."""
     if settings.instance_network != "namespace":
         return None
     why = network_unavailable()
     if why is not None:
         log.warning("%s", why)
         return None
-    return NodeNetwork(state, settings.network)
+    return NodeNetwork(state, settings.network, ephemeral=ephemeral)
 
 
 def process_driver(
@@ -171,7 +173,6 @@ class ControlPlane:
         oneoff = self.ctx.extras.get("oneoff_driver")
         if isinstance(oneoff, ProcessDriver):  # one-off commands end with the API
             await oneoff.close()
-            await oneoff.teardown_network()
         self.ctx.db.dispose()
 
 

@@ -354,7 +354,7 @@ class ProcessDriver:
             user = self._user_for(spec)
             app = await asyncio.to_thread(self._layers.prepare, spec.app_dir, layer, user)
             env = instance_environment(spec, app)
-            network = await self._node_network()
+            network = self._network
             async with contextlib.AsyncExitStack() as stack:
                 net = await stack.enter_async_context(network.session(name)) if network else None
                 command = self._argv(spec, app, layer, dirs, None, argv, net)

@@ -118,9 +118,17 @@ class NodeNetwork:
     (or repairs it, same address), ``detach`` of a detached one does nothing.
     """
 
-    def __init__(self, state_dir: Path, settings: NetworkSettings | None = None) -> None:
+    def __init__(
+        self, state_dir: Path, settings: NetworkSettings | None = None, *, ephemeral: bool = False
+    ) -> None:
+        """``ephemeral``: the network exists only while a :meth:`session` is open (set up
+        by the first, removed after the last): for short-lived commands (builds, one-off
+        runs), so nothing of it is left on the host between them."""
         self.state_dir = Path(state_dir).resolve()
         self.settings = settings or NetworkSettings()
+        self.ephemeral = ephemeral
+        self._sessions = 0
+        self._sessions_lock = asyncio.Lock()
         self.names = NetNames.for_state_dir(self.state_dir)
         self._file = StateFile(self.state_dir)
         self._subnet: IPv4Network | None = None
@@ -235,12 +243,28 @@ class NodeNetwork:
     @contextlib.asynccontextmanager
     async def session(self, name: str) -> AsyncIterator[InstanceNet]:
         """A network for a short-lived command (a build step, a one-off run), detached
-        when the block ends, whatever happens in it."""
-        net = await self.attach(name)
+        when the block ends, whatever happens in it. An ephemeral node network is set up
+        for the first session open and removed when the last one ends."""
+        await self._opened()
         try:
-            yield net
+            net = await self.attach(name)
+            try:
+                yield net
+            finally:
+                await asyncio.shield(self.detach(name))
         finally:
-            await asyncio.shield(self.detach(name))
+            await asyncio.shield(self._closed())
+
+    async def _opened(self) -> None:
+        async with self._sessions_lock:
+            await self.ready()
+            self._sessions += 1
+
+    async def _closed(self) -> None:
+        async with self._sessions_lock:
+            self._sessions -= 1
+            if self.ephemeral and self._sessions == 0:
+                await self.teardown()
 
     # ---- the work, in a thread -----------------------------------------------------------
 
@@ -254,6 +278,7 @@ class NodeNetwork:
         except OSError:
             host_conf = ResolvConf()
         with host_lock(self.settings.host_lock), self._file.change() as state:
+            self._register()
             subnet = self._bridge_subnet()
             if subnet is None:
                 subnet = self._pick_subnet(state, host_conf)
@@ -443,6 +468,29 @@ class NodeNetwork:
             with self._file.change() as state:
                 state.leases.pop(instance_id, None)
 
+    @property
+    def _registry(self) -> Path:
+        """Where every node network of the host records its state directory (by owner), so
+        that one whose state directory is gone can be found and removed."""
+        return self.settings.host_lock.with_name("shellwego-networks")
+
+    def _register(self) -> None:
+        """Record this network's state directory; remove the networks of state directories
+        that no longer exist (a platform whose data directory was deleted without its
+        networks being torn down leaves nothing behind for long). Under the host lock."""
+        self._registry.mkdir(mode=0o700, exist_ok=True)
+        for entry in _listdir(self._registry):
+            path = self._registry / entry
+            try:
+                owner_dir = Path(path.read_text())
+            except OSError:
+                continue
+            if entry != self.names.owner and not owner_dir.exists():
+                log.info("removing the node network of %s (its directory is gone)", owner_dir)
+                with contextlib.suppress(RuntimeFailure, OSError):
+                    NodeNetwork(owner_dir, self.settings)._teardown()
+        (self._registry / self.names.owner).write_text(str(self.state_dir))
+
     def _teardown(self) -> None:
         namespaces = [
             name for name in _listdir(NETNS_DIR) if name.startswith(self.names.netns_prefix)
@@ -458,6 +506,8 @@ class NodeNetwork:
         self._file.remove()
         with contextlib.suppress(FileNotFoundError):
             self.resolv_conf.unlink()
+        with contextlib.suppress(FileNotFoundError):
+            (self._registry / self.names.owner).unlink()
         self._subnet = None
         self._dns = None
 
