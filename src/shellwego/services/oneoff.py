@@ -6,13 +6,12 @@ from collections.abc import Sequence
 
 from starlette.concurrency import run_in_threadpool
 
-from shellwego.errors import InvalidInput
+from shellwego.errors import Conflict
 from shellwego.models import App, Release, Role, new_id
 from shellwego.runtime.driver import InstanceSpec
-from shellwego.store import repository as repo
 
 from . import apps as app_service
-from . import secrets
+from . import releases, secrets
 from .context import Context, Principal
 from .organizations import require_role
 
@@ -21,9 +20,7 @@ def _spec(ctx: Context, who: Principal, app_ref: str) -> tuple[App, Release, dic
     with ctx.db.session() as s:
         app = app_service.find(s, who.organization_id, app_ref)
         require_role(who, Role.MEMBER)
-        if app.current_release_id is None:
-            raise InvalidInput(f"app {app.name} has nothing deployed yet")
-        release = repo.require(s, Release, "release", id=app.current_release_id)
+        release = releases.current(s, app)
         env = {**release.slug_env, **secrets.resolve_refs(ctx, s, release.config)}
         return app, release, env
 
@@ -35,7 +32,7 @@ async def run(
     from shellwego.build.artifacts import extract_slug
 
     if not release.slug_digest:
-        raise InvalidInput(f"release v{release.version} has no slug to run commands in")
+        raise Conflict(f"release v{release.version} has no slug to run commands in")
     app_dir = await run_in_threadpool(
         extract_slug,
         ctx.extras["artifacts"],

@@ -21,7 +21,7 @@ from shellwego.models.values import PROCESS_TYPE
 from shellwego.store import repository as repo
 
 from . import apps as app_service
-from . import deployments, placement
+from . import deployments, placement, releases
 from .context import Context, Principal, wake_after_commit
 from .organizations import require_role
 
@@ -88,9 +88,7 @@ def restart(ctx: Context, who: Principal, app_ref: str) -> str:
     require_role(who, Role.MEMBER)
     with ctx.db.session() as s:
         app = app_service.find(s, who.organization_id, app_ref)
-        if app.current_release_id is None:
-            raise InvalidInput(f"app {app.name} has nothing deployed yet")
-        release = repo.require(s, Release, "release", id=app.current_release_id)
+        release = releases.current(s, app)
         app.status = AppStatus.RUNNING
         deployments.start(ctx, s, who, app, release, reason="restart")
         return "restarting"
@@ -113,8 +111,7 @@ def start(ctx: Context, who: Principal, app_ref: str) -> str:
     require_role(who, Role.MEMBER)
     with ctx.db.session() as s:
         app = app_service.find(s, who.organization_id, app_ref)
-        if app.current_release_id is None:
-            raise InvalidInput(f"app {app.name} has nothing deployed yet")
+        releases.current(s, app)
         app.status = AppStatus.RUNNING
         app.updated_at = ctx.clock.now()
         wake_after_commit(ctx, s, "rollout")
