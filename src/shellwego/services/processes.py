@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import cast
 
 from shellwego.errors import InvalidInput
 from shellwego.models import (
@@ -17,15 +18,13 @@ from shellwego.models import (
     Release,
     Role,
 )
-from shellwego.models.values import PROCESS_TYPE
+from shellwego.models.values import MAX_INSTANCES, PROCESS_TYPE, SizeName
 from shellwego.store import repository as repo
 
 from . import apps as app_service
 from . import deployments, placement, releases
 from .context import Context, Principal, wake_after_commit
 from .organizations import require_role
-
-MAX_INSTANCES = 100
 
 
 def parse_formation(
@@ -51,7 +50,8 @@ def parse_formation(
             raise InvalidInput(f"{ptype}: count must be an integer from 0 to {MAX_INSTANCES}")
         if size not in SIZES:
             raise InvalidInput(f"{ptype}: unknown size {size!r}; sizes: {', '.join(SIZES)}")
-        result[ptype] = ProcessFormation(count=count, size=str(size), resources=SIZES[str(size)])
+        name = cast(SizeName, size)
+        result[ptype] = ProcessFormation(count=count, size=name, resources=SIZES[name])
     return result
 
 

@@ -24,9 +24,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlmodel import SQLModel
 
 from shellwego import models as _models  # noqa: F401  (registers every table)
-from shellwego.errors import ConfigError, Unavailable
+from shellwego.errors import ConfigError, InvalidInput, Unavailable
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+NUMBER_OUT_OF_RANGE = "22003"  # SQLSTATE numeric_value_out_of_range
 _memory_lock = threading.Lock()
 
 
@@ -147,9 +148,20 @@ class Database:
 
     @contextmanager
     def session(self) -> Iterator[Session]:
-        """A unit of work: commits on success, rolls back on error."""
-        with self._sessions() as session, session.begin():
-            yield session
+        """A unit of work: commits on success, rolls back on error.
+
+        A number no column can hold (SQLite refuses Python ints past 64 bits, PostgreSQL
+        values past the column's width) is invalid input, and the work is rolled back:
+        the guard behind the bounds the entities declare."""
+        try:
+            with self._sessions() as session, session.begin():
+                yield session
+        except OverflowError:
+            raise InvalidInput("a number in the request is out of range") from None
+        except sa.exc.DataError as exc:
+            if getattr(exc.orig, "sqlstate", None) != NUMBER_OUT_OF_RANGE:
+                raise
+            raise InvalidInput("a number in the request is out of range") from None
 
     def reset(self) -> None:
         """Delete every row of every table (tests)."""

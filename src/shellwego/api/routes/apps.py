@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Body, Query, status
 from starlette.concurrency import run_in_threadpool
@@ -10,6 +10,7 @@ from starlette.concurrency import run_in_threadpool
 from shellwego.api.deps import Ctx, Paging, Who
 from shellwego.api.pages import PageOut, out
 from shellwego.models import App, AppCreate, AppStatus, AppUpdate
+from shellwego.models.secrets import ConfigChanges
 from shellwego.services import apps as app_service
 from shellwego.services import config as config_service
 from shellwego.services import edges
@@ -61,7 +62,7 @@ def get_config(app: str, who: Who, ctx: Ctx) -> dict[str, str]:
 
 @router.patch("/v1/apps/{app}/config", response_model=dict[str, str], name="config.update")
 def update_config(
-    app: str, who: Who, ctx: Ctx, body: Annotated[dict[str, Any], Body()]
+    app: str, who: Who, ctx: Ctx, body: Annotated[ConfigChanges, Body()]
 ) -> dict[str, str]:
     """Set (``"KEY": "value"``) or unset (``"KEY": null``) config vars; makes a new release."""
     return config_service.update(ctx, who, app, body)
