@@ -10,7 +10,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -150,18 +150,21 @@ class Database:
     def session(self) -> Iterator[Session]:
         """A unit of work: commits on success, rolls back on error.
 
-        A number no column can hold (SQLite refuses Python ints past 64 bits, PostgreSQL
-        values past the column's width) is invalid input, and the work is rolled back:
-        the guard behind the bounds the entities declare."""
+        What no column can hold is invalid input, and the work is rolled back: a number
+        past its column (SQLite refuses Python ints past 64 bits, PostgreSQL values past
+        the column's width), the guard behind the bounds the entities declare; and text
+        with a NUL character, which PostgreSQL cannot store."""
         try:
             with self._sessions() as session, session.begin():
                 yield session
         except OverflowError:
             raise InvalidInput("a number in the request is out of range") from None
         except sa.exc.DataError as exc:
-            if getattr(exc.orig, "sqlstate", None) != NUMBER_OUT_OF_RANGE:
-                raise
-            raise InvalidInput("a number in the request is out of range") from None
+            if getattr(exc.orig, "sqlstate", None) == NUMBER_OUT_OF_RANGE:
+                raise InvalidInput("a number in the request is out of range") from None
+            if _holds_nul(exc.params):
+                raise InvalidInput("text in the request contains a NUL character") from None
+            raise
 
     def reset(self) -> None:
         """Delete every row of every table (tests)."""
@@ -171,6 +174,17 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def _holds_nul(params: Any) -> bool:
+    """Whether a statement's parameters hold text with a NUL character."""
+    if isinstance(params, str):
+        return "\x00" in params
+    if isinstance(params, Mapping):
+        return any(_holds_nul(value) for value in params.values())
+    if isinstance(params, list | tuple):
+        return any(_holds_nul(value) for value in params)
+    return False
 
 
 @contextmanager
