@@ -160,7 +160,7 @@ def test_deploy_settings_and_placement_policy(client: TestClient, ctx: Context, 
     r = client.patch(
         "/v1/apps/blog", headers=h, json={"placement": {"constraints": {"region": "mars"}}}
     )
-    assert r.status_code == 422, r.text
+    assert r.status_code == 409, r.text  # valid input the nodes cannot take now
     assert "has the labels region=mars" in r.json()["detail"]
     assert "labels on ready nodes: region=eu" in r.json()["detail"]
     r = client.post(
@@ -168,7 +168,7 @@ def test_deploy_settings_and_placement_policy(client: TestClient, ctx: Context, 
         headers=h,
         json={"name": "elsewhere", "placement": {"constraints": {"region": "mars"}}},
     )
-    assert r.status_code == 422 and "has the labels region=mars" in r.json()["detail"]
+    assert r.status_code == 409 and "has the labels region=mars" in r.json()["detail"]
     assert client.get("/v1/apps/elsewhere", headers=h).status_code == 404
     app = client.get("/v1/apps/blog", headers=h).json()
     assert app["deploy"] == {"surge": 3, "max_unavailable": 0}

@@ -126,7 +126,7 @@ def test_update_deploy_and_placement_settings(logged_in: Cli) -> None:
     assert (r.exit_code, r.stdout, r.stderr) == (
         1,
         "",
-        "Error: Invalid input: no ready node offering runtime 'process' has the labels "
+        "Error: Insufficient capacity: no ready node offering runtime 'process' has the labels "
         "region=eu (placement constraints of app hello); labels on ready nodes: none\n",
     )
     register_node(logged_in.api, "eu-a", labels={"region": "eu", "disk": "ssd"})

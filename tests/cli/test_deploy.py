@@ -140,7 +140,7 @@ def test_image_deploy_is_refused_until_a_node_offers_an_image_runtime(logged_in:
     r = logged_in("deploy", "--image", "nginx:1.27", "-a", "plain")
     assert (r.exit_code, r.stderr) == (
         1,
-        "Error: Invalid input: app plain uses the process runtime, which runs built source; "
+        "Error: Conflict: app plain uses the process runtime, which runs built source; "
         "image deploys need an app on the oci or microvm runtime\n",
     )
 

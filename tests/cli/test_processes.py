@@ -107,7 +107,7 @@ def test_actions_before_a_deploy_are_refused(logged_in: Cli) -> None:
         assert (r.exit_code, r.stdout, r.stderr) == (
             1,
             "",
-            "Error: Invalid input: app hello has nothing deployed yet\n",
+            "Error: Conflict: app hello has nothing deployed yet\n",
         )
 
 

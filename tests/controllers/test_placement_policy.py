@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from shellwego.errors import CapacityError, InvalidInput
+from shellwego.errors import CapacityError
 from shellwego.models import AppCreate, PlacementPolicy
 from shellwego.services import apps, deployments, processes
 
@@ -57,7 +57,7 @@ def test_a_scale_beyond_capacity_is_refused_and_changes_nothing(world: World) ->
 
 
 def test_constraints_no_node_satisfies_are_refused_naming_them(world: World) -> None:
-    with pytest.raises(InvalidInput) as err:
+    with pytest.raises(CapacityError) as err:
         apps.update(
             world.ctx,
             world.who,

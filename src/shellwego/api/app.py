@@ -7,7 +7,7 @@ from fastapi import FastAPI
 from shellwego import __version__
 from shellwego.services.context import Context
 
-from . import problems
+from . import contract, problems
 from .middleware import Audit, BodyLimit
 from .routes import (
     agent,
@@ -63,6 +63,7 @@ def create_app(ctx: Context, *, extra_routers: tuple[object, ...] = ()) -> FastA
     problems.install(app)
     for module in (*ROUTERS, *extra_routers):
         app.include_router(module.router)  # type: ignore[attr-defined]
+    contract.install(app)
     # the last added is the outermost: the audit sees the body limit's 413s too
     app.add_middleware(
         BodyLimit,

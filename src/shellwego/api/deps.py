@@ -8,10 +8,13 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Query, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
 from shellwego.services import auth
 from shellwego.services.context import Context, Principal
+
+from .contract import raises
 
 
 def context(request: Request) -> Context:
@@ -44,8 +47,27 @@ def credentials(request: Request) -> str | None:
     return password if sep and password else None
 
 
-async def principal(request: Request, ctx: Annotated[Context, Depends(context)]) -> Principal:
-    who = await run_in_threadpool(auth.authenticate, ctx, bearer(request))
+def token_scheme(name: str, description: str) -> HTTPBearer:
+    """A bearer token the OpenAPI document names; a request without one gets ``None``
+    (the dependency that checks it answers 401)."""
+    return HTTPBearer(scheme_name=name, description=description, auto_error=False)
+
+
+Bearer = HTTPAuthorizationCredentials | None
+api_token = token_scheme("apiToken", "a user's API token (swg_…), from POST /v1/auth/token")
+
+
+def token_of(credentials: Bearer) -> str | None:
+    return (credentials.credentials.strip() or None) if credentials else None
+
+
+@raises(403)  # every signed-in operation checks the caller's role
+async def principal(
+    request: Request,
+    ctx: Annotated[Context, Depends(context)],
+    credentials: Annotated[Bearer, Depends(api_token)],
+) -> Principal:
+    who = await run_in_threadpool(auth.authenticate, ctx, token_of(credentials))
     request.state.principal = who
     return who
 

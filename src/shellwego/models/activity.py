@@ -11,6 +11,7 @@ from sqlmodel import Field, SQLModel
 from .base import Entity, id_ref
 from .columns import EnumText, PydanticJSON, UTCDateTime
 from .enums import ActorType
+from .scalars import Count, HttpStatus
 
 
 class Webhook(Entity, table=True):
@@ -23,7 +24,7 @@ class Webhook(Entity, table=True):
     active: bool = Field(default=True)
     # the HMAC signing key is a secret, referenced by id
     signing_secret_id: str | None = id_ref("secrets", nullable=True, ondelete="SET NULL")
-    failure_count: int = Field(default=0)
+    failure_count: Count = Field(default=0)
     last_delivered_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
@@ -32,10 +33,10 @@ class WebhookDelivery(Entity, table=True):
     webhook_id: str = id_ref("webhooks")
     event_type: str = Field(max_length=50)
     payload: dict[str, Any] = Field(sa_type=PydanticJSON(dict[str, Any]))
-    status_code: int | None = Field(default=None)
+    status_code: HttpStatus | None = Field(default=None)
     response_body: str | None = Field(default=None, max_length=2000)  # the start of it
-    duration_ms: int = Field(default=0, ge=0)
-    attempts: int = Field(default=0)
+    duration_ms: Count = Field(default=0)
+    attempts: Count = Field(default=0)
     success: bool = Field(default=False)
     delivered_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
@@ -51,7 +52,7 @@ class AuditLog(Entity, table=True):
     target_type: str = Field(max_length=50)
     target_id: str | None = Field(default=None, max_length=255)
     result: str = Field(max_length=20)
-    status_code: int = Field()
+    status_code: HttpStatus = Field()
     source_ip: str | None = Field(default=None, max_length=64)
     user_agent: str | None = Field(default=None, max_length=255)
     request_id: str | None = Field(default=None, max_length=64)

@@ -3,14 +3,28 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
 import sqlalchemy as sa
+from pydantic import Field as Constraint
 from sqlmodel import Field, SQLModel
 
 from .base import Entity, Input, id_ref, partial
 from .columns import CIText, EnumText, PydanticJSON, UTCDateTime
 from .enums import AppStatus, DeploymentStatus, DeploymentStrategy, DesiredState
-from .values import DeployPolicy, HealthCheck, PlacementPolicy, ProcessFormation, Resources
+from .jsonkinds import json_kinds
+from .scalars import Count, ExitCode, Port, Version
+from .values import (
+    MAX_SURGE,
+    DeployPolicy,
+    FormationSpec,
+    HealthCheck,
+    InstanceCount,
+    PlacementPolicy,
+    ProcessFormation,
+    ProcessType,
+    Resources,
+)
 
 APP_NAME_PATTERN = r"^[a-zA-Z][a-zA-Z0-9-]{0,61}[a-zA-Z0-9]$"
 
@@ -75,7 +89,7 @@ class Release(Entity, table=True):
     __table_args__ = (sa.UniqueConstraint("app_id", "version"),)
     app_id: str = id_ref("apps")
     organization_id: str = id_ref("organizations")
-    version: int = Field(ge=1)
+    version: Version = Field()
     slug_digest: str | None = Field(default=None, max_length=64)
     image: str | None = Field(default=None, max_length=512)
     stack: str | None = Field(default=None, max_length=20)
@@ -99,10 +113,10 @@ class Deployment(Entity, table=True):
     previous_release_id: str | None = Field(default=None, max_length=26)
     status: DeploymentStatus = Field(sa_type=EnumText(DeploymentStatus))
     strategy: DeploymentStrategy = Field(sa_type=EnumText(DeploymentStrategy))
-    surge: int = Field(default=1, ge=1)
-    max_unavailable: int = Field(default=0, ge=0)
-    instances_total: int = Field(default=0)
-    instances_ready: int = Field(default=0)
+    surge: int = Field(default=1, ge=1, le=MAX_SURGE)
+    max_unavailable: int = Field(default=0, ge=0, le=MAX_SURGE)
+    instances_total: Count = Field(default=0)
+    instances_ready: Count = Field(default=0)
     error: str | None = Field(default=None, max_length=2000)
     finished_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     created_by: str | None = Field(default=None, max_length=26)
@@ -118,16 +132,16 @@ class Instance(Entity, table=True):
     node_id: str = id_ref("nodes")
     process_type: str = Field(max_length=30)
     resources: Resources = Field(sa_type=PydanticJSON(Resources))
-    port: int = Field(default=0)
+    port: Port = Field(default=0)
     # where the edge reaches it (observed): its own network's address, or None when it
     # listens on its node's address (``Node.address``:``port``)
     address: str | None = Field(default=None, max_length=64)
     desired_state: DesiredState = Field(sa_type=EnumText(DesiredState))
     state: str = Field(default="pending", max_length=20)
     healthy: bool = Field(default=False)
-    restarts: int = Field(default=0)
-    exit_code: int | None = Field(default=None)
-    pid: int | None = Field(default=None)
+    restarts: Count = Field(default=0)
+    exit_code: ExitCode | None = Field(default=None)
+    pid: Count | None = Field(default=None)
     last_error: str | None = Field(default=None, max_length=2000)
     observed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     healthy_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
@@ -136,7 +150,9 @@ class Instance(Entity, table=True):
     deployment_id: str | None = Field(default=None, max_length=26)
 
 
-class FormationUpdate(Input):
-    """``{"web": {"count": 3, "size": "medium"}}`` or the shorthand ``{"web": 3}``."""
+FormationPatch = partial(FormationSpec, "FormationPatch")
 
-    processes: dict[str, ProcessFormation | int]
+# ``{"web": {"count": 3, "size": "medium"}}`` or the shorthand ``{"web": 3}``; a process
+# type left out keeps its formation, a field left out keeps its value
+_Formation = dict[ProcessType, InstanceCount | FormationPatch]  # type: ignore[valid-type]
+FormationUpdate = Annotated[_Formation, json_kinds(_Formation), Constraint(min_length=1)]

@@ -5,12 +5,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal, TypeVar, get_args
 
-from pydantic import ConfigDict, create_model, field_validator
+from pydantic import BaseModel, ConfigDict, create_model, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticCustomError
 from sqlmodel import Field, SQLModel
 
 from .columns import UTCDateTime
+from .jsonkinds import check_json_kinds
 
 ID_LENGTH = 26
 
@@ -48,9 +49,18 @@ def id_ref(target: str, *, nullable: bool = False, ondelete: OnDelete = "CASCADE
 
 
 class Input(SQLModel):
-    """Shapes the API accepts: unknown fields are refused."""
+    """Shapes the API accepts: unknown fields are refused, and each field takes the JSON
+    types its schema names (see jsonkinds.py)."""
 
     model_config = ConfigDict(extra="forbid")  # type: ignore[assignment]
+    json_types = field_validator("*", mode="before")(check_json_kinds)
+
+
+class Message(BaseModel):
+    """Shapes other programs send (the agent protocol): unknown fields are ignored, so an
+    agent may be newer than its server; each field takes its schema's JSON types."""
+
+    json_types = field_validator("*", mode="before")(check_json_kinds)
 
 
 M = TypeVar("M", bound=SQLModel)
@@ -69,7 +79,7 @@ def _refuse_null(value: Any) -> Any:
     return value
 
 
-def partial(model: type[SQLModel], name: str) -> type[Input]:
+def partial(model: type[BaseModel], name: str) -> type[Input]:
     """The Update shape of ``model``: every field may be left out, unknown fields refused.
 
     A field left out keeps its value. An explicit ``null`` is accepted only where the

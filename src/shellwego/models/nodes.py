@@ -9,6 +9,7 @@ from sqlmodel import Field, SQLModel
 from .base import Entity
 from .columns import CIText, EnumText, PydanticJSON, UTCDateTime
 from .enums import NodeStatus
+from .scalars import Count
 from .values import NodeCapabilities, NodeCapacity, NodeNetwork
 
 
@@ -34,7 +35,7 @@ class NodeFields(NodeBase, Entity):
     region: str = Field(default="local", max_length=50)
     zone: str = Field(default="local", max_length=50)
     network: NodeNetwork = Field(default_factory=NodeNetwork, sa_type=PydanticJSON(NodeNetwork))
-    assignment_index: int = Field(default=0)
+    assignment_index: Count = Field(default=0)
     last_heartbeat_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
@@ -50,8 +51,8 @@ class NodeView(NodeFields):
     placement when the node is read, never stored)."""
 
     free: NodeCapacity  # capacity less what the instances meant to run here reserve
-    microvm_capacity: int = Field(ge=0)  # microVMs of the smallest size that fit
-    microvm_used: int = Field(ge=0)  # instances meant to run here as microVMs
+    microvm_capacity: Count  # microVMs of the smallest size that fit
+    microvm_used: Count  # instances meant to run here as microVMs
 
 
 class JoinToken(Entity, table=True):

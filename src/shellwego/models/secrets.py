@@ -3,21 +3,32 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
 import sqlalchemy as sa
+from pydantic import Field as Constraint
 from sqlmodel import Field, SQLModel
 
 from .base import Entity, Input, id_ref
 from .columns import CIText, EnumText, UTCDateTime
 from .enums import SecretKind, SecretScope
+from .scalars import Timestamp, Version
 
 ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,254}$"
+VALUE_MAX_LENGTH = 65536
+
+EnvName = Annotated[str, Constraint(pattern=ENV_NAME_PATTERN)]
+# ``{"KEY": "value"}`` sets a config var, ``{"KEY": null}`` unsets it
+ConfigChanges = Annotated[
+    dict[EnvName, Annotated[str, Constraint(max_length=VALUE_MAX_LENGTH)] | None],
+    Constraint(min_length=1),
+]
 
 
 class SecretBase(SQLModel):
     # unique per scope case-insensitively: FOO and foo would be confusable twins
     name: str = Field(sa_type=CIText(), max_length=255, schema_extra={"pattern": ENV_NAME_PATTERN})
-    expires_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    expires_at: Timestamp | None = Field(default=None, sa_type=UTCDateTime)
 
 
 class Secret(SecretBase, Entity, table=True):
@@ -31,26 +42,26 @@ class Secret(SecretBase, Entity, table=True):
     scope_key: str = Field(max_length=26, exclude=True)
     kind: SecretKind = Field(sa_type=EnumText(SecretKind))
     scope: SecretScope = Field(sa_type=EnumText(SecretScope))
-    current_version: int = Field(default=1)
+    current_version: Version = Field(default=1)
     deleted_at: datetime | None = Field(default=None, sa_type=UTCDateTime, exclude=True)
     last_used_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     created_by: str | None = Field(default=None, max_length=26)
 
 
 class SecretCreate(SecretBase, Input):
-    value: str = Field(max_length=65536, repr=False)
+    value: str = Field(max_length=VALUE_MAX_LENGTH, repr=False)
     app: str | None = Field(default=None, max_length=63)
 
 
 class SecretRotate(Input):
-    value: str = Field(max_length=65536, repr=False)
+    value: str = Field(max_length=VALUE_MAX_LENGTH, repr=False)
 
 
 class SecretVersionInfo(SQLModel):
     """What the API says about a version: never the value."""
 
     id: str = Field(primary_key=True, max_length=26)
-    version: int = Field(ge=1)
+    version: Version = Field()
     created_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
     created_by: str | None = Field(default=None, max_length=26)
 

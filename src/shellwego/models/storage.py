@@ -8,6 +8,7 @@ from sqlmodel import Field
 from .base import Entity, id_ref
 from .columns import CIText, EnumText, PydanticJSON
 from .enums import DatabaseEngine, DatabaseStatus, VolumeStatus, VolumeType
+from .scalars import Quantity
 from .values import (
     BackupPolicy,
     DatabaseBackupConfig,
@@ -24,8 +25,8 @@ class Volume(Entity, table=True):
     organization_id: str = id_ref("organizations")
     name: str = Field(sa_type=CIText(), max_length=63)
     status: VolumeStatus = Field(sa_type=EnumText(VolumeStatus))
-    size_bytes: int = Field(gt=0, sa_type=sa.BigInteger)
-    used_bytes: int = Field(default=0, sa_type=sa.BigInteger)
+    size_bytes: Quantity = Field(gt=0, sa_type=sa.BigInteger)
+    used_bytes: Quantity = Field(default=0, sa_type=sa.BigInteger)
     volume_type: VolumeType = Field(default=VolumeType.PERSISTENT, sa_type=EnumText(VolumeType))
     filesystem: str = Field(default="ext4", max_length=20)
     encrypted: bool = Field(default=False)
@@ -41,7 +42,7 @@ class Snapshot(Entity, table=True):
     volume_id: str = id_ref("volumes")
     organization_id: str = id_ref("organizations")
     name: str = Field(max_length=100)
-    size_bytes: int = Field(default=0, sa_type=sa.BigInteger)
+    size_bytes: Quantity = Field(default=0, sa_type=sa.BigInteger)
 
 
 class Database(Entity, table=True):
@@ -55,7 +56,7 @@ class Database(Entity, table=True):
     version: str = Field(max_length=20)
     status: DatabaseStatus = Field(sa_type=EnumText(DatabaseStatus))
     resources: Resources = Field(sa_type=PydanticJSON(Resources))
-    storage_bytes: int = Field(gt=0, sa_type=sa.BigInteger)
+    storage_bytes: Quantity = Field(gt=0, sa_type=sa.BigInteger)
     credentials_secret_id: str | None = id_ref("secrets", nullable=True, ondelete="SET NULL")
     # None until provisioned
     endpoint: DatabaseEndpoint | None = Field(

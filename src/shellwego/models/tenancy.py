@@ -5,12 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 
 import sqlalchemy as sa
-from pydantic import EmailStr
 from sqlmodel import Field, SQLModel
 
 from .base import Entity, Input, id_ref, partial
 from .columns import CIText, EnumText, PydanticJSON, UTCDateTime
 from .enums import Role
+from .scalars import Email, Timestamp
 from .values import OrgSettings
 
 SLUG_PATTERN = r"^[a-zA-Z0-9][a-zA-Z0-9-]{0,38}[a-zA-Z0-9]$|^[a-zA-Z0-9]$"
@@ -34,7 +34,7 @@ class OrganizationCreate(OrganizationBase, Input):
 
 
 class UserBase(SQLModel):
-    email: EmailStr = Field(sa_type=CIText(), max_length=254, unique=True)
+    email: Email = Field(sa_type=CIText(), max_length=254, unique=True)
     name: str = Field(default="", max_length=100)
 
 
@@ -88,7 +88,7 @@ MemberUpdate = partial(MembershipBase, "MemberUpdate")
 
 class ApiTokenBase(SQLModel):
     name: str = Field(min_length=1, max_length=100)
-    expires_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    expires_at: Timestamp | None = Field(default=None, sa_type=UTCDateTime)
 
 
 class ApiTokenFields(ApiTokenBase, Entity):

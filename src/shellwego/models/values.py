@@ -5,12 +5,14 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
+from .jsonkinds import check_json_kinds
+from .scalars import JSON_INT_MAX, Count, Quantity
 from .units import parse_cpu, parse_memory
 
-MemoryBytes = Annotated[int, BeforeValidator(parse_memory), Field(gt=0)]
-CpuMillis = Annotated[int, BeforeValidator(parse_cpu), Field(gt=0)]
+MemoryBytes = Annotated[int, BeforeValidator(parse_memory), Field(gt=0, le=JSON_INT_MAX)]
+CpuMillis = Annotated[int, BeforeValidator(parse_cpu), Field(gt=0, le=JSON_INT_MAX)]
 
 PROCESS_TYPE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,29}$")
 # the Procfile entry run once per release before its rollout (Heroku's release phase)
@@ -19,6 +21,7 @@ RELEASE_PROCESS = "release"
 
 class Value(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+    json_types = field_validator("*", mode="before")(check_json_kinds)
 
 
 class Resources(Value):
@@ -28,7 +31,8 @@ class Resources(Value):
     memory_bytes: MemoryBytes = 256 * 1024 * 1024
 
 
-SIZES: dict[str, Resources] = {
+SizeName = Literal["nano", "small", "medium", "large", "xlarge"]
+SIZES: dict[SizeName, Resources] = {
     "nano": Resources(cpu_millis=125, memory_bytes=128 * 1024**2),
     "small": Resources(cpu_millis=250, memory_bytes=256 * 1024**2),
     "medium": Resources(cpu_millis=500, memory_bytes=512 * 1024**2),
@@ -37,11 +41,21 @@ SIZES: dict[str, Resources] = {
 }
 
 
-class ProcessFormation(Value):
-    """How many instances of a process type run, and how big each is."""
+MAX_INSTANCES = 100  # of one process type of an app
+InstanceCount = Annotated[int, Field(ge=0, le=MAX_INSTANCES)]
+ProcessType = Annotated[str, Field(pattern=PROCESS_TYPE.pattern)]
 
-    count: int = Field(default=1, ge=0, le=1000)
-    size: str = "small"
+
+class FormationSpec(Value):
+    """What users choose for a process type: how many instances, and how big each is."""
+
+    count: InstanceCount = 1
+    size: SizeName = "small"
+
+
+class ProcessFormation(FormationSpec):
+    """A process type's formation, with what each instance of its size reserves."""
+
     resources: Resources = Field(default_factory=lambda: SIZES["small"])
 
 
@@ -83,8 +97,8 @@ class HealthCheck(Value):
 
 
 class NodeCapacity(Value):
-    cpu_millis: int = Field(ge=0)
-    memory_bytes: int = Field(ge=0)
+    cpu_millis: Quantity
+    memory_bytes: Quantity
 
 
 class Certificate(Value):
@@ -148,9 +162,9 @@ class DatabaseEndpoint(Value):
 
 
 class DatabaseUsage(Value):
-    storage_used_bytes: int = Field(default=0, ge=0)
-    connections_active: int = Field(default=0, ge=0)
-    connections_max: int = Field(default=0, ge=0)
+    storage_used_bytes: Quantity = 0
+    connections_active: Count = 0
+    connections_max: Count = 0
     transactions_per_sec: float = Field(default=0.0, ge=0)
 
 
@@ -182,7 +196,7 @@ class EdgeFeatures(Value):
     """Edge features beyond routing and TLS; none is offered yet, so all are off."""
 
     cdn_enabled: bool = False
-    cache_ttl_seconds: int = Field(default=0, ge=0)
+    cache_ttl_seconds: Count = 0
     waf_enabled: bool = False
     ddos_protection: bool = False
 
@@ -191,7 +205,7 @@ class OrgSettings(Value):
     """Per-organization policy; None means no limit."""
 
     allowed_regions: list[str] = Field(default_factory=list, max_length=64)  # empty: any
-    max_apps: int | None = Field(default=None, ge=0)
-    max_team_members: int | None = Field(default=None, ge=1)
+    max_apps: Count | None = None
+    max_team_members: Count | None = Field(default=None, ge=1)
     require_2fa: bool = False
     sso_enabled: bool = False

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from pydantic import BaseModel, Field
+from pydantic import Field
 from sqlalchemy.orm import Session
 
 from shellwego.errors import PortInUse
@@ -23,6 +23,8 @@ from shellwego.models import (
     Release,
     new_id,
 )
+from shellwego.models.base import Message
+from shellwego.models.scalars import Count, ExitCode, Port, Quantity, Timestamp
 from shellwego.models.values import NodeCapabilities
 from shellwego.store import repository as repo
 
@@ -34,24 +36,24 @@ from .placement import RELEASED_STATES
 BUSY_PORTS_KEPT = 1024
 
 
-class ObservedInstance(BaseModel):
+class ObservedInstance(Message):
     instance_id: str = Field(max_length=26)
     state: str = Field(max_length=20)
     healthy: bool = False
-    pid: int | None = None
-    port: int | None = None
+    pid: Count | None = None
+    port: Port | None = None
     # its own network's address (IPv4), where the edge reaches it; None: its node's
     address: str | None = Field(default=None, max_length=64, pattern=r"^[0-9.]{7,15}$")
-    restarts: int = 0
-    exit_code: int | None = None
+    restarts: Count = 0
+    exit_code: ExitCode | None = None
     last_error: str | None = Field(default=None, max_length=2000)
     # the problem slug of ``last_error`` (``port-in-use``: another program holds its port)
     error_code: str | None = Field(default=None, max_length=40)
     cpu_millis_used: float | None = None
-    memory_bytes: int | None = None
+    memory_bytes: Quantity | None = None
 
 
-class Heartbeat(BaseModel):
+class Heartbeat(Message):
     capacity: NodeCapacity | None = None
     # what the machine is: on the first heartbeat after an agent starts, so a reboot into a
     # new kernel shows; a heartbeat that leaves them out keeps what the node has
@@ -60,10 +62,10 @@ class Heartbeat(BaseModel):
     instances: list[ObservedInstance] = Field(default_factory=list, max_length=10000)
 
 
-class ShippedLine(BaseModel):
+class ShippedLine(Message):
     instance_id: str | None = Field(default=None, max_length=26)
     stream: str = Field(default="stdout", max_length=10)
-    timestamp: datetime
+    timestamp: Timestamp
     line: str = Field(max_length=16384)
 
 

@@ -133,12 +133,14 @@ def update(ctx: Context, who: Principal, ref: str, changes: dict[str, object]) -
         placement_before = app.placement
         for key, value in changes.items():
             setattr(app, key, value)
+        app.updated_at = ctx.clock.now()
+        # written first: a taken name is a conflict here, not when a later query flushes
+        repo.save(s, app, conflict=taken(str(changes.get("name", app.name))))
         if app.placement.constraints != placement_before.constraints:
             _check_constraints(ctx, s, app)
-        app.updated_at = ctx.clock.now()
         # hostnames and the HTTPS redirect are the edge's: it applies them at once
         wake_after_commit(ctx, s, "edge")
-        return repo.save(s, app, conflict=taken(str(changes.get("name", app.name))))
+        return app
 
 
 def _check_constraints(ctx: Context, s: Session, app: App) -> None:

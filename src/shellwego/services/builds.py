@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from shellwego.errors import InvalidInput, RuntimeUnavailable, ShellWeGoError
+from shellwego.errors import Conflict, InvalidInput, RuntimeUnavailable, ShellWeGoError
 from shellwego.models import (
     App,
     Deployment,
@@ -152,7 +152,7 @@ def _image_app(s: Session, who: Principal, app_ref: str, image: str) -> App:
     if offered.isdisjoint(IMAGE_RUNTIMES):
         raise RuntimeUnavailable("no node offers an image-capable runtime (oci or microvm)")
     if app.runtime not in IMAGE_RUNTIMES:
-        raise InvalidInput(
+        raise Conflict(
             f"app {app.name} uses the {app.runtime} runtime, which runs built source; "
             "image deploys need an app on the oci or microvm runtime"
         )

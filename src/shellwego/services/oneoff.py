@@ -8,14 +8,13 @@ from dataclasses import dataclass
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from shellwego.errors import InvalidInput
+from shellwego.errors import Conflict
 from shellwego.models import App, Release, Role, new_id
 from shellwego.runtime.driver import InstanceSpec
 from shellwego.runtime.layer import slug_dir_name
-from shellwego.store import repository as repo
 
 from . import apps as app_service
-from . import secrets
+from . import releases, secrets
 from .context import Context, Principal
 from .organizations import require_role
 
@@ -38,9 +37,7 @@ def _spec(ctx: Context, who: Principal, app_ref: str) -> tuple[App, Release, dic
     with ctx.db.session() as s:
         app = app_service.find(s, who.organization_id, app_ref)
         require_role(who, Role.MEMBER)
-        if app.current_release_id is None:
-            raise InvalidInput(f"app {app.name} has nothing deployed yet")
-        release = repo.require(s, Release, "release", id=app.current_release_id)
+        release = releases.current(s, app)
         return app, release, environment(ctx, s, release)
 
 
@@ -59,7 +56,7 @@ async def execute(
     from shellwego.build.artifacts import extract_slug
 
     if not release.slug_digest:
-        raise InvalidInput(f"release v{release.version} has no slug to run commands in")
+        raise Conflict(f"release v{release.version} has no slug to run commands in")
     app_dir = await run_in_threadpool(
         extract_slug,
         ctx.extras["artifacts"],

@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from shellwego import scheduler
-from shellwego.errors import CapacityError, InvalidInput
+from shellwego.errors import CapacityError
 from shellwego.models import (
     App,
     DesiredState,
@@ -201,7 +201,7 @@ def check_constraints(s: Session, app: App) -> None:
     asked = ", ".join(f"{k}={v}" for k, v in sorted(wanted.items()))
     seen = sorted({f"{k}={v}" for n in nodes for k, v in n.labels.items()})
     offered = ", ".join(seen[:20]) if seen else "none"
-    raise InvalidInput(
+    raise CapacityError(
         f"no ready node offering runtime {app.runtime!r} has the labels {asked} "
         f"(placement constraints of app {app.name}); labels on ready nodes: {offered}",
         constraints=dict(wanted),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import cast
 
 from shellwego.errors import InvalidInput
 from shellwego.models import (
@@ -17,15 +18,13 @@ from shellwego.models import (
     Release,
     Role,
 )
-from shellwego.models.values import PROCESS_TYPE, RELEASE_PROCESS
+from shellwego.models.values import MAX_INSTANCES, PROCESS_TYPE, RELEASE_PROCESS, SizeName
 from shellwego.store import repository as repo
 
 from . import apps as app_service
-from . import deployments, placement
+from . import deployments, placement, releases
 from .context import Context, Principal, wake_after_commit
 from .organizations import require_role
-
-MAX_INSTANCES = 100
 
 
 def parse_formation(
@@ -56,7 +55,8 @@ def parse_formation(
             raise InvalidInput(f"{ptype}: count must be an integer from 0 to {MAX_INSTANCES}")
         if size not in SIZES:
             raise InvalidInput(f"{ptype}: unknown size {size!r}; sizes: {', '.join(SIZES)}")
-        result[ptype] = ProcessFormation(count=count, size=str(size), resources=SIZES[str(size)])
+        name = cast(SizeName, size)
+        result[ptype] = ProcessFormation(count=count, size=name, resources=SIZES[name])
     return result
 
 
@@ -94,9 +94,7 @@ def restart(ctx: Context, who: Principal, app_ref: str) -> tuple[str, int]:
     require_role(who, Role.MEMBER)
     with ctx.db.session() as s:
         app = app_service.find(s, who.organization_id, app_ref)
-        if app.current_release_id is None:
-            raise InvalidInput(f"app {app.name} has nothing deployed yet")
-        release = repo.require(s, Release, "release", id=app.current_release_id)
+        release = releases.current(s, app)
         app.status = AppStatus.RUNNING
         deployments.start(ctx, s, who, app, release, reason="restart")
         return "restarting", release.version
@@ -119,8 +117,7 @@ def start(ctx: Context, who: Principal, app_ref: str) -> str:
     require_role(who, Role.MEMBER)
     with ctx.db.session() as s:
         app = app_service.find(s, who.organization_id, app_ref)
-        if app.current_release_id is None:
-            raise InvalidInput(f"app {app.name} has nothing deployed yet")
+        releases.current(s, app)
         app.status = AppStatus.RUNNING
         app.updated_at = ctx.clock.now()
         wake_after_commit(ctx, s, "rollout")

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
-from shellwego.errors import InvalidInput, NotFound
+from shellwego.errors import Conflict, InvalidInput, NotFound
 from shellwego.models import App, ProcessFormation, Release, Role, new_id
 from shellwego.models.values import RELEASE_PROCESS
 from shellwego.store import repository as repo
@@ -100,6 +100,13 @@ def get(ctx: Context, who: Principal, app_ref: str, version: int) -> Release:
         if release is None:
             raise NotFound(f"release v{version} of {app.name} not found")
         return release
+
+
+def current(s: Session, app: App) -> Release:
+    """The release the app runs; an app with none yet cannot do what needs one."""
+    if app.current_release_id is None:
+        raise Conflict(f"app {app.name} has nothing deployed yet")
+    return repo.require(s, Release, "release", id=app.current_release_id)
 
 
 def rollback(ctx: Context, s: Session, who: Principal, app: App, version: int) -> Release:

@@ -28,6 +28,7 @@ from shellwego.models import (
     SecretVersionInfo,
     new_id,
 )
+from shellwego.models.secrets import ENV_NAME_PATTERN, VALUE_MAX_LENGTH
 from shellwego.store import Database
 from shellwego.store import repository as repo
 
@@ -37,8 +38,8 @@ from .organizations import require_role
 
 # longer than any write transaction takes between wrapping a data key and committing it
 SETTLE_SECONDS = 10.0
-ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
-MAX_VALUE = 65536
+ENV_NAME = re.compile(ENV_NAME_PATTERN)
+MAX_VALUE = VALUE_MAX_LENGTH
 
 
 def _context(secret_id: str, version: int) -> bytes:

@@ -14,7 +14,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -28,10 +28,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlmodel import SQLModel
 
 from shellwego import models as _models  # noqa: F401  (registers every table)
-from shellwego.errors import ConfigError, DatabaseBusy, Unavailable
+from shellwego.errors import ConfigError, DatabaseBusy, InvalidInput, Unavailable
 from shellwego.files import PRIVATE_FILE, make_private_dir
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+NUMBER_OUT_OF_RANGE = "22003"  # SQLSTATE numeric_value_out_of_range
 _memory_lock = threading.Lock()
 T = TypeVar("T")
 # an execution option: sessions of this engine only read (SQLite: a deferred BEGIN)
@@ -216,11 +217,24 @@ class Database:
         them wait: authentication, GETs); flushing a change from it is refused. A database
         that stays locked or busy raises :class:`DatabaseBusy` (503, Retry-After), never
         the driver's error.
+
+        What no column can hold is invalid input, and the work is rolled back: a number
+        past its column (SQLite refuses Python ints past 64 bits, PostgreSQL values past
+        the column's width), the guard behind the bounds the entities declare; and text
+        with a NUL character, which PostgreSQL cannot store.
         """
         factory = self._sessions if write else self._readers
         try:
             with factory() as session, session.begin():
                 yield session
+        except OverflowError:
+            raise InvalidInput("a number in the request is out of range") from None
+        except sa.exc.DataError as exc:
+            if getattr(exc.orig, "sqlstate", None) == NUMBER_OUT_OF_RANGE:
+                raise InvalidInput("a number in the request is out of range") from None
+            if _holds_nul(exc.params):
+                raise InvalidInput("text in the request contains a NUL character") from None
+            raise
         except sa.exc.DBAPIError as exc:
             if not is_busy(exc):
                 raise
@@ -251,6 +265,17 @@ class Database:
 
 def _refuse_writes(session: Session, _context: Any, _instances: Any) -> None:
     raise RuntimeError("a read-only session cannot write: use db.session() for changes")
+
+
+def _holds_nul(params: Any) -> bool:
+    """Whether a statement's parameters hold text with a NUL character."""
+    if isinstance(params, str):
+        return "\x00" in params
+    if isinstance(params, Mapping):
+        return any(_holds_nul(value) for value in params.values())
+    if isinstance(params, list | tuple):
+        return any(_holds_nul(value) for value in params)
+    return False
 
 
 @contextmanager

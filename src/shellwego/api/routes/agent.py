@@ -5,15 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request, status
+from fastapi import APIRouter, Depends, Query, status
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from shellwego.api.deps import Ctx, bearer
+from shellwego.api.deps import Bearer, Ctx, token_of, token_scheme
 from shellwego.bus import wait_until
 from shellwego.errors import NotFound
 from shellwego.models import Input, Node
+from shellwego.models.base import Message
 from shellwego.models.nodes import NodeBase
 from shellwego.services import agents, nodes
 from shellwego.services.context import Context
@@ -21,15 +22,21 @@ from shellwego.services.context import Context
 router = APIRouter(tags=["agent"])
 
 
-async def node_of(request: Request, ctx: Ctx) -> Node:
-    return await run_in_threadpool(nodes.authenticate_node, ctx, bearer(request))
+node_token = token_scheme("nodeToken", "a node's token, from POST /v1/agent/register")
+join_token_scheme = token_scheme("joinToken", "a join token, printed by `shellwego server`")
+
+
+async def node_of(ctx: Ctx, credentials: Annotated[Bearer, Depends(node_token)]) -> Node:
+    return await run_in_threadpool(nodes.authenticate_node, ctx, token_of(credentials))
 
 
 ThisNode = Annotated[Node, Depends(node_of)]
 
 
-async def join_token(request: Request, ctx: Ctx) -> str | None:
-    token = bearer(request)
+async def join_token(
+    ctx: Ctx, credentials: Annotated[Bearer, Depends(join_token_scheme)]
+) -> str | None:
+    token = token_of(credentials)
     await run_in_threadpool(nodes.check_join_token, ctx, token)
     return token
 
@@ -53,7 +60,7 @@ class AssignmentsOut(BaseModel):
     instances: list[dict[str, Any]]
 
 
-class LogsIn(BaseModel):
+class LogsIn(Message):
     lines: list[agents.ShippedLine] = Field(max_length=5000)
 
 

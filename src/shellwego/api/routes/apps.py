@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Body, Query, Response, status
 from starlette.concurrency import run_in_threadpool
@@ -10,6 +10,7 @@ from starlette.concurrency import run_in_threadpool
 from shellwego.api.deps import Ctx, Paging, Who
 from shellwego.api.pages import PageOut, out
 from shellwego.models import App, AppCreate, AppStatus, AppUpdate
+from shellwego.models.secrets import ConfigChanges
 from shellwego.services import apps as app_service
 from shellwego.services import config as config_service
 from shellwego.services import edges
@@ -80,7 +81,7 @@ RELEASE_HEADER = "ShellWeGo-Release"
     },
 )
 def update_config(
-    app: str, who: Who, ctx: Ctx, response: Response, body: Annotated[dict[str, Any], Body()]
+    app: str, who: Who, ctx: Ctx, response: Response, body: Annotated[ConfigChanges, Body()]
 ) -> dict[str, str]:
     """Set (``"KEY": "value"``) or unset (``"KEY": null``) config vars; a deployed app gets
     a new release, rolled out (its version in the ``ShellWeGo-Release`` header)."""

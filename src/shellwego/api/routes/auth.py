@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request, status
-from pydantic import BaseModel, EmailStr, Field
+from pydantic import BaseModel, Field
 
+from shellwego.api.contract import raises
 from shellwego.api.deps import Ctx, Paging, Who
 from shellwego.api.pages import PageOut, out
 from shellwego.models import (
@@ -16,6 +17,7 @@ from shellwego.models import (
     User,
     UserCreate,
 )
+from shellwego.models.scalars import Email
 from shellwego.models.tenancy import IssuedApiToken
 from shellwego.services import auth
 
@@ -34,7 +36,7 @@ class BootstrapOut(BaseModel):
 
 
 class LoginIn(Input):
-    email: EmailStr
+    email: Email
     password: str = Field(max_length=256)
     organization: str | None = Field(default=None, max_length=40)
 
@@ -75,6 +77,7 @@ def bootstrap(body: BootstrapIn, request: Request, ctx: Ctx) -> BootstrapOut:
     name="auth.login",
     response_model=IssuedApiToken,
 )
+@raises(401, 403)  # wrong credentials; a user in no organization
 def login(body: LoginIn, request: Request, ctx: Ctx) -> IssuedApiToken:
     """Log in with email and password; returns a new API token.
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, status
+from fastapi import Path as InPath
 from fastapi.responses import StreamingResponse
 from pydantic import Field
 from starlette.concurrency import run_in_threadpool
@@ -18,6 +19,7 @@ from shellwego.api.deps import Ctx, Paging, Who
 from shellwego.api.pages import PageOut, out
 from shellwego.errors import InvalidInput
 from shellwego.models import Deployment, Event, Input, Release
+from shellwego.models.scalars import Version
 from shellwego.models.values import MAX_SURGE
 from shellwego.services import apps as app_service
 from shellwego.services import builds, deployments, releases
@@ -28,7 +30,7 @@ router = APIRouter(tags=["deploys"])
 
 
 class RollbackIn(Input):
-    version: int = Field(ge=1)
+    version: Version
     # this rollout only; the app's deploy settings otherwise
     surge: int | None = Field(default=None, ge=1, le=MAX_SURGE)
     max_unavailable: int | None = Field(default=None, ge=0, le=MAX_SURGE)
@@ -45,7 +47,10 @@ MaxUnavailable = Annotated[
 
 
 class ImageDeployIn(Input):
-    image: str = Field(min_length=1, max_length=512)
+    # the service refuses what is not a reference, naming the value; the schema says so
+    image: str = Field(
+        min_length=1, max_length=512, json_schema_extra={"pattern": builds.IMAGE_REF.pattern}
+    )
 
 
 async def _receive(request: Request, ctx: Context) -> Path:
@@ -132,6 +137,17 @@ def event_stream(work: Callable[[builds.Emit], Awaitable[Any]]) -> StreamingResp
     name="builds.create",
     response_class=StreamingResponse,
     responses={200: {"content": {"application/x-ndjson": {}}}},
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "description": "the app's source as a gzipped tarball",
+            "content": {
+                "application/gzip": {
+                    "schema": {"type": "string", "format": "binary", "minLength": 1}
+                }
+            },
+        }
+    },
 )
 async def create_build(
     app: str,
@@ -186,7 +202,7 @@ def list_releases(app: str, who: Who, ctx: Ctx, paging: Paging) -> PageOut[Relea
 
 
 @router.get("/v1/apps/{app}/releases/{version}", response_model=Release, name="releases.get")
-def get_release(app: str, version: int, who: Who, ctx: Ctx) -> Release:
+def get_release(app: str, version: Annotated[Version, InPath()], who: Who, ctx: Ctx) -> Release:
     return releases.get(ctx, who, app, version)
 
 

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, status
 
+from shellwego.api.contract import raises
 from shellwego.api.deps import Ctx, Paging, Who
 from shellwego.api.pages import PageOut
 from shellwego.models import Domain, DomainCreate
@@ -33,6 +34,7 @@ def _out(ctx: Ctx, who: Who, domain: Domain) -> DomainView:
 
 
 @router.get("/v1/domains", response_model=PageOut[DomainOut], name="domains.list")
+@raises(404)  # the app it filters by
 def list_domains(
     who: Who, ctx: Ctx, paging: Paging, app: Annotated[str | None, Query(max_length=63)] = None
 ) -> PageOut[DomainOut]:
@@ -47,6 +49,7 @@ def list_domains(
     response_model=DomainView,
     name="domains.create",
 )
+@raises(404)  # the app it is for
 def create_domain(body: DomainCreate, who: Who, ctx: Ctx) -> DomainView:
     return _out(ctx, who, domains.create(ctx, who, body))
 
@@ -66,6 +69,7 @@ def delete_domain(domain: str, who: Who, ctx: Ctx) -> None:
 @router.post(
     "/v1/domains/{domain}/actions/verify", response_model=DomainView, name="domains.verify"
 )
+@raises(503)  # no DNS resolver answered
 def verify_domain(domain: str, who: Who, ctx: Ctx) -> DomainView:
     """Look up the DNS records now; the domain is served once verified."""
     return _out(ctx, who, domains.verify(ctx, who, domain, ctx.extras["resolver"]))

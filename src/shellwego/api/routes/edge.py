@@ -10,9 +10,12 @@ from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
-from shellwego.api.deps import Ctx, bearer
+from shellwego.api.contract import raises
+from shellwego.api.deps import Bearer, Ctx, token_of
 from shellwego.errors import Forbidden, NotFound
 from shellwego.services import domains, edges
+
+from .agent import join_token_scheme, node_token
 
 router = APIRouter(tags=["edge"])
 
@@ -21,8 +24,13 @@ LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 Domain = Annotated[str, Query(min_length=1, max_length=253)]
 
 
-async def edge_node(request: Request, ctx: Ctx) -> None:
-    await run_in_threadpool(edges.authenticate, ctx, bearer(request))
+async def edge_node(
+    ctx: Ctx,
+    # either token: two schemes, so the OpenAPI document offers them as alternatives
+    joining: Annotated[Bearer, Depends(join_token_scheme)],
+    node: Annotated[Bearer, Depends(node_token)],
+) -> None:
+    await run_in_threadpool(edges.authenticate, ctx, token_of(joining or node))
 
 
 EdgeNode = Depends(edge_node)
@@ -40,6 +48,7 @@ def _answer(ctx: Ctx, domain: str) -> PlainTextResponse:
 
 
 @router.get("/v1/edge/ask", name="edge.ask", response_class=PlainTextResponse)
+@raises(403, 404)
 def ask(request: Request, ctx: Ctx, domain: Domain) -> PlainTextResponse:
     """200 when the platform serves ``domain`` (an active custom domain or an app host)."""
     client = request.client.host if request.client else ""
@@ -54,6 +63,7 @@ def ask(request: Request, ctx: Ctx, domain: Domain) -> PlainTextResponse:
     response_class=PlainTextResponse,
     dependencies=[EdgeNode],
 )
+@raises(404)
 def edge_node_ask(ctx: Ctx, domain: Domain) -> PlainTextResponse:
     """The same answer for an edge node's Caddy, asked through its ``shellwego edge``."""
     return _answer(ctx, domain)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Body, status
 from pydantic import BaseModel, Field
 
 from shellwego.api.deps import Ctx, Who
-from shellwego.models import Input, ProcessFormation
+from shellwego.models import FormationUpdate, Input, ProcessFormation
+from shellwego.models.values import InstanceCount
 from shellwego.services import processes
 from shellwego.services.processes import InstanceView
 
@@ -16,7 +17,7 @@ router = APIRouter(tags=["processes"])
 
 
 class ScaleIn(Input):
-    replicas: int = Field(ge=0, le=processes.MAX_INSTANCES)
+    replicas: InstanceCount
 
 
 class ActionOut(BaseModel):
@@ -39,10 +40,14 @@ class RunOut(BaseModel):
     "/v1/apps/{app}/formation", response_model=dict[str, ProcessFormation], name="formation.update"
 )
 def update_formation(
-    app: str, who: Who, ctx: Ctx, body: Annotated[dict[str, Any], Body()]
+    app: str, who: Who, ctx: Ctx, body: Annotated[FormationUpdate, Body()]
 ) -> dict[str, ProcessFormation]:
     """``{"web": 3}`` or ``{"web": {"count": 3, "size": "medium"}}``."""
-    return processes.update_formation(ctx, who, app, body)
+    changes = {
+        ptype: spec if isinstance(spec, int) else spec.model_dump(exclude_unset=True)
+        for ptype, spec in body.items()
+    }
+    return processes.update_formation(ctx, who, app, changes)
 
 
 @router.post(

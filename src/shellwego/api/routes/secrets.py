@@ -7,9 +7,11 @@ from typing import Annotated
 from fastapi import APIRouter, Query, status
 from pydantic import BaseModel
 
+from shellwego.api.contract import raises
 from shellwego.api.deps import Ctx, Paging, Who
 from shellwego.api.pages import PageOut, out
 from shellwego.models import Secret, SecretCreate, SecretRotate, SecretVersionInfo
+from shellwego.models.scalars import Version
 from shellwego.services import secrets
 
 router = APIRouter(tags=["secrets"])
@@ -24,6 +26,7 @@ class RevealOut(BaseModel):
 
 
 @router.get("/v1/secrets", response_model=PageOut[Secret], name="secrets.list")
+@raises(404)  # the app it filters by
 def list_secrets(who: Who, ctx: Ctx, paging: Paging, app: AppQuery = None) -> PageOut[Secret]:
     return out(secrets.list_page(ctx, who, paging.cursor, paging.limit, app))
 
@@ -31,6 +34,7 @@ def list_secrets(who: Who, ctx: Ctx, paging: Paging, app: AppQuery = None) -> Pa
 @router.post(
     "/v1/secrets", status_code=status.HTTP_201_CREATED, response_model=Secret, name="secrets.create"
 )
+@raises(404)  # the app it belongs to
 def create_secret(body: SecretCreate, who: Who, ctx: Ctx) -> Secret:
     return secrets.create(ctx, who, body)
 
@@ -76,7 +80,7 @@ def reveal_secret(
     who: Who,
     ctx: Ctx,
     app: AppQuery = None,
-    version: Annotated[int | None, Query(ge=1)] = None,
+    version: Annotated[Version | None, Query()] = None,
 ) -> RevealOut:
     """The one place a secret value leaves the platform (admin and above)."""
     row, value = secrets.reveal(ctx, who, secret, app, version)
