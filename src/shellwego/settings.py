@@ -46,6 +46,9 @@ class Settings:
     # per instance and per build step: processes (pids cgroup) and open files (RLIMIT_NOFILE)
     pids_limit: int = 512
     nofile_limit: int = 10240
+    # failed password checks a source address may make before it waits (twice as many per
+    # account); each further failure doubles the wait (services/throttle.py)
+    login_free_failures: int = 5
     # "namespace": each instance, one-off command and build step in a network namespace of
     # its own (root only; otherwise they share the host's); "host": always the host's
     instance_network: str = "namespace"
@@ -201,6 +204,7 @@ class Settings:
             ),
             pids_limit=limit("SHELLWEGO_PIDS_LIMIT", 512, 16, 4194304),
             nofile_limit=limit("SHELLWEGO_NOFILE_LIMIT", 10240, 64, 1048576),
+            login_free_failures=limit("SHELLWEGO_LOGIN_FREE_FAILURES", 5, 1, 1000000),
             domain_pending_ttl=duration("SHELLWEGO_DOMAIN_PENDING_TTL", 7 * 24 * 3600.0),
         )
         return settings.with_overrides(**overrides)

@@ -10,6 +10,7 @@ kept beside it:
 * a mutating method (POST, PUT, PATCH, DELETE) may conflict with the current state: 409;
 * a body may be too large (the body limit): 413;
 * parameters, a body or a mutating method may be invalid: 422;
+* every operation: 503 with Retry-After when the database stays busy;
 * and whatever a dependency or the endpoint itself declares with :func:`raises`: the
   user-token dependency can refuse the caller's role (403), a body or query naming an app
   gets 404, a rate limit says 429, a DNS lookup 503. Mark the function where the error
@@ -78,6 +79,7 @@ def statuses(route: APIRoute | RouteContext) -> set[int]:
         found.add(413)
     if has_params or has_body or mutating:
         found.add(422)
+    found.add(503)  # the database stayed busy (Retry-After): any operation, never a 500
     return found
 
 
@@ -92,6 +94,14 @@ def _response(status: int) -> dict[str, Any]:
                 "description": "how to authenticate",
                 "required": True,
                 "schema": {"type": "string"},
+            }
+        }
+    if status in (429, 503):
+        response["headers"] = {
+            "Retry-After": {
+                "description": "seconds to wait before trying again",
+                "required": status == 429,
+                "schema": {"type": "integer", "minimum": 0},
             }
         }
     return response

@@ -24,7 +24,7 @@ enforces the same limits.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 
 from sqlalchemy.orm import Session
@@ -54,6 +54,13 @@ ADDRESS = Limit(free=5, base=1.0, cap=15 * 60.0, forget=60 * 60.0)
 ACCOUNT = Limit(free=10, base=1.0, cap=5 * 60.0, forget=60 * 60.0)
 LIMITS = {ThrottleScope.ADDRESS: ADDRESS, ThrottleScope.ACCOUNT: ACCOUNT}
 WHAT = {ThrottleScope.ADDRESS: "from this address", ThrottleScope.ACCOUNT: "for this account"}
+
+
+def limit_of(ctx: Context, scope: ThrottleScope) -> Limit:
+    """The limit of ``scope`` with the operator's free failures (``login_free_failures``
+    per address, twice as many per account)."""
+    free = ctx.settings.login_free_failures * (2 if scope == ThrottleScope.ACCOUNT else 1)
+    return replace(LIMITS[scope], free=free)
 
 
 def address_key(host: str | None) -> Key:
@@ -97,7 +104,7 @@ def failed(ctx: Context, *keys: Key) -> None:
         now = ctx.clock.now()
         with ctx.db.session() as s:
             for key in keys:
-                limit = LIMITS[key[0]]
+                limit = limit_of(ctx, key[0])
                 forget_before = now - timedelta(seconds=limit.forget)
                 wait = limit.wait(queries.count_failure(s, key, now, forget_before))
                 if wait > 0:

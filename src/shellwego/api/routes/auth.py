@@ -62,6 +62,7 @@ def _signed_in(request: Request, issued: auth.IssuedToken) -> None:
     name="platform.bootstrap",
     response_model=BootstrapOut,
 )
+@raises(429)  # too many refused attempts from this address
 def bootstrap(body: BootstrapIn, request: Request, ctx: Ctx) -> BootstrapOut:
     """Create the first organization and its owner (only on an empty platform)."""
     result = auth.bootstrap(ctx, body.user, body.organization, source=_address(request))
@@ -77,7 +78,7 @@ def bootstrap(body: BootstrapIn, request: Request, ctx: Ctx) -> BootstrapOut:
     name="auth.login",
     response_model=IssuedApiToken,
 )
-@raises(401, 403)  # wrong credentials; a user in no organization
+@raises(401, 403, 429)  # wrong credentials; a user in no organization; too many failures
 def login(body: LoginIn, request: Request, ctx: Ctx) -> IssuedApiToken:
     """Log in with email and password; returns a new API token.
 
