@@ -56,7 +56,9 @@ def test_verified_by_its_txt_record(api: Api, dns_server: DnsServer) -> None:
 
 
 def test_verified_by_a_cname_to_the_apps_platform_host(api: Api, dns_server: DnsServer) -> None:
-    assert add(api, "shop.example.org")["CNAME"] == "web.localhost"
+    # under a local base domain no CNAME is suggested (nobody can make one point at
+    # web.localhost usefully), but one that does still proves ownership
+    assert "CNAME" not in add(api, "shop.example.org")
     dns_server.publish("TXT", "shop.example.org", "unrelated")  # the name exists, no CNAME
     none = verify(api, "shop.example.org")
     assert none["last_error"].endswith("; shop.example.org has no CNAME record")
