@@ -2,8 +2,8 @@
 
 Each instance is a real process-runtime instance (its app's uid, the sandbox, its own
 network namespace on a node network); the attacker is the app itself: it serves
-``GET /connect?host=H&port=P``, tries that connection from inside and answers what
-happened. Everything is root only (skipped otherwise, with the reason).
+``GET /?name=HOST:PORT``, tries each connection from inside and answers what happened
+(tests/support/prober.py). Everything is root only (skipped otherwise, with the reason).
 """
 
 from __future__ import annotations
@@ -19,32 +19,8 @@ from shellwego.runtime.driver import InstanceState
 from shellwego.runtime.process import ProcessDriver
 from support.net import free_port
 from support.netns import Networks
+from support.prober import PROBER, query
 from support.scratch_node import Node, wait_until
-
-PROBER = """
-import http.server, json, os, socket, urllib.parse
-class Handler(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        url = urllib.parse.urlparse(self.path)
-        query = dict(urllib.parse.parse_qsl(url.query))
-        if url.path == "/connect":
-            try:
-                with socket.create_connection((query["host"], int(query["port"])), 2) as s:
-                    s.settimeout(2)
-                    answer = "ok " + s.recv(64).decode(errors="replace").strip()
-            except OSError as exc:
-                answer = type(exc).__name__
-        else:
-            answer = json.dumps({"app": os.environ.get("SHELLWEGO_APP"), "uid": os.getuid()})
-        body = answer.encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *args):
-        pass
-http.server.ThreadingHTTPServer(("0.0.0.0", int(os.environ["PORT"])), Handler).serve_forever()
-"""
 
 PORT = 8080  # every instance listens on the same port: each has an address of its own
 
@@ -86,14 +62,14 @@ async def test_tenants_reach_neither_each_other_nor_the_host(
     host_any = networks.server(None, "0.0.0.0", free_port())
     host_lo = networks.server(None, "127.0.0.1", free_port())
     attempts = {
-        "other instance": (victim, PORT),
-        "host via gateway": (str(network.gateway), host_any.port),
-        "host loopback": ("127.0.0.1", host_lo.port),
-        "host via 127.0.0.1, any-address service": ("127.0.0.1", host_any.port),
+        "other instance": f"{victim}:{PORT}",
+        "host via gateway": f"{network.gateway}:{host_any.port}",
+        "host loopback": f"127.0.0.1:{host_lo.port}",
+        "host via 127.0.0.1, any-address service": f"127.0.0.1:{host_any.port}",
     }
-    for what, (host, port) in attempts.items():
-        answer = await asyncio.to_thread(get, attacker, f"/connect?host={host}&port={port}")
-        assert not answer.startswith("ok"), (what, answer)
+    seen = json.loads(await asyncio.to_thread(get, attacker, "/" + query(attempts)))["seen"]
+    assert len(seen) == len(attempts), seen
+    assert not any(answer.startswith("ok") for answer in seen.values()), seen
     assert host_any.peers == [] and host_lo.peers == []
 
     # the host (the edge, the agent's health checks) reaches both at address:PORT
@@ -111,10 +87,9 @@ async def test_egress_goes_out_through_nat(node: Node, networks: Networks) -> No
     server = networks.server(outside.path, outside.address)
     driver = node.driver(network=network)
     address = await start(driver, node, "egress", 1000711)
-    answer = await asyncio.to_thread(
-        get, address, f"/connect?host={outside.address}&port={server.port}"
-    )
-    assert answer == f"ok {outside.host_address}"  # the outside sees the host, not the app
+    target = {"outside": f"{outside.address}:{server.port}"}
+    seen = json.loads(await asyncio.to_thread(get, address, "/" + query(target)))["seen"]
+    assert seen == {"outside": f"ok {outside.host_address}"}  # it sees the host, not the app
 
 
 async def test_a_one_off_command_gets_a_network_of_its_own_for_its_run(

@@ -25,11 +25,12 @@ _LISTEN = "0A"  # TCP_LISTEN in /proc/net/tcp{,6}
 _TABLES = ("/proc/net/tcp", "/proc/net/tcp6")
 
 
-def port_in_use(port: int) -> bool:
-    """Whether a TCP socket listens on ``port`` on any address of the host.
+def port_in_use(port: int, *, lingering: bool = False) -> bool:
+    """Whether a TCP socket listens on ``port`` on any address of the host (``lingering``:
+    or a connection on it lingers, e.g. in TIME_WAIT).
 
     A bind to the wildcard address fails while anything listens on that port, on any
-    address; SO_REUSEADDR keeps connections lingering in TIME_WAIT from counting.
+    address; SO_REUSEADDR keeps lingering connections from counting.
     """
     families = [(socket.AF_INET, "0.0.0.0")]
     if socket.has_ipv6:
@@ -40,7 +41,8 @@ def port_in_use(port: int) -> bool:
         except OSError:  # no IPv6 on this host
             continue
         with sock:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if not lingering:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             if family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             try:
