@@ -8,7 +8,7 @@ from shellwego import __version__
 from shellwego.services.context import Context
 
 from . import contract, problems
-from .middleware import Audit, BodyLimit
+from .middleware import Audit, BodyLimit, RequestLog
 from .routes import (
     agent,
     apps,
@@ -72,4 +72,5 @@ def create_app(ctx: Context, *, extra_routers: tuple[object, ...] = ()) -> FastA
         is_upload=is_upload,
     )
     app.add_middleware(Audit, ctx_of=lambda: ctx, routes_of=lambda: app.routes)
+    app.add_middleware(RequestLog)
     return app

@@ -1,12 +1,16 @@
-"""ASGI middleware: body size limits and the audit trail (with request ids).
+"""ASGI middleware: the request log, body size limits and the audit trail (with request
+ids).
 
-Order (outermost first): :class:`Audit`, then :class:`BodyLimit`, then the routes. The
-audit therefore sees every answer, the 413s of the body limit included.
+Order (outermost first): :class:`RequestLog`, :class:`Audit`, then :class:`BodyLimit`,
+then the routes. The log and the audit therefore see every answer, the 413s of the body
+limit included.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -21,6 +25,7 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shellwego.errors import ShellWeGoError, Unavailable
+from shellwego.logconfig import REQUESTS
 from shellwego.services import audit, auth
 from shellwego.services.context import Context, Principal
 
@@ -29,6 +34,57 @@ from .problems import error_response, problem
 
 MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
 GIT_PUSH = "/git-receive-pack"
+
+
+# the agents' and edge nodes' own calls (heartbeats, long polls): logged only when debugging
+_MACHINE_PATHS = ("/v1/agent/", "/v1/edge/")
+request_log = logging.getLogger(REQUESTS)
+
+
+class RequestLog:
+    """One line per request: method, path, status and duration (never the query string,
+    a header or the body, any of which may hold a secret)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        began = time.perf_counter()
+        status = 500  # what the client gets when nothing was sent
+
+        async def tracked(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        finally:
+            path = str(scope.get("path", ""))
+            level = logging.DEBUG if path.startswith(_MACHINE_PATHS) else logging.INFO
+            if request_log.isEnabledFor(level):
+                ms = round((time.perf_counter() - began) * 1000, 1)
+                method = str(scope.get("method", ""))
+                client = (scope.get("client") or ("", 0))[0]
+                request_log.log(
+                    level,
+                    "%s %s %d %.1f ms",
+                    method,
+                    path,
+                    status,
+                    ms,
+                    extra={
+                        "method": method,
+                        "path": path,
+                        "status": status,
+                        "duration_ms": ms,
+                        "client": client,
+                    },
+                )
 
 
 class BodyTooLarge(HTTPException):

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import signal
 import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 
 from shellwego.errors import ShellWeGoError
+from shellwego.logconfig import configure
 
 
 def _serve_until_signal(
@@ -51,11 +51,18 @@ def _private_files() -> None:
     os.umask(UMASK)
 
 
-def _logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+LogFormat = Annotated[
+    Literal["text", "json"],
+    typer.Option(
+        "--log-format",
+        envvar="SHELLWEGO_LOG_FORMAT",
+        help="One line per API request and deploy step (and the rest), as text or JSON.",
+    ),
+]
+
+
+def _logging(verbose: bool, log_format: str) -> None:
+    configure(log_format, verbose=verbose)
 
 
 def _labels(raw: list[str]) -> dict[str, str]:
@@ -109,12 +116,13 @@ def register(app: typer.Typer) -> None:
             "owner@example.com"
         ),
         verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+        log_format: LogFormat = "text",
     ) -> None:
         """Run the whole platform on this machine: API, a local agent and the edge."""
         from shellwego.roles.allinone import AllInOne
         from shellwego.settings import Settings
 
-        _logging(verbose)
+        _logging(verbose, log_format)
         _private_files()
         try:
             settings = Settings.from_env(
@@ -152,12 +160,13 @@ def register(app: typer.Typer) -> None:
             bool, typer.Option(help="Also run the edge (Caddy) on this machine.")
         ] = True,
         verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+        log_format: LogFormat = "text",
     ) -> None:
         """Run the control plane (DATABASE_URL selects the database, NATS_URL the bus)."""
         from shellwego.roles.server import ServerRole
         from shellwego.settings import Settings
 
-        _logging(verbose)
+        _logging(verbose, log_format)
         _private_files()
         try:
             role = ServerRole(Settings.from_env(), edge=edge)
@@ -196,6 +205,7 @@ def register(app: typer.Typer) -> None:
             typer.Option(min=0.1, max=100, help="Offer this many times the host's CPUs."),
         ] = 1.0,
         verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+        log_format: LogFormat = "text",
     ) -> None:
         """Run a node agent: registers once, then runs what the control plane assigns."""
         from shellwego.agent.daemon import Agent
@@ -205,7 +215,7 @@ def register(app: typer.Typer) -> None:
         from shellwego.runtime.host import offered_runtimes
         from shellwego.settings import Settings
 
-        _logging(verbose)
+        _logging(verbose, log_format)
         _private_files()
         settings = Settings.from_env()
         state = (state_dir or settings.data_dir / "agent").absolute()
@@ -271,13 +281,14 @@ def register(app: typer.Typer) -> None:
             int | None, typer.Option(help="HTTPS port (443 as root, else 8443).")
         ] = None,
         verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+        log_format: LogFormat = "text",
     ) -> None:
         """Run an edge node: Caddy serving every app's hostnames, as the control plane says."""
         from shellwego.files import make_private_tree
         from shellwego.roles.edge import EdgeNode, edge_node_settings
         from shellwego.settings import Settings
 
-        _logging(verbose)
+        _logging(verbose, log_format)
         _private_files()
         if not join_token:
             typer.echo(

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from shellwego.errors import NotFound
+from shellwego.logconfig import DEPLOYS, RESERVED
 from shellwego.models import (
     App,
     AppStatus,
@@ -20,10 +22,13 @@ from shellwego.models import (
     new_id,
 )
 from shellwego.models.values import RELEASE_PROCESS
+from shellwego.store import after_commit
 from shellwego.store import repository as repo
 
 from . import apps as app_service
 from .context import Context, Principal, wake_after_commit
+
+steps = logging.getLogger(DEPLOYS)
 
 # not finished: waiting for or running its release command, or rolling out
 RELEASE_PHASE = (DeploymentStatus.PENDING.value, DeploymentStatus.RELEASING.value)
@@ -137,7 +142,14 @@ def mark_failed(ctx: Context, dep: Deployment, app: App, error: str) -> None:
 def record_event(
     ctx: Context, s: Session, app: App, kind: str, message: str, data: dict[str, object]
 ) -> None:
+    """An event of the app (what ``shellwego events`` lists), logged as a deploy step."""
     now = ctx.clock.now()
+    extra = {
+        "app": app.name,
+        "event": kind,
+        **{k: v for k, v in data.items() if isinstance(v, str | int) and k not in RESERVED},
+    }
+    after_commit(s, lambda: steps.info("%s: %s", app.name, message, extra=extra))
     s.add(
         Event(
             id=new_id(),
