@@ -82,3 +82,9 @@ def test_the_json_format_is_one_object_per_line_with_the_fields() -> None:
 def test_unknown_formats_are_refused() -> None:
     with pytest.raises(ValueError, match="unknown log format 'xml'"):
         configure("xml")
+
+
+def test_the_apis_address_answers_a_browser_with_a_page(client: TestClient) -> None:
+    r = client.get("/")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    assert "shellwego login --api-url" in r.text and 'href="/docs"' in r.text

@@ -36,6 +36,7 @@ from .conftest import PASSWORD, Org, row_counts
 # route name → why it answers without a token
 PUBLIC: dict[str, str] = {
     "health": "the liveness probe",
+    "home": "a page saying what the API's address is and where the docs are",
     "platform.bootstrap": "makes the first organization and owner; refused once a user exists",
     "auth.login": "trades an email and a password for a token",
     "edge.ask": "answers the local edge only (loopback), before Caddy gets a certificate",

@@ -19,6 +19,7 @@ from .routes import (
     edge,
     git,
     health,
+    home,
     logs,
     nodes,
     organizations,
@@ -28,6 +29,7 @@ from .routes import (
 )
 
 ROUTERS = (
+    home,
     health,
     auth,
     organizations,
