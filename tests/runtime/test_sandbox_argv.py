@@ -28,15 +28,17 @@ def test_argv_masks_hidden_paths_and_binds_only_the_app_writable(tmp_path: Path)
         keep_caps=["CAP_SETUID"],
     )
     # the host's top-level entries read-only (links as links), then private /dev /proc /tmp
-    assert ["--ro-bind", "/usr", "/usr"] == argv[argv.index("/usr") - 1 :][:3]
-    assert ["--ro-bind", "/etc", "/etc"] == argv[argv.index("/etc") - 1 :][:3]
+    assert argv[argv.index("/usr") - 1 :][:3] == ["--ro-bind", "/usr", "/usr"]
+    assert argv[argv.index("/etc") - 1 :][:3] == ["--ro-bind", "/etc", "/etc"]
     if Path("/bin").is_symlink():
         assert argv[argv.index("/bin") - 2 : argv.index("/bin") + 1] == [
             "--symlink", str(Path("/bin").readlink()), "/bin",
         ]  # fmt: skip
     assert not {"/proc", "/dev", "/tmp"} & set(_pairs(argv, "--ro-bind"))
     start = argv.index("--dev")
-    assert argv[start : start + 7] == ["--dev", "/dev", "--proc", "/proc", "--perms", "1777", "--tmpfs"]
+    assert argv[start : start + 7] == [
+        "--dev", "/dev", "--proc", "/proc", "--perms", "1777", "--tmpfs",
+    ]  # fmt: skip
     assert argv[argv.index("--remount-ro") + 1] == "/"  # the root itself is read-only too
     assert _pairs(argv, "--tmpfs") == ["/tmp", str(data)]  # data/agent is inside data
     assert argv[argv.index(str(key_file)) - 2 :][:3] == ["--ro-bind", "/dev/null", str(key_file)]

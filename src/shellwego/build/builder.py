@@ -27,6 +27,7 @@ import os
 import posixpath
 import re
 import resource
+import shlex
 import shutil
 import signal
 import stat
@@ -46,6 +47,7 @@ from shellwego.runtime.sandbox import APP_MOUNT, Sandbox
 from shellwego.runtime.user import NOBODY, SWITCH_CAPS, RunUser, run_user
 
 from . import fdtree
+from . import node as nodejs
 from . import python as py
 from .archive import SKIP_NAMES, add_tree, check_name
 from .detect import GENERIC, LABELS, NODE, PYTHON, STATIC, BuildPlan, detect
@@ -63,7 +65,7 @@ SLUG_COMPRESSION = 1
 # a script that runs with the ``python`` next to it, wherever the virtualenv is (uv's form)
 RELOCATABLE_SHEBANG = (
     b"#!/bin/sh\n"
-    b"'''exec' \"$(dirname -- \"$(realpath -- \"$0\")\")\"/'python' \"$0\" \"$@\"\n"
+    b'\'\'\'exec\' "$(dirname -- "$(realpath -- "$0")")"/\'python\' "$0" "$@"\n'
     b"' '''\n"
 )
 VENV = f"{PLATFORM_DIR}/python"  # the app's virtualenv
@@ -550,9 +552,7 @@ class Builder:
     async def _hook(self, job: Job, log: Log, rel: str, extra: dict[str, str]) -> None:
         """Run the app's ``bin/pre_compile`` or ``bin/post_compile`` (Heroku's hooks) as a
         build step, when the app has one."""
-        found = await asyncio.to_thread(
-            _in_tree, job.src, lambda fd: _is_file(fd, rel)
-        )
+        found = await asyncio.to_thread(_in_tree, job.src, lambda fd: _is_file(fd, rel))
         if not found:
             return
         name = rel.rpartition("/")[2]
@@ -628,7 +628,10 @@ class Builder:
             await log(f"-----> Reusing cached Python dependencies ({key[:12]})")
             await asyncio.to_thread(self._reuse, job, "python", key, VENV)
         else:
-            await log(f"-----> Installing dependencies from {install.kind} with {tool}")
+            if install.args(""):
+                await log(f"-----> Installing dependencies from {install.kind} with {tool}")
+            else:
+                await log(f"-----> No dependencies listed in {install.kind}: a bare virtualenv")
             for line in install.notes:
                 await log(f"{INDENT}{line}")
             await self._python_install(job, log, interpreter, uv, install)
@@ -672,8 +675,21 @@ class Builder:
                 what = "uv venv"
             else:
                 make, what = [interpreter.path, "-m", "venv", venv], "python -m venv"
+            # the virtualenv's python a copy of the interpreter, not a link to it: a slug
+            # holds no link out of itself (the runtime refuses one), and it still finds
+            # its standard library through pyvenv.cfg's ``home``
+            real = os.path.realpath(interpreter.path)
+            script = f'set -e\n"$@"\ncd -- {shlex.quote(venv)}/bin\n'
+            script += 'for f in python*; do [ -L "$f" ] || continue; case "$(readlink "$f")" in '
+            script += f'/*) rm -f "$f"; cp -- {shlex.quote(real)} "$f";; esac; done\n'
             await self._run(
-                make, cwd=job.src, env=env, log=log, what=what, deadline=job.deadline, job=job
+                ["/bin/sh", "-c", script, "sh", *make],
+                cwd=job.src,
+                env=env,
+                log=log,
+                what=what,
+                deadline=job.deadline,
+                job=job,
             )
             if install.kind == "uv.lock" and uv is not None:
                 argv = [uv, "sync", "--locked", "--no-dev", "--no-install-project", "--inexact"]
@@ -727,20 +743,36 @@ class Builder:
 
     async def _node(self, job: Job, log: Log) -> dict[str, str]:
         app = job.src
-        node, npm = shutil.which("node"), shutil.which("npm")
-        if node is None or npm is None:
-            raise BuildFailed("Node.js app detected but node and npm are not on the build host")
-        version = (await self._capture([node, "--version"], "node")).strip()
-        await log(f"-----> Using Node.js {version}")
-        package = await asyncio.to_thread(_read, app, "package.json")
-        lock = await asyncio.to_thread(_read, app, "package-lock.json")
+        node_bin = shutil.which("node")
+        if node_bin is None:
+            raise BuildFailed("Node.js app detected but node is not on the build host")
+        version = (await self._capture([node_bin, "--version"], "node")).strip()
+        names = ("package.json", *nodejs.LOCKFILES)
+        files = await asyncio.to_thread(_read_all, app, names)
         try:
-            json.loads(package or b"")
+            package = json.loads(files["package.json"] or b"")
         except (ValueError, UnicodeDecodeError) as exc:
             raise BuildFailed(f"package.json is not valid JSON: {exc}") from None
-        material = hashlib.sha256(b"node\0" + version.encode() + b"\0" + (package or b""))
-        if lock is not None:
-            material.update(b"\0lock\0" + lock)
+        engines = package.get("engines") if isinstance(package, dict) else None
+        wanted = engines.get("node") if isinstance(engines, dict) else None
+        nodejs.check_engine(nodejs.parse_version(version), wanted)
+        asked = f", as engines.node {wanted} asks" if isinstance(wanted, str) else ""
+        await log(f"-----> Using Node.js {version}{asked}")
+        found = nodejs.manager({name for name, data in files.items() if data is not None})
+        tool = shutil.which(found.name)
+        if tool is None:
+            raise BuildFailed(
+                f"{found.lockfile} needs {found.name}, which is not installed on the build "
+                f"host: install it there, or commit a lockfile of a package manager it has "
+                f"(npm: package-lock.json)"
+            )
+        tool_version = (await self._capture([tool, "--version"], found.name)).strip()
+        material = hashlib.sha256(
+            b"node\0" + version.encode() + b"\0" + (files["package.json"] or b"")
+        )
+        material.update(f"\0{found.name}\0{tool_version}\0".encode())
+        if found.lockfile is not None:
+            material.update(b"\0lock\0" + (files[found.lockfile] or b""))
         key = material.hexdigest()
         modules = "node_modules"
         await asyncio.to_thread(_clear, app, modules)
@@ -748,24 +780,25 @@ class Builder:
             await log(f"-----> Reusing cached node_modules ({key[:12]})")
             await asyncio.to_thread(self._reuse, job, "node", key, modules)
         else:
-            command = "ci" if lock is not None else "install"
-            await log(f"-----> Installing dependencies with npm {command}")
+            argv = nodejs.install_argv(
+                found.name, tool, tool_version, found.lockfile, str(job.installers)
+            )
+            what = f"{found.name} {argv[1]}"
+            source = f" from {found.lockfile}" if found.lockfile else ""
+            await log(f"-----> Installing dependencies{source} with {what}")
             await self._run(
-                [
-                    npm,
-                    command,
-                    "--omit=dev",
-                    "--cache",
-                    str(job.installers / "npm"),
-                    "--no-audit",
-                    "--no-fund",
-                    "--no-progress",
-                    "--no-update-notifier",
-                ],
+                argv,
                 cwd=app,
-                env=build_environment({"NODE_ENV": "production", "CI": "true"}),
+                env=build_environment(
+                    {
+                        **job.config,
+                        "NODE_ENV": "production",
+                        "CI": "true",
+                        "COREPACK_ENABLE_DOWNLOAD_PROMPT": "0",
+                    }
+                ),
                 log=log,
-                what=f"npm {command}",
+                what=what,
                 deadline=job.deadline,
                 job=job,
             )
@@ -1122,7 +1155,7 @@ def _install_plan(files: Mapping[str, bytes | None], uv: bool) -> _Install:
     notes: tuple[str, ...] = ()
     if requirements is not None:
         if not _has_requirements(requirements.decode("utf-8", "replace")):
-            return _Install("requirements.txt", notes=("no dependencies listed",))
+            return _Install("requirements.txt")
         return _Install("requirements.txt", ("-r", "requirements.txt"))
     if files.get("uv.lock") is not None and pyproject is not None:
         if uv:
@@ -1138,7 +1171,7 @@ def _install_plan(files: Mapping[str, bytes | None], uv: bool) -> _Install:
     if files.get("Pipfile") is not None and pyproject is None:
         raise BuildFailed("Pipfile without Pipfile.lock: run 'pipenv lock' and commit it")
     if pyproject is None:
-        return _Install("requirements.txt", notes=("no dependencies listed",))
+        return _Install("requirements.txt")
     data = py.load_toml("pyproject.toml", pyproject)
     if "build-system" in data:
         return _Install("pyproject.toml", (".",), notes=notes)
