@@ -173,9 +173,7 @@ async def test_servers_on_ipv6_any_and_ipv4_any_answer_in_a_network_of_their_own
 
 
 @pytest.mark.timeout(300)
-async def test_without_a_sandbox_instances_keep_their_host_path(
-    node: Node, tmp_path: Path
-) -> None:
+async def test_without_a_sandbox_instances_keep_their_host_path(node: Node, tmp_path: Path) -> None:
     app = await built_app(node, tmp_path)
     driver = node.driver(sandbox=False)
     assert any("instead of /app" in note for note in driver.capabilities().notes)

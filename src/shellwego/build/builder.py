@@ -628,7 +628,7 @@ class Builder:
             await log(f"-----> Reusing cached Python dependencies ({key[:12]})")
             await asyncio.to_thread(self._reuse, job, "python", key, VENV)
         else:
-            if install.args(""):
+            if install.kind == "uv.lock" or install.args(""):
                 await log(f"-----> Installing dependencies from {install.kind} with {tool}")
             else:
                 await log(f"-----> No dependencies listed in {install.kind}: a bare virtualenv")
