@@ -114,7 +114,9 @@ async def test_another_installed_version_is_found_in_the_usual_places(tmp_path: 
 
 
 async def test_a_version_the_host_lacks_is_a_clear_error(tmp_path: Path) -> None:
-    src = write(tmp_path / "src", {"requirements.txt": "", "app.py": "", ".python-version": "3.99\n"})
+    src = write(
+        tmp_path / "src", {"requirements.txt": "", "app.py": "", ".python-version": "3.99\n"}
+    )
     with pytest.raises(BuildFailed) as raised:
         await Builder(tmp_path / "cache").build(src, tmp_path / "out", Lines())
     message = str(raised.value)

@@ -99,7 +99,7 @@ ENV_KEEP = frozenset(
         "PYENV_VERSION",
     }
 )
-ENV_PREFIXES = ("PIP_", "LC_", "npm_config_", "NPM_CONFIG_")
+ENV_PREFIXES = ("PIP_", "UV_", "LC_", "npm_config_", "NPM_CONFIG_")
 
 PYTHON_PROFILE = """\
 export VIRTUAL_ENV="$HOME/.shellwego/python"
@@ -666,6 +666,10 @@ class Builder:
                 "UV_LINK_MODE": "copy",
                 "UV_NO_PROGRESS": "1",
                 "UV_PROJECT_ENVIRONMENT": venv,
+                # the host's certificate store, as pip and npm use it (a proxy's CA in it)
+                "UV_SYSTEM_CERTS": "1",
+                "UV_NATIVE_TLS": "1",  # its name before uv 0.9
+                **_uv_index(),
             }
         )
         await asyncio.to_thread(_stage, job, install)
@@ -1197,6 +1201,17 @@ def _stage(job: Job, install: _Install) -> None:
                 fdtree.write_file(staging, name, data, 0o644, job.owner)
         finally:
             os.close(staging)
+
+
+def _uv_index() -> dict[str, str]:
+    """The build host's pip index settings, for uv (which does not read pip's)."""
+    env = build_environment()
+    out: dict[str, str] = {}
+    if "PIP_INDEX_URL" in env and "UV_DEFAULT_INDEX" not in env:
+        out["UV_DEFAULT_INDEX"] = env["PIP_INDEX_URL"]
+    if "PIP_EXTRA_INDEX_URL" in env and "UV_INDEX" not in env:
+        out["UV_INDEX"] = env["PIP_EXTRA_INDEX_URL"]
+    return out
 
 
 def _uv_binary() -> str | None:
