@@ -456,12 +456,13 @@ def test_a_python_app_py_app_deploys_as_on_heroku(platform: Platform, tmp_path: 
         assert seen["prefix"] == "/app/.shellwego/python"
     assert seen["prefix"] == seen["VIRTUAL_ENV"]
     assert seen["DYNO"] == "web.1"
-    assert seen["WEB_CONCURRENCY"] == "2"  # the default size: 512 MiB
+    assert seen["WEB_CONCURRENCY"] == "1"  # the default size, small: 256 MiB
 
-    platform.cli("scale", "web=2", "-a", "pyapp")
+    platform.cli("scale", "web=2:medium", "-a", "pyapp")
     wait_instances(platform, "pyapp", "web", 2)
-    dynos = {json.loads(platform.get("pyapp", retry=True).text)["DYNO"] for _ in range(20)}
-    assert dynos == {"web.1", "web.2"}
+    seen_now = [json.loads(platform.get("pyapp", retry=True).text) for _ in range(20)]
+    assert {s["DYNO"] for s in seen_now} == {"web.1", "web.2"}
+    assert {s["WEB_CONCURRENCY"] for s in seen_now} == {"2"}  # medium: 512 MiB
 
     run = platform.cli("run", "-a", "pyapp", "--", "pip", "--version")
     assert "/.shellwego/python/lib/python" in run.stdout

@@ -893,8 +893,9 @@ class Builder:
     ) -> None:
         """Run one build step, streaming its output line by line into ``log``.
 
-        With bubblewrap, the step sees the host read-only, its own source and its app's
-        installer caches writable, a private /tmp as HOME, and none of ``hidden_paths``.
+        With bubblewrap, the step sees the host read-only, its own source (at ``/app``)
+        and its app's installer caches writable, a private /tmp as HOME, and none of
+        ``hidden_paths``.
         Without a ``job`` (a step outside a build) it runs for ``cwd`` as ``run_as``.
         """
         if job is None:

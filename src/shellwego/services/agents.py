@@ -185,29 +185,11 @@ def platform_env(app: App, release: Release, inst: Instance, base_domain: str) -
     }
 
 
-def instance_numbers(s: Session, rows: Sequence[Instance]) -> dict[str, int]:
-    """Each instance's number within its app's release and process type (``web.1``,
-    ``web.2``: Heroku's ``DYNO``), counting the running instances in the order they were
-    made (their ids sort by creation), wherever they run. An instance keeps the number it
-    started with: its environment is set when it starts."""
-    numbers: dict[str, int] = {}
-    for release_id in sorted({inst.release_id for inst in rows}):
-        peers = repo.find_all(
-            s, Instance, release_id=release_id, desired_state=DesiredState.RUNNING.value
-        )
-        counts: dict[str, int] = {}
-        for peer in sorted(peers, key=lambda i: i.id):
-            counts[peer.process_type] = counts.get(peer.process_type, 0) + 1
-            numbers[peer.id] = counts[peer.process_type]
-    return numbers
-
-
 def assignments(ctx: Context, node_id: str) -> Assignments:
     """Everything that should run on the node now, with its environment (secrets included)."""
     with ctx.db.session() as s:
         node = repo.require(s, Node, "node", id=node_id)
         rows = repo.find_all(s, Instance, node_id=node_id, desired_state=DesiredState.RUNNING.value)
-        numbers = instance_numbers(s, rows)
         releases: dict[str, Release] = {}
         apps: dict[str, App] = {}
         envs: dict[str, dict[str, str]] = {}
@@ -251,7 +233,7 @@ def assignments(ctx: Context, node_id: str) -> Assignments:
                     "health_check": check,
                     "desired_state": "running",
                     "uid": app.uid,
-                    "index": numbers.get(inst.id, 1),
+                    "index": inst.ordinal,
                 }
             )
         return Assignments(index=node.assignment_index, instances=out)
