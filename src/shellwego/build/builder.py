@@ -525,8 +525,9 @@ class Builder:
         job = await asyncio.to_thread(self._job, src, user, deadline, seen)
         env: dict[str, str] = {}
         await self._hook(job, log, HOOKS[0], {})
+        interpreter: str | None = None
         if plan.stack == PYTHON:
-            env = await self._python(job, log)
+            env, interpreter = await self._python(job, log)
         elif plan.stack == NODE:
             env = await self._node(job, log)
         elif plan.stack == STATIC:
@@ -534,6 +535,8 @@ class Builder:
         elif plan.stack == GENERIC:
             await log("-----> Nothing to install: running the Procfile's commands")
         await self._hook(job, log, HOOKS[1], self._runtime_env(job, plan.stack))
+        if interpreter is not None:
+            await asyncio.to_thread(_python_profile, job, interpreter)
         await log("-----> Compressing slug")
         out.mkdir(mode=0o700, parents=True, exist_ok=True)  # root's: the slug is the app's alone
         slug = out / SLUG_NAME
@@ -606,7 +609,8 @@ class Builder:
             found = [f for f in found if not Path(f).resolve().is_relative_to(venv)]
         return py.choose(request, found, blocked_at)
 
-    async def _python(self, job: Job, log: Log) -> dict[str, str]:
+    async def _python(self, job: Job, log: Log) -> tuple[dict[str, str], str]:
+        """Install the app's virtualenv; (its environment, the interpreter it runs on)."""
         app = job.src
         files = await asyncio.to_thread(_read_all, app, PYTHON_FILES)
         request = _python_request(files)
@@ -640,9 +644,8 @@ class Builder:
                 await log(f"{INDENT}{fixed} script(s) made relocatable")
             await asyncio.to_thread(self._store, job, "python", key, VENV)
             await log(f"-----> Cached Python dependencies ({key[:12]})")
-        await asyncio.to_thread(_write_profile, app, "python.sh", PYTHON_PROFILE, job.owner)
         await self._collectstatic(job, log, interpreter)
-        return {"PYTHONUNBUFFERED": "1"}
+        return {"PYTHONUNBUFFERED": "1"}, os.path.realpath(interpreter.path)
 
     async def _python_install(
         self,
@@ -679,15 +682,8 @@ class Builder:
                 what = "uv venv"
             else:
                 make, what = [interpreter.path, "-m", "venv", venv], "python -m venv"
-            # the virtualenv's python a copy of the interpreter, not a link to it: a slug
-            # holds no link out of itself (the runtime refuses one), and it still finds
-            # its standard library through pyvenv.cfg's ``home``
-            real = os.path.realpath(interpreter.path)
-            script = f'set -e\n"$@"\ncd -- {shlex.quote(venv)}/bin\n'
-            script += 'for f in python*; do [ -L "$f" ] || continue; case "$(readlink "$f")" in '
-            script += f'/*) rm -f "$f"; cp -- {shlex.quote(real)} "$f";; esac; done\n'
             await self._run(
-                ["/bin/sh", "-c", script, "sh", *make],
+                make,
                 cwd=job.src,
                 env=env,
                 log=log,
@@ -1202,6 +1198,36 @@ def _stage(job: Job, install: _Install) -> None:
                 fdtree.write_file(staging, name, data, 0o644, job.owner)
         finally:
             os.close(staging)
+
+
+_VENV_PYTHON = re.compile(r"^python(\d+(\.\d+)?)?$")
+
+
+def _python_profile(job: Job, interpreter: str) -> None:
+    """``.profile.d/python.sh``; the virtualenv's links to the interpreter leave the slug
+    (it holds no link out of itself: the runtime refuses one) and the profile makes them
+    again in each instance's writable app directory. Links are removed by name through
+    the directory's descriptor, never followed; the profile links the interpreter the
+    platform chose, whatever the links said."""
+    names: list[str] = []
+    with _opened(job.src) as root:
+        bin_fd = _subdir(root, f"{VENV}/bin")
+        if bin_fd is not None:
+            try:
+                for name in sorted(os.listdir(bin_fd)):
+                    st = os.stat(name, dir_fd=bin_fd, follow_symlinks=False)
+                    if not stat.S_ISLNK(st.st_mode) or _VENV_PYTHON.match(name) is None:
+                        continue
+                    if os.readlink(name, dir_fd=bin_fd).startswith("/"):
+                        os.unlink(name, dir_fd=bin_fd)
+                        names.append(name)
+            finally:
+                os.close(bin_fd)
+    text = PYTHON_PROFILE
+    for name in names:
+        link = f'"$VIRTUAL_ENV/bin/{name}"'
+        text += f"[ -L {link} ] || ln -s {shlex.quote(interpreter)} {link} 2>/dev/null || :\n"
+    _write_profile(job.src, "python.sh", text, job.owner)
 
 
 def _uv_index() -> dict[str, str]:
