@@ -1,15 +1,17 @@
 """Build time of a small Python app (examples/python-web: Flask + gunicorn), cold vs warm.
 
-Three situations, with the real Builder (real pip):
+Three situations, with the real Builder, once per installer (uv, then venv + pip; each
+with caches of its own):
 
-- cold: empty build cache (pip downloads or reads the index, installs, caches the tree);
-- pip cache only: the installed-tree cache removed, pip's wheel cache kept (what a
-  changed requirements.txt costs);
+- cold: empty build cache (the installer downloads or reads the index, installs, caches
+  the tree);
+- installer cache only: the installed-tree cache removed, the installer's own cache kept
+  (what a changed requirements.txt costs);
 - warm: unchanged requirements, the cached tree is linked in (median of several runs).
 
 Each run builds a fresh copy of the app's source, as a deploy does.
 
-Run: .venv/bin/python bench/build_bench.py [--runs N] [--app DIR]
+Run: .venv/bin/python bench/build_bench.py [--runs N] [--app DIR] [--installer uv|pip]
 """
 
 from __future__ import annotations
@@ -48,11 +50,17 @@ def used_cache(lines: list[str]) -> bool:
     return any(line.startswith("-----> Reusing cached") for line in lines)
 
 
-async def main(app: Path, runs: int) -> None:
+async def main(app: Path, runs: int, installers: list[str]) -> None:
+    print(f"app: {app} ({(app / 'requirements.txt').read_text().split()})")
+    for installer in installers:
+        print(f"--- installer: {installer}")
+        await one_installer(app, runs, installer)
+
+
+async def one_installer(app: Path, runs: int, installer: str) -> None:
     with tempfile.TemporaryDirectory(prefix="build-bench-") as tmp:
         root = Path(tmp)
-        builder = Builder(root / "cache")
-        print(f"app: {app} ({(app / 'requirements.txt').read_text().split()})")
+        builder = Builder(root / "cache", python_installer=installer)
 
         cold, result, lines = await one_build(builder, app, root / "work")
         assert not used_cache(lines)
@@ -61,7 +69,7 @@ async def main(app: Path, runs: int) -> None:
         shutil.rmtree(builder.cache_for(NOBODY[0]) / "trees" / "python")  # the default user's
         pip_only, _, lines = await one_build(builder, app, root / "work")
         assert not used_cache(lines)
-        print(f"pip cache only (tree cache gone):  {pip_only:7.3f} s")
+        print(f"installer cache only (tree gone):  {pip_only:7.3f} s")
 
         warm_times = []
         digests = set()
@@ -85,5 +93,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--app", type=Path, default=EXAMPLE)
+    parser.add_argument("--installer", choices=["uv", "pip"], action="append")
     args = parser.parse_args()
-    asyncio.run(main(args.app, args.runs))
+    asyncio.run(main(args.app, args.runs, args.installer or ["uv", "pip"]))

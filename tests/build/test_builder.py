@@ -8,6 +8,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tarfile
 import time
 from pathlib import Path
@@ -16,7 +17,7 @@ import httpx
 import pytest
 
 from shellwego.build.artifacts import ArtifactStore, extract_slug
-from shellwego.build.builder import Builder, fix_shebangs, host_python
+from shellwego.build.builder import RELOCATABLE_SHEBANG, Builder, fix_shebangs, host_python
 from shellwego.errors import BuildFailed
 from shellwego.runtime.user import NOBODY
 from support.net import free_port
@@ -25,9 +26,10 @@ from .helpers import Lines, run_in_slug, write
 
 PYTHON_APP = {
     "requirements.txt": "six\npyflakes\n",
-    "Procfile": "web: python3 app.py\n",
+    "Procfile": "web: python app.py\n",
     "app.py": "import six\nprint('six', six.__version__)\n",
 }
+INSTALLERS = pytest.mark.parametrize("installer", ["uv", "pip"])
 
 
 async def build(builder: Builder, files: dict[str, str], work: Path) -> tuple[Lines, object]:
@@ -37,17 +39,21 @@ async def build(builder: Builder, files: dict[str, str], work: Path) -> tuple[Li
     return log, result
 
 
-async def test_python_slug_is_relocatable_and_rebuilds_from_cache(tmp_path: Path) -> None:
-    builder = Builder(tmp_path / "cache")
+@INSTALLERS
+async def test_python_slug_is_relocatable_and_rebuilds_from_cache(
+    tmp_path: Path, installer: str
+) -> None:
+    builder = Builder(tmp_path / "cache", python_installer=installer)
     store = ArtifactStore(tmp_path / "artifacts")
 
     cold, result = await build(builder, PYTHON_APP, tmp_path / "b1")
     assert cold.lines[0] == "-----> Python app detected"
-    assert "-----> Installing dependencies from requirements.txt with pip" in cold.lines
-    # pip's own output, streamed into the log, indented
-    assert any(line.startswith("       Successfully installed") for line in cold.lines)
+    assert f"-----> Installing dependencies from requirements.txt with {installer}" in cold.lines
+    # the installer's own output, streamed into the log, indented
+    done = "Successfully installed" if installer == "pip" else " + pyflakes=="
+    assert any(line.startswith(f"       {done}") for line in cold.lines), cold.text
     assert result.stack == "python"  # type: ignore[attr-defined]
-    assert result.process_types == {"web": "python3 app.py"}  # type: ignore[attr-defined]
+    assert result.process_types == {"web": "python app.py"}  # type: ignore[attr-defined]
     assert result.env == {"PYTHONUNBUFFERED": "1"}  # type: ignore[attr-defined]
     slug = result.slug_path  # type: ignore[attr-defined]
     assert slug == tmp_path / "b1" / "out" / "slug.tar.gz"
@@ -58,18 +64,26 @@ async def test_python_slug_is_relocatable_and_rebuilds_from_cache(tmp_path: Path
         members = tar.getmembers()
     assert all(m.mtime == 0 and m.uid == 0 and m.gid == 0 for m in members)
     assert not any(m.islnk() for m in members)
+    # no link out of the slug (the runtime refuses one): the venv's python is a copy
+    assert [m.name for m in members if m.issym() and m.linkname.startswith("/")] == []
 
     # the slug runs from anywhere: extract it elsewhere, with the build tree gone
     shutil.rmtree(tmp_path / "b1")
     app_dir = extract_slug(store, digest, tmp_path / "elsewhere" / digest)
-    ran = run_in_slug(app_dir, 'python3 -c "import six; print(six.__file__)"')
+    venv = app_dir / ".shellwego" / "python"
+    ran = run_in_slug(
+        app_dir, 'python -c "import six, sys; print(six.__file__); print(sys.prefix)"'
+    )
     assert ran.returncode == 0, ran.stderr
-    assert ran.stdout.strip().startswith(str(app_dir / ".shellwego" / "python"))
-    script = app_dir / ".shellwego" / "python" / "bin" / "pyflakes"
-    assert script.read_text().splitlines()[0] == "#!/usr/bin/env python3"
-    ran = run_in_slug(app_dir, "pyflakes --version")
-    assert ran.returncode == 0, ran.stderr
-    ran = run_in_slug(app_dir, "python3 app.py")
+    assert ran.stdout.splitlines()[0].startswith(str(venv / "lib"))
+    assert ran.stdout.splitlines()[1] == str(venv)  # a real virtualenv
+    script = venv / "bin" / "pyflakes"
+    assert script.read_bytes().startswith(RELOCATABLE_SHEBANG)
+    for command in ("pyflakes --version", "python -m pyflakes --version", "pip --version"):
+        ran = run_in_slug(app_dir, command)
+        assert ran.returncode == 0, (command, ran.stderr)
+    assert f"{venv}/lib/" in run_in_slug(app_dir, "pip --version").stdout
+    ran = run_in_slug(app_dir, "python app.py")
     assert ran.stdout.startswith("six 1."), ran.stderr
 
     # unchanged requirements: the installed tree comes from the cache, same bytes out
@@ -81,28 +95,35 @@ async def test_python_slug_is_relocatable_and_rebuilds_from_cache(tmp_path: Path
     # changed requirements: installed again
     changed = {**PYTHON_APP, "requirements.txt": "six\n"}
     third, _ = await build(builder, changed, tmp_path / "b3")
-    assert "-----> Installing dependencies from requirements.txt with pip" in third.lines
+    assert f"-----> Installing dependencies from requirements.txt with {installer}" in third.lines
 
 
-async def test_failing_pip_install_fails_the_build(tmp_path: Path) -> None:
-    builder = Builder(tmp_path / "cache")
+@INSTALLERS
+async def test_failing_pip_install_fails_the_build(tmp_path: Path, installer: str) -> None:
+    builder = Builder(tmp_path / "cache", python_installer=installer)
     files = {"requirements.txt": "shellwego-no-such-package-7f3a==0.0.1\n", "app.py": ""}
     log = Lines()
     with pytest.raises(BuildFailed) as raised:
         await builder.build(write(tmp_path / "src", files), tmp_path / "out", log)
-    assert str(raised.value) == "pip install failed (exit 1)"
-    assert "shellwego-no-such-package-7f3a" in log.text  # pip's explanation reached the log
+    what = "uv pip install" if installer == "uv" else "pip install"
+    assert str(raised.value) == f"{what} failed (exit 1)"
+    assert "shellwego-no-such-package-7f3a" in log.text  # the installer's explanation
     assert not (tmp_path / "out" / "slug.tar.gz").exists()
     cached = tmp_path / "cache" / "python"
     assert not cached.exists() or not any(p.name[0] != "." for p in cached.iterdir())
 
 
-async def test_requirements_without_packages_build_without_pip(tmp_path: Path) -> None:
+async def test_requirements_without_packages_still_get_a_virtualenv(tmp_path: Path) -> None:
     builder = Builder(tmp_path / "cache")
     files = {"requirements.txt": "# the standard library is enough\n", "Procfile": "web: x\n"}
     log, result = await build(builder, files, tmp_path)
-    assert "-----> No dependencies listed in requirements.txt" in log.lines
+    assert "-----> No dependencies listed in requirements.txt: a bare virtualenv" in log.lines
     assert result.stack == "python"  # type: ignore[attr-defined]
+    app_dir = tmp_path / "slug"
+    shutil.unpack_archive(result.slug_path, app_dir, format="gztar")  # type: ignore[attr-defined]
+    ran = run_in_slug(app_dir, "python -c 'import sys; print(sys.prefix)' && pip --version")
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.splitlines()[0] == str(app_dir / ".shellwego" / "python")
 
 
 async def test_node_build_caches_node_modules_and_hides_platform_secrets(
@@ -334,8 +355,14 @@ def test_fix_shebangs_makes_scripts_relocatable(tmp_path: Path) -> None:
     (bin_dir / "shell").write_text("#!/bin/sh\necho hi\n")
     (bin_dir / "plain").chmod(0o755)
     assert fix_shebangs(bin_dir) == 2
-    assert (bin_dir / "plain").read_text() == "#!/usr/bin/env python3\nimport sys\n"
+    assert (bin_dir / "plain").read_bytes() == RELOCATABLE_SHEBANG + b"import sys\n"
     assert (bin_dir / "plain").stat().st_mode & 0o777 == 0o755
-    assert (bin_dir / "long").read_text() == "#!/usr/bin/env python3\nimport os\n"
+    assert (bin_dir / "long").read_bytes() == RELOCATABLE_SHEBANG + b"import os\n"
     assert (bin_dir / "shell").read_text() == "#!/bin/sh\necho hi\n"
     assert fix_shebangs(bin_dir) == 0
+    # the script runs with the python next to it, through a link to it too
+    (bin_dir / "python").symlink_to(sys.executable)
+    (bin_dir / "plain").write_bytes(RELOCATABLE_SHEBANG + b"import sys\nprint(sys.executable)\n")
+    (tmp_path / "elsewhere").symlink_to(bin_dir / "plain")
+    ran = subprocess.run([tmp_path / "elsewhere"], capture_output=True, text=True, check=True)
+    assert ran.stdout.strip() == str(bin_dir / "python")

@@ -23,14 +23,28 @@ CASES: list[tuple[str, dict[str, str], BuildPlan]] = [
     (
         "python app.py default",
         {"requirements.txt": "", "app.py": "print(1)\n"},
-        BuildPlan("python", {"web": "python3 app.py"}),
+        BuildPlan("python", {"web": "python app.py"}),
     ),
     (
         "pyproject",
         {"pyproject.toml": "[project]\nname='x'\n", "app.py": ""},
-        BuildPlan("python", {"web": "python3 app.py"}),
+        BuildPlan("python", {"web": "python app.py"}),
     ),
-    ("node default", {"package.json": "{}"}, BuildPlan("node", {"web": "npm start"})),
+    (
+        "node start script",
+        {"package.json": '{"scripts": {"start": "node index.js"}}'},
+        BuildPlan("node", {"web": "npm start"}),
+    ),
+    (
+        "node server.js (npm's default start)",
+        {"package.json": "{}", "server.js": ""},
+        BuildPlan("node", {"web": "npm start"}),
+    ),
+    (
+        "pipenv",
+        {"Pipfile": "[packages]\n", "Pipfile.lock": "{}", "app.py": ""},
+        BuildPlan("python", {"web": "python app.py"}),
+    ),
     (
         "node with Procfile",
         {"package.json": "{}", "Procfile": "web: node server.js\n"},
@@ -49,7 +63,7 @@ CASES: list[tuple[str, dict[str, str], BuildPlan]] = [
     (
         "python wins over static",
         {"requirements.txt": "six\n", "index.html": "", "app.py": ""},
-        BuildPlan("python", {"web": "python3 app.py"}),
+        BuildPlan("python", {"web": "python app.py"}),
     ),
     (
         "Procfile only",
@@ -80,6 +94,16 @@ def test_nothing_supported(tmp_path: Path) -> None:
         detect(tmp_path)
     assert str(raised.value) == (
         "no supported app found: add a Procfile, requirements.txt, package.json or index.html"
+    )
+
+
+def test_node_without_a_start_script_asks_for_one(tmp_path: Path) -> None:
+    write(tmp_path, {"package.json": '{"scripts": {"build": "tsc"}}', "index.js": ""})
+    with pytest.raises(BuildFailed) as raised:
+        detect(tmp_path)
+    assert str(raised.value) == (
+        "Node.js app without a Procfile or a start script: add \"start\" to package.json's "
+        "scripts, or a Procfile, e.g. 'web: node index.js'"
     )
 
 

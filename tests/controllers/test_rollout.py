@@ -179,3 +179,48 @@ def test_a_port_another_program_holds_is_replaced_and_never_handed_out_again(
         world.step()
     assert sorted(world.serving()) == [1, 1, 1, 1]
     assert all(i.port != low for i in world.instances())
+
+
+def _dynos(world: World) -> list[tuple[int, str, int | None]]:
+    """(release version, process type, number) of the serving instances, sorted."""
+    versions = {}
+    with world.ctx.db.session() as s:
+        for release in repo.find_all(s, Release, app_id=world.app_id):
+            versions[release.id] = release.version
+    return sorted(
+        (versions[i.release_id], i.process_type, i.ordinal)
+        for i in world.instances()
+        if i.desired_state == "running" and i.drain_started_at is None
+    )
+
+
+def test_instances_are_numbered_within_their_process_type_as_heroku_dynos(
+    world: World,
+) -> None:
+    processes.update_formation(world.ctx, world.who, "web", {"web": {"count": 2}, "worker": 1})
+    world.healthy_releases = {1, 2}
+    _, first = world.release()
+    roll(world, first, 0)
+    assert _dynos(world) == [(1, "web", 1), (1, "web", 2), (1, "worker", 1)]
+
+    # scaling up adds the next numbers; scaling down and up again fills the gap
+    processes.update_formation(world.ctx, world.who, "web", {"web": {"count": 3}})
+    for _ in range(3):
+        world.step()
+    assert _dynos(world) == [(1, "web", 1), (1, "web", 2), (1, "web", 3), (1, "worker", 1)]
+    processes.update_formation(world.ctx, world.who, "web", {"web": {"count": 1}})
+    for _ in range(5):
+        world.step()
+    assert len([d for d in _dynos(world) if d[1] == "web"]) == 1
+    processes.update_formation(world.ctx, world.who, "web", {"web": {"count": 3}})
+    for _ in range(3):
+        world.step()
+    # the one kept has its number, the new ones take the free ones: never a duplicate
+    assert sorted(d[2] for d in _dynos(world) if d[1] == "web") == [1, 2, 3]
+
+    # a deploy numbers the new release's instances afresh: web.1 again, as on Heroku
+    _, second = world.release()
+    roll(world, second, serving_at_least=3)
+    for _ in range(5):
+        world.step()
+    assert _dynos(world) == [(2, "web", 1), (2, "web", 2), (2, "web", 3), (2, "worker", 1)]

@@ -13,6 +13,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -407,3 +408,62 @@ def test_a_failed_first_start_keeps_the_login(tmp_path: Path) -> None:
         assert platform.cli("whoami").stdout == f"{email}\n"
     finally:
         stop_platform(platform)
+
+
+HEROKU_PY = """
+import http.server, json, os, socket, sys
+
+class Server(http.server.HTTPServer):
+    address_family = socket.AF_INET6
+
+    def server_bind(self):
+        self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)  # IPv4 too
+        super().server_bind()
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        import six
+        keys = ("HOME", "DYNO", "PORT", "WEB_CONCURRENCY", "VIRTUAL_ENV")
+        seen = {k: os.environ.get(k) for k in keys}
+        seen.update(prefix=sys.prefix, cwd=os.getcwd(), six=six.__version__)
+        body = json.dumps(seen).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+Server(("::", int(os.environ["PORT"])), Handler).serve_forever()
+"""
+
+
+def test_a_python_app_py_app_deploys_as_on_heroku(platform: Platform, tmp_path: Path) -> None:
+    """``web: python app.py`` with a requirements.txt and a .python-version, deployed with
+    the CLI: the app runs in its virtualenv at /app, with Heroku's variables."""
+    minor = f"{sys.version_info[0]}.{sys.version_info[1]}"  # found on the build host too
+    app = tmp_path / "pyapp"
+    app.mkdir()
+    (app / "Procfile").write_text("web: python app.py\n")
+    (app / "requirements.txt").write_text("six==1.16.0\n")
+    (app / ".python-version").write_text(f"{minor}\n")
+    (app / "app.py").write_text(HEROKU_PY)
+    platform.cli("apps", "create", "pyapp")
+    deploy = platform.cli("deploy", str(app), "-a", "pyapp")
+    assert f"as Python {minor} (.python-version) asks" in deploy.stdout
+    seen = json.loads(platform.wait_for("pyapp", '"six": "1.16.0"').text)
+    assert seen["HOME"] == seen["cwd"]
+    if shutil.which("bwrap"):
+        assert seen["HOME"] == "/app"
+        assert seen["prefix"] == "/app/.shellwego/python"
+    assert seen["prefix"] == seen["VIRTUAL_ENV"]
+    assert seen["DYNO"] == "web.1"
+    assert seen["WEB_CONCURRENCY"] == "1"  # the default size, small: 256 MiB
+
+    platform.cli("scale", "web=2:medium", "-a", "pyapp")
+    wait_instances(platform, "pyapp", "web", 2)
+    seen_now = [json.loads(platform.get("pyapp", retry=True).text) for _ in range(20)]
+    assert {s["DYNO"] for s in seen_now} == {"web.1", "web.2"}
+    assert {s["WEB_CONCURRENCY"] for s in seen_now} == {"2"}  # medium: 512 MiB
+
+    run = platform.cli("run", "-a", "pyapp", "--", "pip", "--version")
+    assert "/.shellwego/python/lib/python" in run.stdout
+    platform.cli("apps", "delete", "pyapp", "--yes")

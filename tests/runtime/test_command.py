@@ -6,7 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from shellwego.runtime.command import exec_form, instance_argv, instance_environment
+from shellwego.runtime.command import (
+    exec_form,
+    instance_argv,
+    instance_environment,
+    web_concurrency,
+)
 from shellwego.runtime.driver import InstanceSpec
 from shellwego.runtime.sandbox import Sandbox
 from shellwego.runtime.user import RunUser
@@ -85,7 +90,27 @@ def test_environment_is_the_release_config_with_port_and_home() -> None:
     assert instance_environment(spec, APP) == {
         "PATH": "/usr/local/bin:/usr/bin:/bin",
         "LANG": "C.UTF-8",
+        "WEB_CONCURRENCY": "2",  # 512 MiB, as on Heroku
         "PORT": "8",
         "HOME": str(APP),
         "K": "v",
     }
+
+
+def test_environment_carries_dyno_and_web_concurrency_as_heroku_sets_them() -> None:
+    spec = InstanceSpec(
+        "i-1", "a", "web", "worker", "r", "x", Path("/slug"), {"DYNO": "mine"}, 8,
+        memory_bytes=1024**3, index=3,
+    )  # fmt: skip
+    env = instance_environment(spec, APP)
+    assert env["DYNO"] == "worker.3"  # the platform's, whatever the config says
+    assert env["WEB_CONCURRENCY"] == "4"
+    small = InstanceSpec(
+        "i-2", "a", "web", "web", "r", "x", Path("/slug"), {"WEB_CONCURRENCY": "7"}, 8,
+        memory_bytes=128 * 1024**2,
+    )  # fmt: skip
+    assert instance_environment(small, APP)["WEB_CONCURRENCY"] == "7"  # the app's config wins
+    assert "DYNO" not in instance_environment(small, APP)  # no number from the control plane
+    assert web_concurrency(128 * 1024**2) == 1
+    assert web_concurrency(512 * 1024**2) == 2
+    assert web_concurrency(64 * 1024**3) == 32

@@ -104,9 +104,11 @@ async def test_exec_runs_a_one_off_in_the_instance_environment(node: Node) -> No
     script = 'echo "out $PORT $HOME $RELEASE_VAR $FROM_PROFILE"; echo err >&2; exit 7'
     result = await driver.exec(spec, ["sh", "-c", script])
     assert result.exit_code == 7
-    # HOME is the command's own writable layer over the app's slug
-    home = re.escape(str(node.state_dir / "oneoff-1.exec-"))
-    assert re.search(rf"^out {spec.port} {home}[0-9a-f]{{8}}/app v1 profiled$", result.output, re.M)
+    # HOME is the command's own writable layer over the app's slug: /app in the sandbox
+    home = re.escape(str(node.state_dir / "oneoff-1.exec-")) + "[0-9a-f]{8}/app"
+    if "bwrap" in driver.capabilities().isolation:
+        home = "/app"
+    assert re.search(rf"^out {spec.port} {home} v1 profiled$", result.output, re.M)
     assert "err" in result.output
 
     ok = await driver.exec(spec, ["python3", "-c", "print('migrated')"])

@@ -58,8 +58,11 @@ async def test_instance_serves_on_its_port_with_only_its_own_environment(
 
     env = json.loads(await wait_http(spec.port))
     assert env["PORT"] == str(spec.port)
-    home = node.state_dir / "web-1" / "app"  # the instance's own layer over the slug
+    # the instance's own layer over the slug: /app in the sandbox, else its host path
+    sandboxed = "bwrap" in driver.capabilities().isolation
+    home = Path("/app") if sandboxed else node.state_dir / "web-1" / "app"
     assert env["HOME"] == str(home)
+    assert env["WEB_CONCURRENCY"] == "2"  # 512 MiB
     assert env["GREETING"] == "hello"
     assert env["LANG"] == "C.UTF-8"
     assert env["FROM_PROFILE"] == "set by .profile.d"
@@ -266,7 +269,8 @@ async def test_capabilities_say_what_isolation_this_host_gives(node: Node) -> No
     assert not bare.capabilities().memory_limit
     assert bare.capabilities().notes[:2] == (
         "cgroup limits are disabled by configuration",
-        "sandboxing is disabled by configuration",
+        "sandboxing is disabled by configuration: instances see their app directory (HOME) "
+        "at its host path instead of /app",
     )
 
 

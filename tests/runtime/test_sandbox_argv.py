@@ -27,10 +27,19 @@ def test_argv_masks_hidden_paths_and_binds_only_the_app_writable(tmp_path: Path)
         binds=[cache],
         keep_caps=["CAP_SETUID"],
     )
-    assert argv[:9] == [
-        "/usr/bin/bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--perms",
+    # the host's top-level entries read-only (links as links), then private /dev /proc /tmp
+    assert argv[argv.index("/usr") - 1 :][:3] == ["--ro-bind", "/usr", "/usr"]
+    assert argv[argv.index("/etc") - 1 :][:3] == ["--ro-bind", "/etc", "/etc"]
+    if Path("/bin").is_symlink():
+        assert argv[argv.index("/bin") - 2 : argv.index("/bin") + 1] == [
+            "--symlink", str(Path("/bin").readlink()), "/bin",
+        ]  # fmt: skip
+    assert not {"/proc", "/dev", "/tmp"} & set(_pairs(argv, "--ro-bind"))
+    start = argv.index("--dev")
+    assert argv[start : start + 7] == [
+        "--dev", "/dev", "--proc", "/proc", "--perms", "1777", "--tmpfs",
     ]  # fmt: skip
-    assert argv[9:12] == ["1777", "--tmpfs", "/tmp"]
+    assert argv[argv.index("--remount-ro") + 1] == "/"  # the root itself is read-only too
     assert _pairs(argv, "--tmpfs") == ["/tmp", str(data)]  # data/agent is inside data
     assert argv[argv.index(str(key_file)) - 2 :][:3] == ["--ro-bind", "/dev/null", str(key_file)]
     # the way to the app inside the mask: search-only directories, then the bind
@@ -61,3 +70,19 @@ def test_the_way_into_the_private_tmp_is_search_only() -> None:
     argv = Sandbox("/usr/bin/bwrap").argv(app, [], ["true"])
     assert _pairs(argv, "--dir") == ["/tmp/builds", "/tmp/builds/b-1"]
     assert argv.index("/tmp/builds/b-1") < argv.index("--bind")
+
+
+def test_the_app_can_be_mounted_at_slash_app(tmp_path: Path) -> None:
+    app = tmp_path / "state" / "i-1" / "app"
+    (app / "secrets").mkdir(parents=True)
+    argv = Sandbox("/usr/bin/bwrap").argv(
+        app, [tmp_path / "state", app / "secrets"], ["true"], at=Path("/app")
+    )
+    binds = [argv[i + 1 : i + 3] for i, arg in enumerate(argv) if arg == "--bind"]
+    assert binds == [[str(app), "/app"]]
+    assert argv[argv.index("--chdir") + 1] == "/app"
+    assert "/app" not in _pairs(argv, "--ro-bind")  # nothing of the host's is in the way
+    assert _pairs(argv, "--dir") == []  # no way in to the host path needed
+    # a hidden path inside the app is masked where the sandbox sees it
+    assert _pairs(argv, "--tmpfs")[-1] == "/app/secrets"
+    assert argv.index("--bind") < argv.index("/app/secrets") < argv.index("--remount-ro")

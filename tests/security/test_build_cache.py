@@ -4,6 +4,7 @@ dependency tree stored for it. Neither may be written (poisoned) or read across 
 from __future__ import annotations
 
 import json
+import sys
 import tarfile
 from pathlib import Path
 
@@ -42,6 +43,11 @@ for directory in CACHES:
 with open("report.json", "w") as f:
     json.dump(report, f)
 """
+
+
+SITE_PACKAGES = (
+    f".shellwego/python/lib/python{sys.version_info[0]}.{sys.version_info[1]}/site-packages"
+)
 
 
 def _member(slug: Path, name: str) -> str:
@@ -86,4 +92,4 @@ async def test_an_apps_build_can_neither_poison_nor_read_another_apps_cache(work
     log, second = await run_build(builder, b_again, work / "b2-out", uid_b)
     assert isinstance(second, BuildResult), f"{second}\n{log.text}"
     assert any(line.startswith("-----> Reusing cached Python dependencies") for line in log.lines)
-    assert _member(second.slug_path, ".shellwego/python/hostile_mod.py") == B_MODULE
+    assert _member(second.slug_path, f"{SITE_PACKAGES}/hostile_mod.py") == B_MODULE

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from shellwego.build.archive import safe_extract
-from shellwego.build.builder import Builder, BuildResult
+from shellwego.build.builder import RELOCATABLE_SHEBANG, Builder, BuildResult
 from shellwego.errors import BuildFailed, InvalidInput
 from support.hostile_build import (
     SECRET,
@@ -47,7 +47,8 @@ os.symlink("@SECRET@", "{BIN}/.tool.tmp")
 """,
     # the scripts directory itself a link to a host directory holding a root's script
     "bin-dir-link": """
-os.makedirs(".shellwego/python", exist_ok=True)
+import shutil
+shutil.rmtree(".shellwego/python/bin", ignore_errors=True)
 os.symlink("@ROOT@", ".shellwego/python/bin")
 """,
     # links to host files and directories, devices and FIFOs, dangling links, loops
@@ -105,7 +106,7 @@ async def test_hostile_build_output_never_reaches_the_host(
     if attack == "shebang-tmp-link":  # the app's own script was still made relocatable
         with tarfile.open(result.slug_path) as tar:
             script = tar.extractfile(f"{BIN}/tool")
-            assert script is not None and script.read() == b"#!/usr/bin/env python3\nprint(1)\n"
+            assert script is not None and script.read() == RELOCATABLE_SHEBANG + b"print(1)\n"
 
 
 @pytest.mark.timeout(120)
@@ -189,7 +190,8 @@ async def test_node_modules_linked_at_a_host_directory_is_never_stored_or_reused
         "version": "1.0.0",
         "private": True,
         "scripts": {
-            "postinstall": f"rm -rf node_modules && ln -s {sentinels.private} node_modules"
+            "postinstall": f"rm -rf node_modules && ln -s {sentinels.private} node_modules",
+            "start": "node index.js",
         },
     }
     builder = Builder(work / "cache")

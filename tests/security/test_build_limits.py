@@ -68,7 +68,7 @@ async def test_a_fork_bomb_in_a_build_step_fails_the_build_at_its_process_limit(
     )
     assert isinstance(result, BuildFailed), log.text
     assert str(result) == (
-        "pip install reached the build's process limit: at most 64 processes for all of a "
+        "uv pip install reached the build's process limit: at most 64 processes for all of a "
         "step's processes"
     )
     # nothing of the step is left, and the host still starts processes

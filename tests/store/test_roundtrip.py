@@ -217,7 +217,8 @@ def instance(g: Graph) -> Instance:
         address="10.213.0.17", desired_state=DesiredState.STOPPED, state="running",
         healthy=True, restarts=2,
         exit_code=137, pid=4242, last_error="OOM", observed_at=T1, healthy_at=T2,
-        drain_started_at=T2, deployment_id=g.deployment.id, created_at=T0, updated_at=T1,
+        drain_started_at=T2, deployment_id=g.deployment.id, ordinal=3, created_at=T0,
+        updated_at=T1,
     )
 
 

@@ -93,6 +93,7 @@ class Assignment:
     health_check: HealthCheck
     desired_state: Literal["running", "stopped"] = "running"
     uid: int | None = None  # the app's own uid (and gid), which its instances run as
+    index: int | None = None  # its number within its process type (``DYNO=web.1``)
 
     @classmethod
     def parse(cls, raw: Mapping[str, Any]) -> Assignment:
@@ -110,6 +111,11 @@ class Assignment:
         uid = raw.get("uid")
         if uid is not None and (not isinstance(uid, int) or isinstance(uid, bool) or uid < 1):
             raise InvalidInput("assignment field 'uid' must be a positive integer")
+        index = raw.get("index")
+        if index is not None and (
+            not isinstance(index, int) or isinstance(index, bool) or index < 1
+        ):
+            raise InvalidInput("assignment field 'index' must be a positive integer")
         return cls(
             instance_id=_text(raw, "instance_id"),
             app_id=_text(raw, "app_id"),
@@ -126,6 +132,7 @@ class Assignment:
             health_check=HealthCheck.parse(raw.get("health_check")),
             desired_state=desired,
             uid=uid,
+            index=index,
         )
 
     def spec(self, app_dir: Path, runtime: str) -> InstanceSpec:
@@ -143,6 +150,7 @@ class Assignment:
             cpu_millis=self.cpu_millis,
             runtime=runtime,
             uid=self.uid,
+            index=self.index,
         )
 
 

@@ -1,9 +1,12 @@
 """The builder: an app's source directory in, a relocatable slug (gzip tarball) out.
 
 A slug runs anywhere it is extracted: each process is ``/bin/sh -c <command>`` in the
-slug directory with ``HOME`` set to it, after ``$HOME/.profile.d/*.sh`` is sourced. So
-dependencies are installed inside the app (``.shellwego/python``, ``node_modules``) and
-found through paths relative to ``$HOME``.
+slug directory with ``HOME`` set to it (``/app`` in the sandbox, as on Heroku), after
+``$HOME/.profile.d/*.sh`` is sourced. So dependencies are installed inside the app (a
+virtualenv in ``.shellwego/python``, ``node_modules``) and found through paths relative to
+``$HOME``. Sandboxed build steps see the source at ``/app`` too, so what installers write
+(paths in ``.pth`` files, scripts) is where instances will find it; scripts are made
+relocatable all the same, for slugs built or run without a sandbox.
 
 Each app has a cache of its own under ``cache_dir`` (``uid-<its uid>``): the installers'
 caches, which its build steps write, and its installed dependency trees, stored by a key
@@ -24,12 +27,13 @@ import os
 import posixpath
 import re
 import resource
+import shlex
 import shutil
 import signal
 import stat
 import sys
 import tarfile
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -39,10 +43,12 @@ from shellwego.runtime.cgroups import Cgroups
 from shellwego.runtime.command import BASE_PATH
 from shellwego.runtime.layer import private_mounts
 from shellwego.runtime.network import NodeNetwork
-from shellwego.runtime.sandbox import Sandbox
+from shellwego.runtime.sandbox import APP_MOUNT, Sandbox
 from shellwego.runtime.user import NOBODY, SWITCH_CAPS, RunUser, run_user
 
 from . import fdtree
+from . import node as nodejs
+from . import python as py
 from .archive import SKIP_NAMES, add_tree, check_name
 from .detect import GENERIC, LABELS, NODE, PYTHON, STATIC, BuildPlan, detect
 from .fdtree import Entry, Owner
@@ -56,7 +62,18 @@ PLATFORM_DIR = ".shellwego"
 SLUG_NAME = "slug.tar.gz"
 # fast over small: level 1 writes a slug ~2.5x faster than 6 for ~15% more bytes
 SLUG_COMPRESSION = 1
-RELOCATABLE_SHEBANG = b"#!/usr/bin/env python3\n"
+# a script that runs with the ``python`` next to it, wherever the virtualenv is (uv's form)
+RELOCATABLE_SHEBANG = (
+    b"#!/bin/sh\n"
+    b'\'\'\'exec\' "$(dirname -- "$(realpath -- "$0")")"/\'python\' "$0" "$@"\n'
+    b"' '''\n"
+)
+VENV = f"{PLATFORM_DIR}/python"  # the app's virtualenv
+STAGING = f"{PLATFORM_DIR}/build"  # requirement files the platform writes for a step
+UV, PIP = "uv", "pip"
+# the app's config that build steps see (a build never sees the app's other config)
+BUILD_CONFIG = ("DISABLE_COLLECTSTATIC",)
+HOOKS = ("bin/pre_compile", "bin/post_compile")
 INSTALLERS = "installers"  # in an app's cache: pip's and npm's caches, written by its steps
 TREES = "trees"  # in an app's cache: stored dependency trees, written by the platform only
 
@@ -82,11 +99,11 @@ ENV_KEEP = frozenset(
         "PYENV_VERSION",
     }
 )
-ENV_PREFIXES = ("PIP_", "LC_", "npm_config_", "NPM_CONFIG_")
+ENV_PREFIXES = ("PIP_", "UV_", "LC_", "npm_config_", "NPM_CONFIG_")
 
 PYTHON_PROFILE = """\
-export PYTHONPATH="$HOME/.shellwego/python${PYTHONPATH:+:$PYTHONPATH}"
-export PATH="$HOME/.shellwego/python/bin:$PATH"
+export VIRTUAL_ENV="$HOME/.shellwego/python"
+export PATH="$VIRTUAL_ENV/bin:$PATH"
 """
 NODE_PROFILE = """\
 export PATH="$HOME/node_modules/.bin:$PATH"
@@ -117,7 +134,7 @@ def build_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
 def host_python() -> str:
     """The ``python3`` apps run with: the first on the runtime's PATH, else the platform's
     PATH (skipping the platform's own virtualenv), so dependencies match the interpreter."""
-    venv = Path(sys.prefix).resolve() if sys.prefix != sys.base_prefix else None
+    venv = py.platform_prefix()
     search = f"{BASE_PATH}{os.pathsep}{os.environ.get('PATH', os.defpath)}"
     for entry in search.split(os.pathsep):
         directory = Path(entry or ".")
@@ -169,15 +186,26 @@ def requirement_files(root_fd: int) -> list[tuple[str, bytes]]:
     return list(seen.items())
 
 
+LOCKFILES = ("uv.lock", "poetry.lock", "Pipfile.lock")
+
+
 def python_key(root_fd: int, interpreter: str) -> str:
-    """Cache key of an app's Python dependency tree.
+    """Cache key of an app's Python dependency tree (``interpreter`` names the interpreter
+    and the installer).
 
     requirements.txt and the files it includes, with the whole source tree when they
-    refer to local paths; for a pyproject.toml app, the whole source tree.
+    refer to local paths; a lockfile with pyproject.toml (the app itself is not
+    installed); otherwise, for a pyproject.toml app, the whole source tree.
     """
     material = hashlib.sha256(b"python\0" + interpreter.encode() + b"\0")
     files = requirement_files(root_fd)
     if not files:
+        for name in LOCKFILES:
+            lock = fdtree.read_file(root_fd, name)
+            if lock is not None:
+                pyproject = fdtree.read_file(root_fd, "pyproject.toml") or b""
+                material.update(name.encode() + b"\0" + lock + b"\0" + pyproject)
+                return material.hexdigest()
         material.update(b"pyproject\0" + tree_digest(root_fd).encode())
         return material.hexdigest()
     local = False
@@ -208,7 +236,9 @@ def tree_digest(root_fd: int) -> str:
 
 
 def _relocatable(data: bytes) -> bytes | None:
-    """A pip-generated script with ``#!/usr/bin/env python3`` (None: leave it as it is)."""
+    """A pip-generated script run by the ``python`` next to it (None: leave it as it is)."""
+    if data.startswith(RELOCATABLE_SHEBANG):
+        return None
     if data.startswith(b"#!/bin/sh\n'''exec' "):
         # pip's form for interpreter paths too long for a shebang line
         lines = data.split(b"\n", 3)
@@ -222,8 +252,8 @@ def _relocatable(data: bytes) -> bytes | None:
 
 
 def fix_shebangs(top: Path, rel: str = ".", owner: Owner | None = None) -> int:
-    """Point pip's generated scripts in ``top/rel`` at ``python3`` on PATH; returns how many
-    changed. Scripts are read and replaced through directory descriptors, so a link in
+    """Point pip's generated scripts in ``top/rel`` at the ``python`` next to them; returns
+    how many changed. Scripts are read and replaced through directory descriptors, so a link in
     the way is never followed; with ``owner``, only its own files are read, and the new
     ones are given to it."""
     root = fdtree.open_dir(top)
@@ -341,6 +371,12 @@ class Job:
     user: RunUser | None  # whom steps switch to (None: they run as this process)
     cache: Path  # the app's own cache directory
     deadline: float
+    at: Path | None = None  # where steps see the source (/app in the sandbox), else ``src``
+    config: Mapping[str, str] = field(default_factory=dict)  # the app's, for build steps
+
+    def step_path(self, rel: str) -> str:
+        """``rel`` (in the source) as build steps see it."""
+        return str((self.at or self.src) / rel)
 
     @property
     def owner(self) -> Owner | None:
@@ -383,6 +419,7 @@ class Builder:
         pids_limit: int | None = 512,
         nofile_limit: int | None = 10240,
         network: NodeNetwork | None = None,
+        python_installer: str | None = None,
     ) -> None:
         """``hidden_paths``: what build steps (which run the app's own install code) must not
         see, e.g. the platform's data directory. ``sandbox``: None = bubblewrap when it
@@ -393,7 +430,8 @@ class Builder:
         ``nofile_limit``: open files per process (RLIMIT_NOFILE). ``network``: the node
         network each step gets a namespace of its own on, for its run (egress only: it
         reaches package indexes, never the platform, the host or any instance); None: the
-        host's network."""
+        host's network. ``python_installer``: ``"uv"`` or ``"pip"`` (None: uv where the
+        app's steps can run it, else pip)."""
         self.cache_dir = Path(cache_dir)
         self.memory_bytes = memory_bytes
         self.timeout_seconds = timeout_seconds
@@ -406,6 +444,7 @@ class Builder:
         self._cgroups: Cgroups | None = None
         self._run_as = run_as
         self.network = network
+        self.python_installer = python_installer
 
     def sandbox(self) -> Sandbox:
         """How build steps are isolated on this host (detected once)."""
@@ -431,10 +470,18 @@ class Builder:
         """The build cache of the app whose builds run as ``uid``."""
         return self.cache_dir / ("shared" if uid is None else f"uid-{int(uid)}")
 
-    def _job(self, src: Path, user: tuple[int, int] | None, deadline: float) -> Job:
+    def _job(
+        self,
+        src: Path,
+        user: tuple[int, int] | None,
+        deadline: float,
+        config: Mapping[str, str] | None = None,
+    ) -> Job:
         """A build's job: its cache made ready, its source handed to its user."""
         wanted = user or self._run_as
-        job = Job(src, run_user(wanted), self.cache_for(wanted[0] if wanted else None), deadline)
+        at = APP_MOUNT if self.sandbox().binary is not None else None
+        home = self.cache_for(wanted[0] if wanted else None)
+        job = Job(src, run_user(wanted), home, deadline, at, dict(config or {}))
         self.cache_dir.mkdir(mode=0o711, parents=True, exist_ok=True)
         job.cache.mkdir(mode=0o711, exist_ok=True)
         cache = fdtree.open_dir(job.cache)
@@ -456,10 +503,17 @@ class Builder:
         return job
 
     async def build(
-        self, src: Path, out: Path, log: Log, *, user: tuple[int, int] | None = None
+        self,
+        src: Path,
+        out: Path,
+        log: Log,
+        *,
+        user: tuple[int, int] | None = None,
+        config: Mapping[str, str] | None = None,
     ) -> BuildResult:
         """Build the app in ``src`` (in place) and write ``out/slug.tar.gz``; its steps run
-        as ``user`` (uid, gid: the app's own) when this process is root."""
+        as ``user`` (uid, gid: the app's own) when this process is root. ``config``: the
+        app's config vars; build steps see only those named in :data:`BUILD_CONFIG`."""
         deadline = asyncio.get_running_loop().time() + self.timeout_seconds
         sandbox = await asyncio.to_thread(self.sandbox)
         if sandbox.binary is None:
@@ -467,16 +521,22 @@ class Builder:
         plan: BuildPlan = await asyncio.to_thread(detect, src)
         await log(f"-----> {LABELS[plan.stack]} detected")
         await asyncio.to_thread(_clear, src, PLATFORM_DIR)
-        job = await asyncio.to_thread(self._job, src, user, deadline)
+        seen = {k: v for k, v in (config or {}).items() if k in BUILD_CONFIG}
+        job = await asyncio.to_thread(self._job, src, user, deadline, seen)
         env: dict[str, str] = {}
+        await self._hook(job, log, HOOKS[0], {})
+        interpreter: str | None = None
         if plan.stack == PYTHON:
-            env = await self._python(job, log)
+            env, interpreter = await self._python(job, log)
         elif plan.stack == NODE:
             env = await self._node(job, log)
         elif plan.stack == STATIC:
             await log("-----> Nothing to install: the files are served as they are")
         elif plan.stack == GENERIC:
             await log("-----> Nothing to install: running the Procfile's commands")
+        await self._hook(job, log, HOOKS[1], self._runtime_env(job, plan.stack))
+        if interpreter is not None:
+            await asyncio.to_thread(_python_profile, job, interpreter)
         await log("-----> Compressing slug")
         out.mkdir(mode=0o700, parents=True, exist_ok=True)  # root's: the slug is the app's alone
         slug = out / SLUG_NAME
@@ -490,87 +550,229 @@ class Builder:
             sha256=digest,
         )
 
+    # ---- hooks ---------------------------------------------------------------------------
+
+    async def _hook(self, job: Job, log: Log, rel: str, extra: dict[str, str]) -> None:
+        """Run the app's ``bin/pre_compile`` or ``bin/post_compile`` (Heroku's hooks) as a
+        build step, when the app has one."""
+        found = await asyncio.to_thread(_in_tree, job.src, lambda fd: _is_file(fd, rel))
+        if not found:
+            return
+        name = rel.rpartition("/")[2]
+        await log(f"-----> Running {name} hook")
+        script = 'if [ -x "$1" ]; then exec "$1"; else exec /bin/sh "$1"; fi'
+        await self._run(
+            ["/bin/sh", "-c", script, "sh", job.step_path(rel)],
+            cwd=job.src,
+            env=build_environment({**job.config, **extra}),
+            log=log,
+            what=name,
+            deadline=job.deadline,
+            job=job,
+        )
+
+    def _runtime_env(self, job: Job, stack: str) -> dict[str, str]:
+        """What build steps after the install see of the app's dependencies."""
+        if stack == PYTHON:
+            venv = job.step_path(VENV)
+            return {"VIRTUAL_ENV": venv, "PATH": f"{venv}/bin:{build_environment()['PATH']}"}
+        if stack == NODE:
+            bins = job.step_path("node_modules/.bin")
+            return {"NODE_ENV": "production", "PATH": f"{bins}:{build_environment()['PATH']}"}
+        return {}
+
     # ---- python --------------------------------------------------------------------------
 
-    async def _python(self, job: Job, log: Log) -> dict[str, str]:
+    def installer(self, job: Job) -> str | None:
+        """uv's binary when builds use uv and the app's steps can run it, else None (pip)."""
+        if self.python_installer == PIP:
+            return None
+        found = _uv_binary()
+        if found is None or (job.user is not None and job.user.blocked_at(Path(found))):
+            return None
+        return found
+
+    def _interpreter(self, job: Job, request: py.Request | None) -> py.Interpreter:
+        def blocked_at(path: Path) -> Path | None:
+            return None if job.user is None else job.user.blocked_at(path)
+
+        if request is None:
+            path = host_python()
+            version = py.full_version(path)
+            if version is None:
+                raise BuildFailed(f"{path} is not usable on the build host")
+            return py.Interpreter(path, version, blocked_at(Path(path)))
+        search = f"{BASE_PATH}{os.pathsep}{build_environment()['PATH']}"
+        found = py.candidates(search, py.current_homes())
+        venv = py.platform_prefix()
+        if venv is not None:
+            found = [f for f in found if not Path(f).resolve().is_relative_to(venv)]
+        return py.choose(request, found, blocked_at)
+
+    async def _python(self, job: Job, log: Log) -> tuple[dict[str, str], str]:
+        """Install the app's virtualenv; (its environment, the interpreter it runs on)."""
         app = job.src
-        python = await asyncio.to_thread(host_python)
-        described = await self._capture(
-            [
-                python,
-                "-c",
-                "import sys, sysconfig; print(sys.version.split()[0]); "
-                "print(sys.implementation.cache_tag, sysconfig.get_platform())",
-            ],
-            "python3",
-        )
-        version = described.split()[0] if described.split() else "?"
-        await log(f"-----> Using Python {version} ({python})")
-        target = f"{PLATFORM_DIR}/python"
-        requirements = await asyncio.to_thread(_read, app, "requirements.txt")
-        if requirements is not None:
-            if not _has_requirements(requirements.decode("utf-8", "replace")):
-                await log("-----> No dependencies listed in requirements.txt")
-                await asyncio.to_thread(_write_profile, app, "python.sh", PYTHON_PROFILE, job.owner)
-                return {"PYTHONUNBUFFERED": "1"}
-            what, args = "requirements.txt", ["-r", "requirements.txt"]
-        else:
-            what, args = "pyproject.toml", ["."]
+        files = await asyncio.to_thread(_read_all, app, PYTHON_FILES)
+        request = _python_request(files)
+        interpreter = await asyncio.to_thread(self._interpreter, job, request)
+        if interpreter.blocked is not None:
+            raise BuildFailed(
+                f"Python {interpreter.label} is out of reach of the app's processes: "
+                f"{interpreter.blocked} is not searchable by them"
+            )
+        uv = await asyncio.to_thread(self.installer, job)
+        tool = UV if uv else PIP
+        asked = f", as {request.describe()} asks" if request else ""
+        await log(f"-----> Using Python {interpreter.label}{asked}")
+        install = _install_plan(files, uv is not None)
+        described = f"{interpreter.path}\0{interpreter.version}\0{tool}\0{install.kind}"
         key = await asyncio.to_thread(_in_tree, app, lambda fd: python_key(fd, described))
+        await asyncio.to_thread(_clear, app, VENV)
         if await asyncio.to_thread(self._stored, job, "python", key):
             await log(f"-----> Reusing cached Python dependencies ({key[:12]})")
-            await asyncio.to_thread(self._reuse, job, "python", key, target)
+            await asyncio.to_thread(self._reuse, job, "python", key, VENV)
         else:
-            await log(f"-----> Installing dependencies from {what} with pip")
+            if install.kind == "uv.lock" or install.args(""):
+                await log(f"-----> Installing dependencies from {install.kind} with {tool}")
+            else:
+                await log(f"-----> No dependencies listed in {install.kind}: a bare virtualenv")
+            for line in install.notes:
+                await log(f"{INDENT}{line}")
+            await self._python_install(job, log, interpreter, uv, install)
+            fixed = await asyncio.to_thread(fix_shebangs, app, f"{VENV}/bin", job.owner)
+            if fixed:
+                await log(f"{INDENT}{fixed} script(s) made relocatable")
+            await asyncio.to_thread(self._store, job, "python", key, VENV)
+            await log(f"-----> Cached Python dependencies ({key[:12]})")
+        await self._collectstatic(job, log, interpreter)
+        return {"PYTHONUNBUFFERED": "1"}, os.path.realpath(interpreter.path)
+
+    async def _python_install(
+        self,
+        job: Job,
+        log: Log,
+        interpreter: py.Interpreter,
+        uv: str | None,
+        install: _Install,
+    ) -> None:
+        """Make the virtualenv and install into it, as build steps."""
+        venv = job.step_path(VENV)
+        python = f"{venv}/bin/python"
+        cache = str(job.installers)
+        env = build_environment(
+            {
+                **job.config,
+                "PIP_ROOT_USER_ACTION": "ignore",
+                "PYTHONUNBUFFERED": "1",
+                "UV_CACHE_DIR": f"{cache}/uv",
+                "UV_PYTHON_DOWNLOADS": "never",
+                "UV_LINK_MODE": "copy",
+                "UV_NO_PROGRESS": "1",
+                "UV_PROJECT_ENVIRONMENT": venv,
+                # the host's certificate store, as pip and npm use it (a proxy's CA in it)
+                "UV_SYSTEM_CERTS": "1",
+                "UV_NATIVE_TLS": "1",  # its name before uv 0.9
+                **_uv_index(),
+            }
+        )
+        await asyncio.to_thread(_stage, job, install)
+        try:
+            if uv is not None:
+                make = [uv, "venv", "--relocatable", "--seed", "--python", interpreter.path, venv]
+                what = "uv venv"
+            else:
+                make, what = [interpreter.path, "-m", "venv", venv], "python -m venv"
             await self._run(
-                [
-                    python,
-                    "-m",
-                    "pip",
-                    "install",
-                    "--target",
-                    str(app / target),
-                    "--cache-dir",
-                    str(job.installers / "pip"),
-                    "--disable-pip-version-check",
-                    "--no-input",
-                    "--progress-bar",
-                    "off",
-                    *args,
-                ],
-                cwd=app,
-                env=build_environment({"PIP_ROOT_USER_ACTION": "ignore", "PYTHONUNBUFFERED": "1"}),
+                make,
+                cwd=job.src,
+                env=env,
                 log=log,
-                what="pip install",
+                what=what,
                 deadline=job.deadline,
                 job=job,
             )
-            fixed = await asyncio.to_thread(fix_shebangs, app, f"{target}/bin", job.owner)
-            if fixed:
-                await log(f"{INDENT}{fixed} script(s) made relocatable")
-            await asyncio.to_thread(self._store, job, "python", key, target)
-            await log(f"-----> Cached Python dependencies ({key[:12]})")
-        await asyncio.to_thread(_write_profile, app, "python.sh", PYTHON_PROFILE, job.owner)
-        return {"PYTHONUNBUFFERED": "1"}
+            if install.kind == "uv.lock" and uv is not None:
+                argv = [uv, "sync", "--locked", "--no-dev", "--no-install-project", "--inexact"]
+                argv += ["--python", python]
+                what = "uv sync"
+            elif uv is not None:
+                argv, what = [uv, "pip", "install", "--python", python], "uv pip install"
+            else:
+                argv = [python, "-m", "pip", "install", "--cache-dir", f"{cache}/pip"]
+                argv += ["--disable-pip-version-check", "--no-input", "--progress-bar", "off"]
+                what = "pip install"
+            if install.kind != "uv.lock" or uv is None:
+                args = install.args(job.step_path(STAGING))
+                if not args:
+                    return
+                argv += args
+            await self._run(
+                argv, cwd=job.src, env=env, log=log, what=what, deadline=job.deadline, job=job
+            )
+        finally:
+            await asyncio.to_thread(_clear, job.src, STAGING)
+
+    async def _collectstatic(self, job: Job, log: Log, interpreter: py.Interpreter) -> None:
+        """Django's ``manage.py collectstatic --noinput``, as on Heroku: for an app with a
+        manage.py and Django installed, unless DISABLE_COLLECTSTATIC is set (in the app's
+        config or the build's environment)."""
+        minor = ".".join(str(n) for n in interpreter.version.release[:2])
+        django = f"{VENV}/lib/python{minor}/site-packages/django"
+
+        def wanted(fd: int) -> bool:
+            return _is_file(fd, "manage.py") and fdtree.is_dir(fd, django)
+
+        if not await asyncio.to_thread(_in_tree, job.src, wanted):
+            return
+        disabled = job.config.get("DISABLE_COLLECTSTATIC", os.environ.get("DISABLE_COLLECTSTATIC"))
+        if disabled not in (None, "", "0"):
+            await log("-----> Skipping collectstatic (DISABLE_COLLECTSTATIC is set)")
+            return
+        await log("-----> Running manage.py collectstatic --noinput")
+        await self._run(
+            [f"{job.step_path(VENV)}/bin/python", "manage.py", "collectstatic", "--noinput"],
+            cwd=job.src,
+            env=build_environment({**job.config, **self._runtime_env(job, PYTHON)}),
+            log=log,
+            what="manage.py collectstatic",
+            deadline=job.deadline,
+            job=job,
+        )
 
     # ---- node ----------------------------------------------------------------------------
 
     async def _node(self, job: Job, log: Log) -> dict[str, str]:
         app = job.src
-        node, npm = shutil.which("node"), shutil.which("npm")
-        if node is None or npm is None:
-            raise BuildFailed("Node.js app detected but node and npm are not on the build host")
-        version = (await self._capture([node, "--version"], "node")).strip()
-        await log(f"-----> Using Node.js {version}")
-        package = await asyncio.to_thread(_read, app, "package.json")
-        lock = await asyncio.to_thread(_read, app, "package-lock.json")
+        node_bin = shutil.which("node")
+        if node_bin is None:
+            raise BuildFailed("Node.js app detected but node is not on the build host")
+        version = (await self._capture([node_bin, "--version"], "node")).strip()
+        names = ("package.json", *nodejs.LOCKFILES)
+        files = await asyncio.to_thread(_read_all, app, names)
         try:
-            json.loads(package or b"")
+            package = json.loads(files["package.json"] or b"")
         except (ValueError, UnicodeDecodeError) as exc:
             raise BuildFailed(f"package.json is not valid JSON: {exc}") from None
-        material = hashlib.sha256(b"node\0" + version.encode() + b"\0" + (package or b""))
-        if lock is not None:
-            material.update(b"\0lock\0" + lock)
+        engines = package.get("engines") if isinstance(package, dict) else None
+        wanted = engines.get("node") if isinstance(engines, dict) else None
+        nodejs.check_engine(nodejs.parse_version(version), wanted)
+        asked = f", as engines.node {wanted} asks" if isinstance(wanted, str) else ""
+        await log(f"-----> Using Node.js {version}{asked}")
+        found = nodejs.manager({name for name, data in files.items() if data is not None})
+        tool = shutil.which(found.name)
+        if tool is None:
+            raise BuildFailed(
+                f"{found.lockfile} needs {found.name}, which is not installed on the build "
+                f"host: install it there, or commit a lockfile of a package manager it has "
+                f"(npm: package-lock.json)"
+            )
+        tool_version = (await self._capture([tool, "--version"], found.name)).strip()
+        material = hashlib.sha256(
+            b"node\0" + version.encode() + b"\0" + (files["package.json"] or b"")
+        )
+        material.update(f"\0{found.name}\0{tool_version}\0".encode())
+        if found.lockfile is not None:
+            material.update(b"\0lock\0" + (files[found.lockfile] or b""))
         key = material.hexdigest()
         modules = "node_modules"
         await asyncio.to_thread(_clear, app, modules)
@@ -578,24 +780,25 @@ class Builder:
             await log(f"-----> Reusing cached node_modules ({key[:12]})")
             await asyncio.to_thread(self._reuse, job, "node", key, modules)
         else:
-            command = "ci" if lock is not None else "install"
-            await log(f"-----> Installing dependencies with npm {command}")
+            argv = nodejs.install_argv(
+                found.name, tool, tool_version, found.lockfile, str(job.installers)
+            )
+            what = f"{found.name} {argv[1]}"
+            source = f" from {found.lockfile}" if found.lockfile else ""
+            await log(f"-----> Installing dependencies{source} with {what}")
             await self._run(
-                [
-                    npm,
-                    command,
-                    "--omit=dev",
-                    "--cache",
-                    str(job.installers / "npm"),
-                    "--no-audit",
-                    "--no-fund",
-                    "--no-progress",
-                    "--no-update-notifier",
-                ],
+                argv,
                 cwd=app,
-                env=build_environment({"NODE_ENV": "production", "CI": "true"}),
+                env=build_environment(
+                    {
+                        **job.config,
+                        "NODE_ENV": "production",
+                        "CI": "true",
+                        "COREPACK_ENABLE_DOWNLOAD_PROMPT": "0",
+                    }
+                ),
                 log=log,
-                what=f"npm {command}",
+                what=what,
                 deadline=job.deadline,
                 job=job,
             )
@@ -686,8 +889,9 @@ class Builder:
     ) -> None:
         """Run one build step, streaming its output line by line into ``log``.
 
-        With bubblewrap, the step sees the host read-only, its own source and its app's
-        installer caches writable, a private /tmp as HOME, and none of ``hidden_paths``.
+        With bubblewrap, the step sees the host read-only, its own source (at ``/app``)
+        and its app's installer caches writable, a private /tmp as HOME, and none of
+        ``hidden_paths``.
         Without a ``job`` (a step outside a build) it runs for ``cwd`` as ``run_as``.
         """
         if job is None:
@@ -710,7 +914,7 @@ class Builder:
         if sandbox.binary is not None:
             keep = SWITCH_CAPS if job.user is not None else ()
             full = sandbox.argv(
-                cwd, self.hidden_paths, full, binds=[job.installers], keep_caps=keep
+                cwd, self.hidden_paths, full, binds=[job.installers], keep_caps=keep, at=job.at
             )
             env = {**env, "HOME": "/tmp"}
         elif job.user is not None:
@@ -899,3 +1103,172 @@ def _subdir(top: int, rel: str) -> int | None:
         return fdtree.open_subdir(top, rel)
     except BuildFailed:
         return None
+
+
+# ---- python helpers ------------------------------------------------------------------------
+
+PYTHON_FILES = (
+    ".python-version",
+    "runtime.txt",
+    "pyproject.toml",
+    "requirements.txt",
+    "uv.lock",
+    "poetry.lock",
+    "Pipfile.lock",
+    "Pipfile",
+)
+
+
+@dataclass(frozen=True)
+class _Install:
+    """What a Python app's dependencies are installed from, as installer arguments."""
+
+    kind: str  # requirements.txt, uv.lock, poetry.lock, Pipfile.lock or pyproject.toml
+    direct: tuple[str, ...] = ()  # e.g. ("-r", "requirements.txt") or (".",)
+    requirements: tuple[str, ...] = ()  # staged as a requirements file
+    constraints: tuple[str, ...] = ()  # staged as a constraints file
+    notes: tuple[str, ...] = ()
+
+    def args(self, staging: str) -> list[str]:
+        out = list(self.direct)
+        if self.requirements:
+            out += ["-r", f"{staging}/requirements.txt"]
+        if self.constraints:
+            out += ["-c", f"{staging}/constraints.txt"]
+        return out
+
+
+def _python_request(files: Mapping[str, bytes | None]) -> py.Request | None:
+    for name in (".python-version", "runtime.txt"):
+        data = files.get(name)
+        if data is not None:
+            found = py.parse_version_request(name, data.decode("utf-8", "replace"))
+            if found is not None:
+                return found
+    return py.requires_python(files.get("pyproject.toml"))
+
+
+def _install_plan(files: Mapping[str, bytes | None], uv: bool) -> _Install:
+    """How to install the app's dependencies: requirements.txt, else a lockfile (uv.lock
+    with uv, poetry.lock, Pipfile.lock), else pyproject.toml."""
+    requirements = files.get("requirements.txt")
+    pyproject = files.get("pyproject.toml")
+    notes: tuple[str, ...] = ()
+    if requirements is not None:
+        if not _has_requirements(requirements.decode("utf-8", "replace")):
+            return _Install("requirements.txt")
+        return _Install("requirements.txt", ("-r", "requirements.txt"))
+    if files.get("uv.lock") is not None and pyproject is not None:
+        if uv:
+            return _Install("uv.lock")
+        notes = ("uv.lock is followed with uv only, which this build host lacks",)
+    poetry = files.get("poetry.lock")
+    if poetry is not None and pyproject is not None:
+        wanted, pinned = py.poetry_requirements(pyproject, poetry)
+        return _Install("poetry.lock", requirements=tuple(wanted), constraints=tuple(pinned))
+    pipfile = files.get("Pipfile.lock")
+    if pipfile is not None:
+        return _Install("Pipfile.lock", requirements=tuple(py.pipfile_requirements(pipfile)))
+    if files.get("Pipfile") is not None and pyproject is None:
+        raise BuildFailed("Pipfile without Pipfile.lock: run 'pipenv lock' and commit it")
+    if pyproject is None:
+        return _Install("requirements.txt")
+    data = py.load_toml("pyproject.toml", pyproject)
+    if "build-system" in data:
+        return _Install("pyproject.toml", (".",), notes=notes)
+    project = data.get("project")
+    deps = project.get("dependencies") if isinstance(project, dict) else None
+    listed = tuple(d for d in deps if isinstance(d, str)) if isinstance(deps, list) else ()
+    return _Install("pyproject.toml", requirements=listed, notes=notes)
+
+
+def _stage(job: Job, install: _Install) -> None:
+    """Write the install's requirement files where its step reads them."""
+    if not (install.requirements or install.constraints):
+        return
+    with _opened(job.src) as root:
+        staging = fdtree.open_subdir(root, STAGING, create=True, owner=job.owner)
+        assert staging is not None
+        try:
+            for name, lines in (
+                ("requirements.txt", install.requirements),
+                ("constraints.txt", install.constraints),
+            ):
+                data = "".join(f"{line}\n" for line in lines).encode()
+                fdtree.write_file(staging, name, data, 0o644, job.owner)
+        finally:
+            os.close(staging)
+
+
+_VENV_PYTHON = re.compile(r"^python(\d+(\.\d+)?)?$")
+
+
+def _python_profile(job: Job, interpreter: str) -> None:
+    """``.profile.d/python.sh``; the virtualenv's links to the interpreter leave the slug
+    (it holds no link out of itself: the runtime refuses one) and the profile makes them
+    again in each instance's writable app directory. Links are removed by name through
+    the directory's descriptor, never followed; the profile links the interpreter the
+    platform chose, whatever the links said."""
+    names: list[str] = []
+    with _opened(job.src) as root:
+        bin_fd = _subdir(root, f"{VENV}/bin")
+        if bin_fd is not None:
+            try:
+                for name in sorted(os.listdir(bin_fd)):
+                    st = os.stat(name, dir_fd=bin_fd, follow_symlinks=False)
+                    if not stat.S_ISLNK(st.st_mode) or _VENV_PYTHON.match(name) is None:
+                        continue
+                    if os.readlink(name, dir_fd=bin_fd).startswith("/"):
+                        os.unlink(name, dir_fd=bin_fd)
+                        names.append(name)
+            finally:
+                os.close(bin_fd)
+    text = PYTHON_PROFILE
+    for name in names:
+        link = f'"$VIRTUAL_ENV/bin/{name}"'
+        text += f"[ -L {link} ] || ln -s {shlex.quote(interpreter)} {link} 2>/dev/null || :\n"
+    _write_profile(job.src, "python.sh", text, job.owner)
+
+
+def _uv_index() -> dict[str, str]:
+    """The build host's pip index settings, for uv (which does not read pip's)."""
+    env = build_environment()
+    out: dict[str, str] = {}
+    if "PIP_INDEX_URL" in env and "UV_DEFAULT_INDEX" not in env:
+        out["UV_DEFAULT_INDEX"] = env["PIP_INDEX_URL"]
+    if "PIP_EXTRA_INDEX_URL" in env and "UV_INDEX" not in env:
+        out["UV_INDEX"] = env["PIP_EXTRA_INDEX_URL"]
+    return out
+
+
+def _uv_binary() -> str | None:
+    """The uv that came with the platform (its ``uv`` package), else one on PATH."""
+    try:
+        import uv  # type: ignore[import-untyped,unused-ignore]
+
+        found: str = uv.find_uv_bin()
+        return found
+    except (ImportError, FileNotFoundError):
+        return shutil.which("uv")
+
+
+def _read_all(app: Path, names: Sequence[str]) -> dict[str, bytes | None]:
+    with _opened(app) as fd:
+        return {name: fdtree.read_file(fd, name) for name in names}
+
+
+def _is_file(top: int, rel: str) -> bool:
+    """Whether ``rel`` is a regular file under ``top`` (no link followed on the way)."""
+    parent, _, name = rel.rpartition("/")
+    try:
+        where = fdtree.open_subdir(top, parent) if parent else os.dup(top)
+    except BuildFailed:
+        return False
+    if where is None:
+        return False
+    try:
+        return stat.S_ISREG(os.stat(name, dir_fd=where, follow_symlinks=False).st_mode)
+    except OSError:
+        return False
+    finally:
+        os.close(where)

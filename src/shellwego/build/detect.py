@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,12 +64,33 @@ def static_command(directory: str) -> str:
     return f'python3 -m http.server "$PORT" --bind 0.0.0.0 --directory {directory}'
 
 
+PYTHON_MARKERS = ("requirements.txt", "pyproject.toml", "Pipfile.lock", "Pipfile")
+
+
+def node_command(src: Path) -> str:
+    """The ``web`` command of a Node.js app without a Procfile: ``npm start`` when
+    package.json has a start script (or npm's default, ``node server.js``, applies)."""
+    try:
+        package = json.loads((src / "package.json").read_bytes()[: 16 * 1024 * 1024])
+    except (OSError, ValueError, UnicodeDecodeError):
+        raise BuildFailed("package.json is not valid JSON") from None
+    scripts = package.get("scripts") if isinstance(package, dict) else None
+    if isinstance(scripts, dict) and isinstance(scripts.get("start"), str):
+        return "npm start"
+    if (src / "server.js").is_file():
+        return "npm start"  # npm's default start script: node server.js
+    raise BuildFailed(
+        'Node.js app without a Procfile or a start script: add "start" to package.json\'s '
+        "scripts, or a Procfile, e.g. 'web: node index.js'"
+    )
+
+
 def detect(src: Path) -> BuildPlan:
     """The stack and process types of the app in ``src``; BuildFailed when unsupported."""
     procfile = src / "Procfile"
     declared = parse_procfile(procfile.read_text(errors="replace")) if procfile.is_file() else None
     static_root = _static_root(src)
-    if (src / "requirements.txt").is_file() or (src / "pyproject.toml").is_file():
+    if any((src / name).is_file() for name in PYTHON_MARKERS):
         stack = PYTHON
         if declared is None:
             if not (src / "app.py").is_file():
@@ -76,11 +98,11 @@ def detect(src: Path) -> BuildPlan:
                     "Python app without a Procfile or app.py: add a Procfile, e.g. "
                     "'web: gunicorn --bind 0.0.0.0:$PORT app:app'"
                 )
-            declared = {"web": "python3 app.py"}
+            declared = {"web": "python app.py"}
     elif (src / "package.json").is_file():
         stack = NODE
         if declared is None:
-            declared = {"web": "npm start"}
+            declared = {"web": node_command(src)}
     elif static_root is not None:
         stack = STATIC
         if declared is None:

@@ -148,6 +148,10 @@ class Instance(Entity, table=True):
     # set when the instance leaves the load balancer; it is stopped after the drain period
     drain_started_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     deployment_id: str | None = Field(default=None, max_length=26)
+    # its number within its process type (``DYNO=web.1``), given when it is placed: the
+    # lowest its peers (its deployment's instances, else its process type's serving ones)
+    # leave free
+    ordinal: Count | None = Field(default=None)
 
 
 FormationPatch = partial(FormationSpec, "FormationPatch")

@@ -1,7 +1,8 @@
 """An instance's command line and environment.
 
 Each instance runs ``/bin/sh -c``: it joins its cgroups, mounts its app layer, enters the
-sandbox, becomes the instance user, changes to the app directory, sources
+sandbox (where its app directory is ``/app``, as on Heroku), becomes the instance user,
+changes to the app directory, sources
 ``$HOME/.profile.d/*.sh`` and then replaces itself with the command when that is one
 plain program invocation (so signals reach the app directly). Each step ``exec``s the
 next, so the instance keeps the pid it was started with.
@@ -23,10 +24,14 @@ from shellwego.errors import RuntimeFailure
 from .cgroups import Cgroups
 from .driver import InstanceSpec
 from .procfs import group_members
-from .sandbox import Sandbox
+from .sandbox import APP_MOUNT, Sandbox
 from .user import SWITCH_CAPS, RunUser
 
 BASE_PATH = "/usr/local/bin:/usr/bin:/bin"
+MiB = 1024 * 1024
+# Heroku's default: one worker per 256 MiB of the dyno's memory (512 MiB: 2)
+WORKER_MEMORY = 256 * MiB
+MAX_WEB_CONCURRENCY = 32
 
 # Words that cannot follow ``exec`` (shell keywords and builtins); commands starting with
 # them, and compound commands, run under the shell instead of replacing it.
@@ -76,9 +81,10 @@ def instance_argv(
     sourcing .profile.d in ``app_dir``.
 
     ``command`` runs as the instance's process; without one, ``args`` are run as given.
-    ``prefix`` is what the launcher itself runs under (e.g. ``unshare --mount``).
+    ``prefix`` is what the launcher itself runs under (e.g. ``unshare --mount``). In the
+    sandbox the app directory is :data:`APP_MOUNT` (see :func:`home_dir`).
     """
-    quoted = shlex.quote(str(app_dir))
+    quoted = shlex.quote(str(home_dir(app_dir, sandbox)))
     run = exec_form(command) if command is not None else 'exec "$@"'
     inner = (
         f"cd -- {quoted} || exit 126\nunset OLDPWD\n"
@@ -94,15 +100,32 @@ def instance_argv(
     program = [*(user.argv() if user else ()), "/bin/sh", "-c", inner, "sh", *args]
     if sandbox.binary is not None:
         keep = SWITCH_CAPS if user is not None else ()
-        program = sandbox.argv(app_dir, hidden, program, keep_caps=keep)
+        program = sandbox.argv(app_dir, hidden, program, keep_caps=keep, at=APP_MOUNT)
     return [*prefix, "/bin/sh", "-c", join + 'exec "$@"\n', "sh", *program]
+
+
+def home_dir(app_dir: Path, sandbox: Sandbox) -> Path:
+    """Where an instance sees its app directory (its HOME and working directory):
+    ``/app`` in the sandbox, else its host path."""
+    return APP_MOUNT if sandbox.binary is not None else app_dir
+
+
+def web_concurrency(memory_bytes: int) -> int:
+    """Heroku's ``WEB_CONCURRENCY`` for an instance of ``memory_bytes``: one worker per
+    256 MiB (512 MiB: 2, 1 GiB: 4), at least 1."""
+    return max(1, min(MAX_WEB_CONCURRENCY, memory_bytes // WORKER_MEMORY))
 
 
 def instance_environment(spec: InstanceSpec, home: Path | None = None) -> dict[str, str]:
     """A clean environment: the release's config plus ``PORT``, ``HOME`` (the app
-    directory the instance sees), ``PATH`` and ``LANG``."""
+    directory the instance sees), ``PATH``, ``LANG``, and Heroku's ``DYNO`` (``web.1``:
+    the process type and the instance's number within it) and ``WEB_CONCURRENCY`` (from
+    its memory, unless its config sets it)."""
     env = {"PATH": BASE_PATH, "LANG": "C.UTF-8"}
+    env["WEB_CONCURRENCY"] = str(web_concurrency(spec.memory_bytes))
     env.update(spec.env)
+    if spec.index is not None:
+        env["DYNO"] = f"{spec.process_type}.{spec.index}"
     env["PORT"] = str(spec.port)
     env["HOME"] = str(home or spec.app_dir)
     return env

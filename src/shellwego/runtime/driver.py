@@ -45,6 +45,8 @@ class InstanceSpec:
     # the app's own uid (also its gid): what the instance runs as when the agent is root;
     # None: the driver's default unprivileged user
     uid: int | None = None
+    # its number within its process type (``DYNO=web.1``), from the control plane
+    index: int | None = None
 
 
 @dataclass(slots=True)

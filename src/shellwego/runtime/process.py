@@ -9,15 +9,16 @@ Where the host allows it the instance also gets:
   carrying ``memory_bytes`` and ``cpu_millis`` as hard limits;
 * a bubblewrap sandbox: the host's root read-only, private ``/dev``, ``/proc`` (own PID
   namespace) and ``/tmp``, the agent's state and every configured hidden path masked, and
-  only the instance's own app directory writable. The network is the host's: the app
-  listens on its ``PORT`` on the host.
+  only the instance's own app directory writable, mounted at ``/app`` (its ``HOME`` and
+  working directory, as on Heroku: short enough for the Unix socket paths servers make
+  under it).
 
 Every instance also gets:
 
 * its own writable layer over the read-only slug (:mod:`.layer`): an overlay in a private
   mount namespace, or a private copy; writes stay private to the instance and are
-  discarded when it starts again. The instance's app directory (and ``HOME``) is
-  ``<state_dir>/<instance_id>/app``;
+  discarded when it starts again. The instance's app directory is
+  ``<state_dir>/<instance_id>/app`` on the host (and ``HOME`` without a sandbox);
 * when the agent runs as root, an unprivileged user (:mod:`.user`, 65534 by default).
 
 Instances are not tied to the agent: no pipes lead back to it, output goes through a
@@ -63,7 +64,7 @@ from shellwego.errors import (
 from shellwego.files import make_private_dir
 
 from .cgroups import Cgroups
-from .command import instance_argv, instance_environment, run_collected
+from .command import home_dir, instance_argv, instance_environment, run_collected
 from .driver import (
     Capabilities,
     ExecResult,
@@ -161,13 +162,19 @@ class ProcessDriver:
             self._notes.append("no pids cgroup controller: the process count is not limited")
         if sandbox is False:
             self._sandbox = Sandbox(None, note="sandboxing is disabled by configuration")
-            self._notes.append(self._sandbox.note or "")
+            self._notes.append(
+                f"{self._sandbox.note}: instances see their app directory (HOME) at its "
+                "host path instead of /app"
+            )
         else:
             self._sandbox = Sandbox.detect()
             if sandbox and self._sandbox.binary is None:
                 raise RuntimeUnavailable(f"a sandbox was requested: {self._sandbox.note}")
             if self._sandbox.note:
-                self._notes.append(f"{self._sandbox.note}: instances are not sandboxed")
+                self._notes.append(
+                    f"{self._sandbox.note}: instances are not sandboxed, and see their app "
+                    "directory (HOME) at its host path instead of /app"
+                )
         # unsandboxed instances reach their app layer by its host path: instance
         # directories are then searchable (0711), never listable, their files private
         self._dir_mode = 0o711 if self._sandbox.binary is None and self._user else 0o700
@@ -353,7 +360,7 @@ class ProcessDriver:
                 dirs = self._create_cgroups(name, spec)
             user = self._user_for(spec)
             app = await asyncio.to_thread(self._layers.prepare, spec.app_dir, layer, user)
-            env = instance_environment(spec, app)
+            env = instance_environment(spec, home_dir(app, self._sandbox))
             network = self._network
             async with contextlib.AsyncExitStack() as stack:
                 net = await stack.enter_async_context(network.session(name)) if network else None
@@ -533,7 +540,7 @@ class ProcessDriver:
         user = self._user_for(spec)
         app = await asyncio.to_thread(self._layers.prepare, spec.app_dir, idir, user)
         argv = self._argv(spec, app, idir, inst.cgroups, spec.command, (), net)
-        env = instance_environment(spec, app)
+        env = instance_environment(spec, home_dir(app, self._sandbox))
         pid = spawn_with_log(argv, env, idir / LOG_FILE, spec.instance_id)
         inst.pid = pid
         inst.pid_start = process_start_time(pid)

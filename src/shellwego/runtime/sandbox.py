@@ -3,12 +3,17 @@
 Inside, the host's root is read-only, ``/dev``, ``/proc`` (own PID namespace) and
 ``/tmp`` (world-writable and sticky, like a host's) are private, hidden paths are masked,
 and only the given directories are writable. Every capability is dropped except those the
-caller keeps to switch to an unprivileged user inside. The network is the host's.
+caller keeps to switch to an unprivileged user inside. The network is the caller's.
+
+The root is a read-only tmpfs holding a read-only bind of each of the host's top-level
+entries (not one bind of ``/``), so that the app can be mounted where the host has
+nothing: Heroku's ``/app``, a short and stable path whatever the host's layout.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 import shutil
 import subprocess
 from collections.abc import Iterable, Sequence
@@ -16,12 +21,30 @@ from dataclasses import dataclass
 from pathlib import Path
 
 _BWRAP_ISOLATION = ("--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try")
+# where instances (and build steps) see their app: Heroku's path, short enough for the
+# AF_UNIX socket paths servers make under it (gunicorn's control socket)
+APP_MOUNT = Path("/app")
+_OWN = frozenset({"dev", "proc", "tmp"})  # mounted afresh, never the host's
 
 
-def _base(binary: str) -> list[str]:
+def _host_root(skip: frozenset[str] = frozenset()) -> list[str]:
+    """Each top-level entry of the host's root, read-only (links as links)."""
+    argv: list[str] = []
+    for name in sorted(os.listdir("/")):
+        if name in _OWN or name in skip:
+            continue
+        path = f"/{name}"
+        if os.path.islink(path):
+            argv += ["--symlink", os.readlink(path), path]
+        elif os.path.isdir(path) or os.path.isfile(path):
+            argv += ["--ro-bind", path, path]
+    return argv
+
+
+def _base(binary: str, skip: frozenset[str] = frozenset()) -> list[str]:
     """Read-only host, private /dev, /proc and /tmp."""
     return [
-        binary, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
+        binary, *_host_root(skip), "--dev", "/dev", "--proc", "/proc",
         "--perms", "1777", "--tmpfs", "/tmp",
     ]  # fmt: skip
 
@@ -73,41 +96,50 @@ class Sandbox:
         inner: Sequence[str],
         binds: Sequence[Path] = (),
         keep_caps: Sequence[str] = (),
+        *,
+        at: Path | None = None,
     ) -> list[str]:
         """bwrap argv: read-only host, private /dev /proc /tmp, ``hidden`` masked, app rw
         (and ``binds`` rw too: they may lie inside a hidden path), capabilities dropped
-        but ``keep_caps``."""
+        but ``keep_caps``. ``at``: where the app is mounted and the command starts (e.g.
+        :data:`APP_MOUNT`), else at its own path."""
         assert self.binary is not None
         app_dir = app_dir.resolve()
-        argv = _base(self.binary)
+        mount = app_dir if at is None else at
+        top = mount.parts[1] if at is not None and len(mount.parts) > 1 else ""
+        argv = _base(self.binary, frozenset({top}) if top else frozenset())
         outside: list[str] = []
         inside: list[str] = []  # masks within the app dir go on top of its bind
         masked: list[Path] = []
         for path in sorted({p.resolve() for p in hidden}, key=lambda p: len(p.parts)):
-            if path == Path("/") or any(path.is_relative_to(m) for m in masked):
+            inner_mask = path.is_relative_to(app_dir) and path != app_dir
+            # a mask inside the app goes on top of its bind, whatever is masked around it
+            around = [m for m in masked if m.is_relative_to(app_dir) == inner_mask]
+            if path == Path("/") or any(path.is_relative_to(m) for m in around):
                 continue
+            dest = str(mount / path.relative_to(app_dir)) if inner_mask else str(path)
             if path.is_dir():
-                mask = ["--tmpfs", str(path)]
+                mask = ["--tmpfs", dest]
             elif path.exists():
-                mask = ["--ro-bind", "/dev/null", str(path)]
+                mask = ["--ro-bind", "/dev/null", dest]
             else:
                 continue
             masked.append(path)
-            target = inside if path.is_relative_to(app_dir) and path != app_dir else outside
-            target += mask
-        argv += [*outside, *_way_in(app_dir, masked)]
-        argv += ["--bind", str(app_dir), str(app_dir), *inside]
+            (inside if inner_mask else outside).extend(mask)
+        argv += [*outside, *(_way_in(app_dir, masked) if at is None else ())]
+        argv += ["--bind", str(app_dir), str(mount), *inside]
         for extra in binds:
             argv += [*_way_in(extra.resolve(), masked)]
             argv += ["--bind", str(extra.resolve()), str(extra.resolve())]
-        argv += ["--chdir", str(app_dir), *_BWRAP_ISOLATION, *_caps(keep_caps), *self.extra]
+        argv += ["--remount-ro", "/", "--chdir", str(mount)]
+        argv += [*_BWRAP_ISOLATION, *_caps(keep_caps), *self.extra]
         return [*argv, "--", *inner]
 
 
 @functools.cache
 def _probe(binary: str) -> Sandbox:
     """Try ``binary`` as it is, then in a user namespace of its own."""
-    base = [*_base(binary), *_BWRAP_ISOLATION, *_caps(())]
+    base = [*_base(binary), "--remount-ro", "/", *_BWRAP_ISOLATION, *_caps(())]
     error = ""
     for extra in ((), ("--unshare-user",)):
         try:

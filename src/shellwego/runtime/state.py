@@ -99,6 +99,7 @@ def spec_to_json(spec: InstanceSpec) -> dict[str, Any]:
         "cpu_millis": spec.cpu_millis,
         "runtime": spec.runtime,
         "uid": spec.uid,
+        "index": spec.index,
     }
 
 

@@ -233,6 +233,7 @@ def assignments(ctx: Context, node_id: str) -> Assignments:
                     "health_check": check,
                     "desired_state": "running",
                     "uid": app.uid,
+                    "index": inst.ordinal,
                 }
             )
         return Assignments(index=node.assignment_index, instances=out)

@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
+from shellwego.build.builder import BUILD_CONFIG
 from shellwego.errors import Conflict, InvalidInput, RuntimeUnavailable, ShellWeGoError
 from shellwego.models import (
     App,
@@ -28,7 +29,7 @@ from shellwego.models import (
 from shellwego.store import repository as repo
 
 from . import apps as app_service
-from . import deployments, logs, releasephase, releases
+from . import deployments, logs, releasephase, releases, secrets
 from .context import Context, Principal
 from .organizations import require_role
 
@@ -102,7 +103,9 @@ async def build_and_deploy(
                     safe_extract, stream, src, max_bytes=ctx.settings.max_upload_bytes * 4
                 )
             await log(f"-----> Building {app.name}")
-            result = await builder.build(src, work / "out", log, user=user)
+            # the build sees the app's build switches (DISABLE_COLLECTSTATIC), no other config
+            config = await run_in_threadpool(secrets.config, ctx, who, app.id, BUILD_CONFIG)
+            result = await builder.build(src, work / "out", log, user=user, config=config)
             digest = await run_in_threadpool(artifacts.put, result.slug_path)
             await log(
                 f"-----> Slug {digest[:12]} ({result.size_bytes // 1024} KiB), "

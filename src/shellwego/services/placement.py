@@ -13,7 +13,9 @@ longer lists it (see ``RELEASED_STATES``).
 
 from __future__ import annotations
 
+import itertools
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -334,6 +336,7 @@ def place_most(
         error = shortfall and _named(app, shortfall)
     node_ids = {p.node_id for p in placements}
     used = used_ports(s, node_ids)
+    ordinals = free_ordinals(s, app.id, process_type, deployment_id)
     low, high = ctx.settings.instance_ports
     now = ctx.clock.now()
     rows: list[dict[str, object]] = []
@@ -368,6 +371,7 @@ def place_most(
                 "healthy_at": None,
                 "drain_started_at": None,
                 "deployment_id": deployment_id,
+                "ordinal": next(ordinals),
                 "created_at": now,
                 "updated_at": now,
             }
@@ -376,6 +380,27 @@ def place_most(
         s.execute(sa.insert(Instance.__table__), rows)  # type: ignore[attr-defined]
     touch_nodes(ctx, s, {p.node_id for p in made}, locked=True)
     return made, error
+
+
+def free_ordinals(
+    s: Session, app_id: str, process_type: str, deployment_id: str | None
+) -> Iterator[int]:
+    """The numbers new instances of ``process_type`` get (``DYNO=web.1``), lowest first: those
+    their peers leave free. A deployment's instances are numbered among themselves (they
+    replace the others: ``web.1`` again, as after a Heroku deploy); others among the
+    process type's serving instances (a replacement takes the number that went away)."""
+    columns = Instance.__table__.c  # type: ignore[attr-defined]
+    query = sa.select(columns.ordinal).where(
+        columns.app_id == app_id,
+        columns.process_type == process_type,
+        columns.desired_state == DesiredState.RUNNING.value,
+        columns.drain_started_at.is_(None),
+        columns.ordinal.is_not(None),
+    )
+    if deployment_id is not None:
+        query = query.where(columns.deployment_id == deployment_id)
+    taken = set(s.execute(query).scalars())
+    return (n for n in itertools.count(1) if n not in taken)
 
 
 def stop(ctx: Context, s: Session, instances: list[Instance]) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
@@ -112,9 +112,7 @@ def _store(
         _seal_version(ctx, s, secret, 1, value, who.user_id)
         return secret
     if secret.deleted_at is None and secret.name != name:
-        raise Conflict(
-            f"{secret.name} already exists (names differing only in case are one name)"
-        )
+        raise Conflict(f"{secret.name} already exists (names differing only in case are one name)")
     latest = repo.max_of(s, SecretVersion, "version", secret_id=secret.id)
     secret.current_version = int(latest or 0) + 1
     secret.name = name  # a deleted one comes back under the name given now
@@ -277,11 +275,16 @@ def _config_vars(s: Session, app: App) -> list[Secret]:
     )
 
 
-def config(ctx: Context, who: Principal, app_ref: str) -> dict[str, str]:
+def config(
+    ctx: Context, who: Principal, app_ref: str, only: Collection[str] | None = None
+) -> dict[str, str]:
+    """The app's config vars (``only``: just those named; the others are not decrypted)."""
     with ctx.db.session() as s:
         app = app_service.find(s, who.organization_id, app_ref)
         refs = {}
         for secret in _config_vars(s, app):
+            if only is not None and secret.name not in only:
+                continue
             version = repo.get(
                 s, SecretVersion, secret_id=secret.id, version=secret.current_version
             )
