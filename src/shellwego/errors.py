@@ -67,6 +67,14 @@ class Conflict(ShellWeGoError):
     title = "Conflict"
 
 
+class LeaseLost(Conflict):
+    """A singleton's write refused: its replica no longer holds the lease under the token
+    the write was made with (another replica took over). Nothing of it was committed."""
+
+    slug = "lease-lost"
+    title = "Lease lost"
+
+
 class PayloadTooLarge(ShellWeGoError):
     status = 413
     slug = "payload-too-large"

@@ -28,6 +28,7 @@ from .enums import (
     ThrottleScope,
     TlsStatus,
 )
+from .leases import Lease
 from .nodes import JoinToken, Node, NodeView
 from .secrets import Secret, SecretCreate, SecretRotate, SecretVersion, SecretVersionInfo
 from .storage import Database, Snapshot, Volume
@@ -77,6 +78,7 @@ __all__ = [
     "Input",
     "Instance",
     "JoinToken",
+    "Lease",
     "LogLine",
     "LoginThrottle",
     "Membership",

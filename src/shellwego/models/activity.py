@@ -64,11 +64,15 @@ class Event(Entity, table=True):
     """Something that happened to an app: deploys, crashes, scaling."""
 
     __tablename__ = "events"
+    __table_args__ = (sa.UniqueConstraint("key"),)
     organization_id: str = id_ref("organizations")
     app_id: str | None = id_ref("apps", nullable=True)
     type: str = Field(max_length=50)
     message: str = Field(max_length=2000)
     data: dict[str, Any] = Field(sa_type=PydanticJSON(dict[str, Any]))
+    # what makes a step's event happen once (``deploy.succeeded:<deployment id>``): a step
+    # retried or run twice records it once; events without one may repeat
+    key: str | None = Field(default=None, max_length=120, exclude=True)
 
 
 class LogLine(SQLModel, table=True):

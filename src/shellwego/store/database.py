@@ -8,9 +8,11 @@ migrations run on both.
 from __future__ import annotations
 
 import contextlib
+import copy
 import fcntl
 import hashlib
 import os
+import random
 import sqlite3
 import threading
 import time
@@ -148,6 +150,17 @@ class Database:
             self.engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False
         )
         event.listen(self._readers, "before_flush", _refuse_writes)
+        # checked by every write session before it commits (see ``guarded``)
+        self._guard: Callable[[Session], None] | None = None
+
+    def guarded(self, guard: Callable[[Session], None]) -> Database:
+        """This database (same engine and pool), with ``guard(session)`` run by every
+        write session just before it commits: raising refuses the commit and rolls the
+        whole transaction back. The fencing of a lease holder's writes
+        (``services/leases.py``)."""
+        view = copy.copy(self)
+        view._guard = guard
+        return view
 
     @property
     def backend(self) -> str:
@@ -226,6 +239,8 @@ class Database:
         factory = self._sessions if write else self._readers
         try:
             with factory() as session, session.begin():
+                if write and self._guard is not None:
+                    event.listen(session, "before_commit", self._guard)
                 yield session
         except OverflowError:
             raise InvalidInput("a number in the request is out of range") from None
@@ -241,16 +256,19 @@ class Database:
             busy = "the database is busy; try again in a moment"
             raise DatabaseBusy(busy, retry_after=1) from exc
 
-    def retrying(self, action: Callable[[], T], *, attempts: int = 3) -> T:
-        """``action()`` (a short unit of work of its own), run again when the database was
-        busy; :class:`DatabaseBusy` once ``attempts`` have all been."""
+    def retrying(self, action: Callable[[], T], *, attempts: int = 4) -> T:
+        """``action()`` (a unit of work of its own, whole: it opens its session), run
+        again when the database answered a transient conflict (deadlock, serialization
+        failure, lock timeout, SQLite busy), after a short random pause so that the
+        transactions that met do not meet again; :class:`DatabaseBusy` (503,
+        Retry-After) once ``attempts`` have all failed."""
         for attempt in range(1, attempts + 1):
             try:
                 return action()
             except DatabaseBusy:
                 if attempt == attempts:
                     raise
-                time.sleep(0.02 * 2**attempt)
+                time.sleep(random.uniform(0.5, 1.5) * 0.02 * 2**attempt)
         raise AssertionError("unreachable")
 
     def reset(self) -> None:
