@@ -14,7 +14,7 @@ import uvicorn
 from shellwego.api import create_app
 from shellwego.build.artifacts import ArtifactStore
 from shellwego.build.builder import Builder
-from shellwego.controllers import loops
+from shellwego.controllers.leader import Leadership, singletons
 from shellwego.files import make_private_dir, make_private_tree, write_private
 from shellwego.runtime.layer import LAYER_DIRS
 from shellwego.runtime.network import NodeNetwork, network_unavailable
@@ -115,7 +115,8 @@ def process_driver(
 
 
 class ControlPlane:
-    """API server + rollout, liveness and housekeeping loops; ``run()`` until ``stop()``."""
+    """API server + the cluster-wide loops (rollout, liveness, housekeeping), run while
+    this replica leads (``controllers/leader.py``); ``run()`` until ``stop()``."""
 
     def __init__(
         self,
@@ -141,6 +142,7 @@ class ControlPlane:
         self.server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
         self.extra_tasks = extra_tasks or []
         self.tasks: list[asyncio.Task[Any]] = []
+        self.leadership = Leadership(ctx, singletons())
 
     async def start(self) -> None:
         await self.ctx.bus.start()
@@ -150,15 +152,7 @@ class ControlPlane:
                 self.tasks[0].result()  # raises the bind error
             await asyncio.sleep(0.02)
         self.tasks.append(
-            asyncio.create_task(loops.rollout_loop(self.ctx, self.stopping), name="rollout")
-        )
-        self.tasks.append(
-            asyncio.create_task(loops.liveness_loop(self.ctx, self.stopping), name="liveness")
-        )
-        self.tasks.append(
-            asyncio.create_task(
-                loops.housekeeping_loop(self.ctx, self.stopping), name="housekeeping"
-            )
+            asyncio.create_task(self.leadership.run(self.stopping), name="leadership")
         )
         for factory in self.extra_tasks:
             self.tasks.append(asyncio.create_task(factory()))
