@@ -20,7 +20,6 @@ from shellwego.models import (
     DeploymentStatus,
     DesiredState,
     Instance,
-    Node,
     Release,
 )
 from shellwego.services import apps, deployments, placement
@@ -54,7 +53,15 @@ def _fail(ctx: Context, s: Session, dep: Deployment, app: App, error: str) -> No
         if inst.deployment_id != dep.id and inst.drain_started_at is not None:
             inst.drain_started_at = None
     deployments.mark_failed(ctx, dep, app, error)
-    deployments.record_event(ctx, s, app, "deploy.failed", error, {"deployment_id": dep.id})
+    deployments.record_event(
+        ctx,
+        s,
+        app,
+        "deploy.failed",
+        error,
+        {"deployment_id": dep.id},
+        key=deployments.once("deploy.failed", dep.id),
+    )
 
 
 def _health_failure(inst: Instance, release: Release, now: datetime) -> str | None:
@@ -107,6 +114,7 @@ def step_deployment(ctx: Context, deployment_id: str, cluster: Cluster) -> None:
       more, so with the default ``max_unavailable`` 0 only once new ones are healthy.
     """
     with ctx.db.session() as s:
+        placement.nodes_first(s)  # the lock order: see services/placement.py
         dep = repo.get(s, Deployment, id=deployment_id)
         if dep is None or dep.status != DeploymentStatus.ROLLING:
             return  # finished, or its release phase has not ended yet
@@ -185,6 +193,7 @@ def step_deployment(ctx: Context, deployment_id: str, cluster: Cluster) -> None:
                 "deploy.succeeded",
                 f"Deployed v{release.version}",
                 {"deployment_id": dep.id, "release": release.version},
+                key=deployments.once("deploy.succeeded", dep.id),
             )
 
 
@@ -209,6 +218,7 @@ def keep_formation(ctx: Context, app_id: str, cluster: Cluster) -> None:
     healthy. Instances of down nodes are stopped and replaced at once.
     """
     with ctx.db.session() as s:
+        placement.nodes_first(s)  # the lock order: see services/placement.py
         app = repo.get(s, App, id=app_id)
         if app is None or app.deleted_at is not None or app.current_release_id is None:
             return
@@ -280,6 +290,7 @@ def finish_drains(ctx: Context) -> None:
     """Stop instances whose drain period has passed."""
     drain = ctx.settings.drain_seconds
     with ctx.db.session() as s:
+        placement.nodes_first(s)  # the lock order: see services/placement.py
         now = ctx.clock.now()
         due = [
             i
@@ -313,6 +324,7 @@ def finish_deletion(ctx: Context, app_id: str, cluster: Cluster) -> None:
     content-addressed, maybe shared, and stay."""
     removed = False
     with ctx.db.session() as s:
+        placement.nodes_first(s)  # the lock order: see services/placement.py
         app = repo.get(s, App, id=app_id)
         if app is None or app.deleted_at is None:
             return
@@ -323,7 +335,7 @@ def finish_deletion(ctx: Context, app_id: str, cluster: Cluster) -> None:
             return
         # the node lock placement takes: an instance of the app committed by a placement
         # begun before the delete is seen now, and stopped by the next pass
-        repo.lock_all(s, Node)
+        placement.lock_nodes(s)
         if _running(s, app.id):
             return
         repo.delete(s, app)

@@ -76,6 +76,12 @@ class Assignments:
 
 
 def heartbeat(ctx: Context, node: Node, body: Heartbeat) -> Node:
+    """Record what the agent observed; run again on a transient database conflict (see
+    ``Database.retrying``), so one never reaches the agent as an error."""
+    return ctx.db.retrying(lambda: _heartbeat(ctx, node, body))
+
+
+def _heartbeat(ctx: Context, node: Node, body: Heartbeat) -> Node:
     changed = False
     with ctx.db.session() as s:
         row = repo.require(s, Node, "node", id=node.id)
@@ -90,6 +96,7 @@ def heartbeat(ctx: Context, node: Node, body: Heartbeat) -> Node:
         if row.status == NodeStatus.DOWN:
             row.status = NodeStatus.READY
             changed = True
+        s.flush()  # the node row is written, so locked, before any instance (lock order)
         reported = {o.instance_id: o for o in body.instances}
         # one query: the instances reported, and those asked to stop not yet seen gone
         unreleased = sa.and_(
@@ -241,8 +248,11 @@ def assignments(ctx: Context, node_id: str) -> Assignments:
 
 def ingest_logs(ctx: Context, node: Node, lines: Sequence[ShippedLine]) -> None:
     """Store app log lines shipped by an agent; keep at most the retention bound per app."""
-    if not lines:
-        return
+    if lines:
+        ctx.db.retrying(lambda: _ingest_logs(ctx, node, lines))
+
+
+def _ingest_logs(ctx: Context, node: Node, lines: Sequence[ShippedLine]) -> None:
     with ctx.db.session() as s:
         ids = sorted({ln.instance_id for ln in lines if ln.instance_id})
         owners: Mapping[str, Instance] = {

@@ -231,16 +231,24 @@ def authenticate_node(ctx: Context, bearer: str | None) -> Node:
 
 
 def mark_down_stale(ctx: Context) -> list[str]:
-    """Nodes whose heartbeats stopped are marked down.
+    """Nodes whose heartbeats stopped are marked down (run again on a transient
+    database conflict).
 
     Nothing is known of their instances any more: they stop counting as healthy at once
     (the edge stops routing to them, a rollout no longer counts them as serving) and the
     rollout controller replaces them on other nodes.
     """
+    return ctx.db.retrying(lambda: _mark_down_stale(ctx))
+
+
+def _mark_down_stale(ctx: Context) -> list[str]:
     now = ctx.clock.now()
     limit = now - timedelta(seconds=ctx.settings.node_down_after_seconds)
     changed = []
     with ctx.db.session() as s:
+        # every node row, in id order, before any instance (the lock order), so that a
+        # heartbeat arriving now is seen, or waits and brings its node back up after
+        placement.lock_nodes(s)
         for node in repo.find_all(s, Node, Node.status != NodeStatus.DOWN.value):  # type: ignore[arg-type]
             if node.last_heartbeat_at is None or node.last_heartbeat_at < limit:
                 node.status = NodeStatus.DOWN

@@ -9,6 +9,11 @@ deploys can never both take the same room on a node.
 A port on a node is taken until its instance has been seen gone: an instance asked to
 stop keeps its port through its grace period, until its agent reports it stopped or no
 longer lists it (see ``RELEASED_STATES``).
+
+Lock order, everywhere: node rows before instance rows. A transaction that may write both
+either locks the nodes it needs in id order before it writes an instance (``stop`` does),
+or, for the controllers that may place, every node row before its first instance write
+(:func:`nodes_first`). An agent's heartbeat writes its own node row first.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from shellwego import scheduler
@@ -39,6 +45,46 @@ from shellwego.store import repository as repo
 
 from .context import Context, wake_after_commit
 
+_NODES_FIRST = "shellwego_nodes_first"
+_NODES_LOCKED = "shellwego_nodes_locked"
+
+
+def lock_nodes(s: Session) -> None:
+    """Lock every node row, in id order (PostgreSQL; SQLite's write transaction is
+    exclusive already), once per transaction, without flushing this transaction's own
+    changes before it."""
+    if s.info.get(_NODES_LOCKED):
+        return
+    if s.get_bind().dialect.name == "postgresql":
+        t = Node.__table__.c  # type: ignore[attr-defined]
+        s.connection().execute(sa.select(t.id).order_by(t.id).with_for_update())
+    s.info[_NODES_LOCKED] = True
+
+
+def nodes_first(s: Session) -> None:
+    """In ``s``, every node row is locked before the first write of an instance row
+    (and ``stop``/``touch_nodes`` lock them all, not some): the lock order of a
+    controller's transaction that may place, whatever it writes first."""
+    if s.info.get(_NODES_FIRST):
+        return
+    s.info[_NODES_FIRST] = True
+
+    def before_flush(session: Session, _context: Any, _instances: Any) -> None:
+        if any(isinstance(o, Instance) for o in (*session.dirty, *session.new, *session.deleted)):
+            lock_nodes(session)
+
+    event.listen(s, "before_flush", before_flush)
+
+
+def _lock_some(s: Session, node_ids: list[str]) -> None:
+    """Lock these node rows in id order (all of them in a :func:`nodes_first` one)."""
+    if s.info.get(_NODES_FIRST):
+        lock_nodes(s)
+    elif not s.info.get(_NODES_LOCKED) and s.get_bind().dialect.name == "postgresql":
+        t = Node.__table__.c  # type: ignore[attr-defined]
+        query = sa.select(t.id).where(t.id.in_(node_ids)).order_by(t.id).with_for_update()
+        s.connection().execute(query)
+
 
 def node_snapshots(s: Session, *, lock: bool) -> list[scheduler.NodeSnapshot]:
     """Every node as the scheduler sees it, read as plain columns in id order; with
@@ -53,6 +99,8 @@ def node_snapshots(s: Session, *, lock: bool) -> list[scheduler.NodeSnapshot]:
     ).order_by(t.id)
     if lock and s.get_bind().dialect.name == "postgresql":
         query = query.with_for_update()
+    if lock:
+        s.info[_NODES_LOCKED] = True
     return [
         scheduler.NodeSnapshot(
             id=node_id,
@@ -144,8 +192,8 @@ def touch_nodes(ctx: Context, s: Session, node_ids: set[str], *, locked: bool = 
         return
     t = Node.__table__.c  # type: ignore[attr-defined]
     ids = sorted(node_ids)
-    if not locked and s.get_bind().dialect.name == "postgresql":
-        s.execute(sa.select(t.id).where(t.id.in_(ids)).order_by(t.id).with_for_update())
+    if not locked:
+        _lock_some(s, ids)
     s.execute(
         sa.update(Node.__table__)  # type: ignore[attr-defined]
         .where(t.id.in_(ids))
@@ -324,6 +372,7 @@ def place_most(
     """
     if count <= 0:
         return [], None
+    lock_nodes(s)  # before this transaction's own instance writes go out: the lock order
     s.flush()  # this transaction's own changes (instances stopped just now) count
     nodes = node_snapshots(s, lock=True)  # the guard: see the module's docstring
     snap = usage_snapshot(s, nodes, app.id)
@@ -404,12 +453,16 @@ def free_ordinals(
 
 
 def stop(ctx: Context, s: Session, instances: list[Instance]) -> None:
-    """Stop instances now (desired state stopped); their agents are woken."""
+    """Stop instances now (desired state stopped); their agents are woken. Their nodes
+    are locked (and their assignment index bumped) before the instances are written."""
+    if not instances:
+        return
+    with s.no_autoflush:
+        touch_nodes(ctx, s, {i.node_id for i in instances})
     now = ctx.clock.now()
     for inst in instances:
         inst.desired_state = DesiredState.STOPPED
         inst.updated_at = now
-    touch_nodes(ctx, s, {i.node_id for i in instances})
     wake_after_commit(ctx, s, "edge")
 
 
@@ -430,7 +483,9 @@ __all__ = [
     "check_constraints",
     "check_formation",
     "eligible",
+    "lock_nodes",
     "node_snapshots",
+    "nodes_first",
     "place",
     "place_most",
     "stop",
