@@ -115,6 +115,7 @@ def start(
         f"Deploying v{release.version}: {reason}"
         + (" (its release command runs first)" if phase else ""),
         {"deployment_id": deployment.id, "release": release.version},
+        key=once("deploy.started", deployment.id),
     )
     wake_after_commit(ctx, s, "rollout")
     return deployment
@@ -140,9 +141,26 @@ def mark_failed(ctx: Context, dep: Deployment, app: App, error: str) -> None:
 
 
 def record_event(
-    ctx: Context, s: Session, app: App, kind: str, message: str, data: dict[str, object]
+    ctx: Context,
+    s: Session,
+    app: App,
+    kind: str,
+    message: str,
+    data: dict[str, object],
+    *,
+    key: str | None = None,
 ) -> None:
-    """An event of the app (what ``shellwego events`` lists), logged as a deploy step."""
+    """An event of the app (what ``shellwego events`` lists), logged as a deploy step.
+
+    ``key`` (e.g. :func:`once`): the event is recorded once per key, however often its
+    step runs; a second one is not added (and the unique key refuses one that a
+    concurrent transaction adds, rolling that transaction back)."""
+    if key is not None:
+        if any(isinstance(o, Event) and o.key == key for o in s.new):
+            return
+        with s.no_autoflush:
+            if repo.get(s, Event, key=key) is not None:
+                return
     now = ctx.clock.now()
     extra = {
         "app": app.name,
@@ -158,10 +176,16 @@ def record_event(
             type=kind,
             message=message,
             data=data,
+            key=key,
             created_at=now,
             updated_at=now,
         )
     )
+
+
+def once(kind: str, deployment_id: str) -> str:
+    """The idempotency key of a deployment's step event: one ``kind`` per deployment."""
+    return f"{kind}:{deployment_id}"
 
 
 def list_page(

@@ -206,7 +206,13 @@ def finish(ctx: Context, claim: Claim, exit_code: int, output: str, instance_id:
             deployment.status = DeploymentStatus.ROLLING
             deployment.updated_at = now
             deployments.record_event(
-                ctx, s, app, EVENTS[0], f"Release command of {version} succeeded", data
+                ctx,
+                s,
+                app,
+                EVENTS[0],
+                f"Release command of {version} succeeded",
+                data,
+                key=deployments.once(EVENTS[0], deployment.id),
             )
             wake_after_commit(ctx, s, "rollout")
             return True
@@ -217,7 +223,9 @@ def finish(ctx: Context, claim: Claim, exit_code: int, output: str, instance_id:
             f"{version} was not rolled out, {keeps}"
         )
         deployments.mark_failed(ctx, deployment, app, error)
-        deployments.record_event(ctx, s, app, EVENTS[1], error, data)
+        deployments.record_event(
+            ctx, s, app, EVENTS[1], error, data, key=deployments.once(EVENTS[1], deployment.id)
+        )
         wake_after_commit(ctx, s, "rollout")
         return False
 
