@@ -105,8 +105,9 @@ def housekeeping_pass(ctx: Context) -> None:
 async def housekeeping_loop(
     ctx: Context, stop: asyncio.Event, interval: float = HOUSEKEEPING_SECONDS
 ) -> None:
-    """:func:`housekeeping_pass` every ``interval`` seconds. Every replica may run it:
-    each expired row is removed once (rows are locked while they are removed)."""
+    """:func:`housekeeping_pass` every ``interval`` seconds, on the leader (see
+    ``leader.py``); each expired row is removed once all the same (rows are locked while
+    they are removed)."""
     while not stop.is_set():
         try:
             await run_in_threadpool(housekeeping_pass, ctx)
