@@ -36,6 +36,7 @@ from shellwego.models import (
     HealthCheck,
     Instance,
     JoinToken,
+    Lease,
     LoginThrottle,
     LogLine,
     Membership,
@@ -240,7 +241,7 @@ def domain(g: Graph) -> Domain:
 def event(g: Graph) -> Event:
     return Event(id=new_id(), organization_id=g.org.id, app_id=g.app.id, type="app.crashed",
                  message="web.1 exited 137", data={"exit_code": 137, "tags": ["oom"]},
-                 created_at=T0, updated_at=T1)
+                 key=f"app.crashed:{_u()}", created_at=T0, updated_at=T1)
 
 
 def log_line(g: Graph) -> LogLine:
@@ -337,6 +338,13 @@ def login_throttle(g: Graph) -> LoginThrottle:
     )
 
 
+def lease(g: Graph) -> Lease:
+    return Lease(
+        id=new_id(), name=f"controllers-{_u()}", holder="host:4242:01J0000000000000000000000A",
+        token=2**40, acquired_at=T0, expires_at=T2, created_at=T0, updated_at=T1,
+    )
+
+
 BUILDERS: dict[str, tuple[type[SQLModel], Callable[[Graph], Any]]] = {
     "organizations": (Organization, organization),
     "users": (User, user),
@@ -361,6 +369,7 @@ BUILDERS: dict[str, tuple[type[SQLModel], Callable[[Graph], Any]]] = {
     "audit_logs": (AuditLog, audit_log),
     "uid_leases": (UidLease, uid_lease),
     "login_throttles": (LoginThrottle, login_throttle),
+    "leases": (Lease, lease),
 }
 
 

@@ -9,6 +9,7 @@ import logging
 
 from starlette.concurrency import run_in_threadpool
 
+from shellwego.errors import LeaseLost
 from shellwego.services import domains, nodes, releasephase, throttle
 from shellwego.services.context import Context
 from shellwego.tasks import spawn_background
@@ -67,6 +68,8 @@ async def rollout_loop(ctx: Context, stop: asyncio.Event, interval: float = 0.5)
                 try:
                     await run_in_threadpool(rollout.pass_once, ctx)
                     await phases.start_due()
+                except LeaseLost as exc:  # its leader stops it in a moment
+                    log.warning("rollout pass refused: %s", exc)
                 except Exception:
                     log.exception("rollout pass failed; retrying")
                 with contextlib.suppress(Exception):
@@ -83,6 +86,8 @@ async def liveness_loop(ctx: Context, stop: asyncio.Event) -> None:
             down = await run_in_threadpool(nodes.mark_down_stale, ctx)
             if down:
                 log.warning("nodes marked down after missed heartbeats: %s", ", ".join(down))
+        except LeaseLost as exc:
+            log.warning("liveness check refused: %s", exc)
         except Exception:
             log.exception("liveness check failed")
         with contextlib.suppress(TimeoutError):
@@ -111,6 +116,8 @@ async def housekeeping_loop(
     while not stop.is_set():
         try:
             await run_in_threadpool(housekeeping_pass, ctx)
+        except LeaseLost as exc:
+            log.warning("housekeeping pass refused: %s", exc)
         except Exception:
             log.exception("housekeeping pass failed; retrying")
         with contextlib.suppress(TimeoutError):

@@ -76,8 +76,10 @@ def acquire(ctx: Context, name: str, holder: str, ttl: float) -> Held | None:
     """Take the lease ``name`` for ``ttl`` seconds, or renew it if ``holder`` holds it:
     what is held then, or ``None`` when another replica holds it and it has not expired.
 
-    A renewal keeps the token; a takeover (a free or expired lease, even one this holder
-    let expire) gets the next one, so writes made under the old token are refused."""
+    A renewal keeps the token (also when the lease expired and nobody took it: no other
+    holder wrote meanwhile); a takeover of a free or expired lease, or of one whose
+    holder died on this host, gets the next one, so writes made under the old token are
+    refused."""
 
     def attempt() -> Held | None:
         with ctx.db.session() as s:
@@ -96,7 +98,8 @@ def acquire(ctx: Context, name: str, holder: str, ttl: float) -> Held | None:
                     updated_at=now,
                 )
                 s.add(row)
-            elif row.holder == holder and row.expires_at > now:
+            elif row.holder == holder:
+                # nobody took it meanwhile, even if it expired: no other holder wrote
                 row.expires_at = until
                 row.updated_at = now
             elif row.expires_at <= now or _died_here(row.holder):
