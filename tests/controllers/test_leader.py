@@ -72,6 +72,26 @@ async def test_one_replica_leads_and_another_takes_over_when_it_dies(
         assert repo.require(s, App, "app", id=world.app_id).formation_error is None
 
 
+async def test_a_singleton_that_ended_is_started_again_while_leading(world: World) -> None:
+    runs: list[int] = []
+
+    async def fragile(_ctx: Context, stop: asyncio.Event) -> None:
+        runs.append(1)
+        if len(runs) == 1:
+            raise RuntimeError("a bug in a loop")
+        await stop.wait()
+
+    leader = Leadership(world.ctx, {"fragile": fragile, "idle": idle}, holder="replica-a")
+    await leader.step()
+    await asyncio.sleep(0)  # the loops run up to their first wait
+    assert leader.tasks["fragile"].done()
+    await leader.step()  # the renewal restarts it, and only it
+    await asyncio.sleep(0)
+    assert len(runs) == 2 and not leader.tasks["fragile"].done()
+    await leader.stop_loops()
+    assert leader.tasks == {}
+
+
 def test_a_deposed_leaders_rollout_pass_commits_nothing(
     world: World, other: Context, clock: FrozenClock
 ) -> None:

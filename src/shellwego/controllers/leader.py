@@ -93,14 +93,17 @@ class Leadership:
             await self.stop_loops()
         if held is not None and not self.tasks:
             log.info("lease %s taken (token %d): loops started", self.name, held.token)
-            self._start(held)
+            self._stopping = asyncio.Event()
+        if held is not None:
+            self._start(held)  # the loops not running: all of them, or one that ended
         self.held = held
         return held
 
     def _start(self, held: leases.Held) -> None:
-        self._stopping = asyncio.Event()
         ctx = leases.fenced(self.ctx, held)
         for name, loop in self.loops.items():
+            if name in self.tasks and not self.tasks[name].done():
+                continue
             task = asyncio.get_running_loop().create_task(
                 loop(ctx, self._stopping), name=f"{self.name}:{name}"
             )
