@@ -153,7 +153,8 @@ async def test_two_replicas_make_fifty_changes_exactly_once(
     backend: str, world: World, other: Context, clock: FrozenClock
 ) -> None:
     """Two replicas, each running its leader election and the loops it leads, on one
-    PostgreSQL database; 50 scale and deploy changes through alternating replicas."""
+    PostgreSQL database; 50 scale and deploy changes through alternating replicas, and
+    the leader dies halfway (the other takes over once its lease expires)."""
     if backend != "postgres":
         pytest.skip("two replicas share a database in server mode: PostgreSQL")
     replicas = [world.ctx, other]
@@ -173,6 +174,8 @@ async def test_two_replicas_make_fifty_changes_exactly_once(
     processes.update_formation(world.ctx, world.who, "web", {"web": count})
     try:
         for change in range(50):
+            if change == 25:
+                await _kill_the_leader(leaders, runs)
             world.ctx = replicas[change % 2]  # the replica this change goes through
             before = count
             if change % 2 == 0 or not deploys:
@@ -194,10 +197,12 @@ async def test_two_replicas_make_fifty_changes_exactly_once(
                     break
             else:
                 raise AssertionError(f"change {change} did not converge: {world.live()}")
+        lease = leases.current(other, "controllers")
+        assert lease is not None and lease.token == 2  # taken over once, at the death
     finally:
         stop.set()
-        await asyncio.gather(*runs)
-    assert sum(leader.held is not None for leader in leaders) == 0  # both gave it up
+        await asyncio.gather(*runs, return_exceptions=True)
+    assert all(leader.held is None for leader in leaders)
     with world.ctx.db.session() as s:
         rows = repo.find_all(s, Event, app_id=world.app_id)
     seen = Counter(
@@ -207,6 +212,14 @@ async def test_two_replicas_make_fifty_changes_exactly_once(
     assert seen[("deploy.succeeded", deploys[-1])] == 1
     succeeded = {dep for (kind, dep), _ in seen.items() if kind == "deploy.succeeded"}
     assert succeeded == set(deploys)
+
+
+async def _kill_the_leader(leaders: list[Leadership], runs: list[asyncio.Task[None]]) -> None:
+    """The leading replica dies: its loops and its renewals end, its lease stays."""
+    (dead,) = [n for n, leader in enumerate(leaders) if leader.leading]
+    leaders[dead].abandon()
+    runs[dead].cancel()
+    await asyncio.gather(runs[dead], return_exceptions=True)
 
 
 async def _tick(world: World, clock: FrozenClock) -> None:

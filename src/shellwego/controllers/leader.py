@@ -123,11 +123,12 @@ class Leadership:
                 await asyncio.wait_for(task, STOP_SECONDS)
 
     def abandon(self) -> None:
-        """Cancel the loops and stop renewing without giving the lease up (as a replica
-        that died would: the lease expires on its own)."""
+        """Cancel the loops and forget the lease without giving it up, as a replica that
+        died would: it expires on its own (``run`` then ends without releasing it)."""
         for task in self.tasks.values():
             task.cancel()
         self.tasks = {}
+        self.held = None
 
     async def run(self, stop: asyncio.Event) -> None:
         """Take or renew the lease every ``renew`` seconds until ``stop``; then stop the
