@@ -27,7 +27,8 @@ def transactions(db: Database) -> Iterator[list[list[str]]]:
     current: dict[int, list[str]] = {}
 
     def begin(conn: Any) -> None:
-        current[id(conn.connection.dbapi_connection)] = log = []
+        log: list[str] = []
+        current[id(conn.connection.dbapi_connection)] = log
         seen.append(log)
 
     def statement(conn: Any, _cursor: Any, text: str, *_args: Any) -> None:
@@ -110,7 +111,10 @@ def test_a_heartbeat_waits_out_a_lock_timeout_and_succeeds(
             released.set()
 
     holder = world.ctx.db.engine.connect()
-    holder.execute(sa.select(Node.id).where(Node.id == node_id).with_for_update())  # type: ignore[arg-type]
+    nodes_table = Node.__table__.c  # type: ignore[attr-defined]
+    holder.execute(
+        sa.select(nodes_table.id).where(nodes_table.id == node_id).with_for_update()
+    )
     try:
         with world.ctx.db.session() as s:
             node = s.get(Node, node_id)
