@@ -31,7 +31,7 @@ def equip(ctx: Context) -> None:
     try:
         from shellwego.roles.server import equip as server_equip
     except ImportError:
-        from shellwego.build.artifacts import ArtifactStore
+        from shellwego.build.artifacts import LocalArtifactStore as ArtifactStore
         from shellwego.build.builder import Builder
 
         (ctx.settings.data_dir / "tmp").mkdir(parents=True, exist_ok=True)

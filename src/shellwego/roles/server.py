@@ -12,7 +12,7 @@ from typing import Any
 import uvicorn
 
 from shellwego.api import create_app
-from shellwego.build.artifacts import ArtifactStore
+from shellwego.build.artifacts import open_store
 from shellwego.build.builder import Builder
 from shellwego.controllers import loops
 from shellwego.files import make_private_dir, make_private_tree, write_private
@@ -56,7 +56,8 @@ def equip(ctx: Context) -> None:
     """Attach the build system, artifact store and one-off runner to the context."""
     data = ctx.settings.data_dir
     make_private_dir(data / "tmp")
-    ctx.extras["artifacts"] = ArtifactStore(data / "artifacts")
+    # slugs and git repositories: the data directory's, or a bucket every replica shares
+    ctx.extras["artifacts"] = open_store(ctx.settings)
     # one-off commands and build steps, each in a network namespace of its own for its run,
     # on a node network that exists only while one runs
     network = node_network(ctx.settings, data / "oneoff" / "network", ephemeral=True)
