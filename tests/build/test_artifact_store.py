@@ -199,3 +199,17 @@ async def test_the_cluster_lock_excludes_another_replica(database_url: str) -> N
     finally:
         one.dispose()
         two.dispose()
+
+
+def test_slugs_built_before_the_bucket_are_published(
+    tmp_path: Path, s3_endpoint: str, s3_bucket: str
+) -> None:
+    """A control plane moved to a shared store puts the slugs it built alone in it."""
+    local = LocalArtifactStore(tmp_path / "a")
+    digest = local.put(slug_file(tmp_path / "slug.tar.gz", {"Procfile": b"web: x\n"}))
+    here = _s3(tmp_path / "a", s3_endpoint, s3_bucket)
+    there = _s3(tmp_path / "b", s3_endpoint, s3_bucket)
+    assert not there.exists(digest)
+    assert here.publish_cached() == 1
+    assert here.publish_cached() == 0  # once
+    assert there.path(digest).read_bytes() == (tmp_path / "slug.tar.gz").read_bytes()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -23,10 +24,11 @@ from botocore.exceptions import BotoCoreError, ClientError
 from shellwego.errors import ArtifactMissing, Unavailable
 from shellwego.files import make_private_dir
 
-from .artifacts import BlobStore, LocalArtifactStore, file_digest, slug_key
+from .artifacts import BlobStore, LocalArtifactStore, file_digest, slug_key, verified
 
 log = logging.getLogger(__name__)
 
+DIGEST = re.compile(r"[0-9a-f]{64}")
 MISSING = frozenset({"404", "NoSuchKey", "NotFound"})
 SMALL_MAX = 4096
 
@@ -113,6 +115,25 @@ class S3ArtifactStore(BlobStore):
 
     def open(self, digest: str) -> BinaryIO:
         return self.path(digest).open("rb")
+
+    def publish_cached(self) -> int:
+        """Upload the slugs in the local cache that the bucket lacks (built before this
+        control plane used the bucket); returns how many."""
+        if not self.cache.root.is_dir():
+            return 0
+        stored = set(self._list(""))
+        count = 0
+        for folder in sorted(self.cache.root.iterdir()):
+            if len(folder.name) != 2 or not folder.is_dir():
+                continue
+            for item in sorted(folder.glob("*.tar.gz")):
+                digest = item.name.removesuffix(".tar.gz")
+                if not DIGEST.fullmatch(digest) or slug_key(digest) in stored:
+                    continue
+                verified(item, digest, f"cached artifact {digest[:12]}")
+                self._upload(slug_key(digest), item, metadata={"sha256": digest})
+                count += 1
+        return count
 
     # ---- primitives --------------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ from shellwego.api import create_app
 from shellwego.build.artifacts import open_store
 from shellwego.build.builder import Builder
 from shellwego.controllers import loops
+from shellwego.errors import ShellWeGoError
 from shellwego.files import make_private_dir, make_private_tree, write_private
 from shellwego.runtime.layer import LAYER_DIRS
 from shellwego.runtime.network import NodeNetwork, network_unavailable
@@ -57,7 +58,17 @@ def equip(ctx: Context) -> None:
     data = ctx.settings.data_dir
     make_private_dir(data / "tmp")
     # slugs and git repositories: the data directory's, or a bucket every replica shares
-    ctx.extras["artifacts"] = open_store(ctx.settings)
+    store = open_store(ctx.settings)
+    ctx.extras["artifacts"] = store
+    publish = getattr(store, "publish_cached", None)
+    if publish is not None:  # slugs built here before the bucket was shared go up once
+        try:
+            published = publish()
+        except ShellWeGoError as exc:
+            log.warning("slugs built here could not be put in the shared store: %s", exc)
+        else:
+            if published:
+                log.info("put %d slug(s) built here in the shared artifact store", published)
     # one-off commands and build steps, each in a network namespace of its own for its run,
     # on a node network that exists only while one runs
     network = node_network(ctx.settings, data / "oneoff" / "network", ephemeral=True)
