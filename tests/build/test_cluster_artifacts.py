@@ -8,6 +8,7 @@ import base64
 import hashlib
 import os
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -129,3 +130,48 @@ def test_any_replica_serves_any_push_and_artifact(
         assert (tmp_path / "copy" / "index.html").read_text() == "<h1>through a again</h1>\n"
         versions = [r["version"] for r in a.api("GET", "/v1/apps/site/releases").json()["items"]]
         assert sorted(versions) == [1, 2, 3]
+
+
+def test_racing_pushes_through_two_replicas_never_diverge(
+    replicas: tuple[Context, Context], tmp_path: Path
+) -> None:
+    """Two developers push different commits on the same base at once, one through each
+    replica: one push wins, the other is refused before it builds anything (its base
+    moved), and both replicas then show the winner's commit."""
+    ctx_a, ctx_b = replicas
+    with serving(ctx_a) as port_a, serving(ctx_b, rollout=False) as port_b:
+        a: Server = bootstrapped(port_a)
+        create_app_with_no_web(a, "race")
+        base = make_repo(tmp_path / "base", SITE)
+        git(base, "push", remote(port_a, "race", a.owner), "main")
+        clones = {}
+        for name, port in (("a", port_a), ("b", port_b)):
+            work = tmp_path / f"dev-{name}"
+            git(tmp_path, "clone", "--quiet", remote(port, "race", a.owner), work.name)
+            (work / "index.html").write_text(f"<h1>{name}</h1>\n")
+            git(work, "commit", "--quiet", "-am", f"change {name}")
+            clones[name] = (work, port)
+
+        with ThreadPoolExecutor(2) as pool:
+            futures = {
+                name: pool.submit(
+                    git, repo, "push", remote(port, "race", a.owner), "main", check=False
+                )
+                for name, (repo, port) in clones.items()
+            }
+            results = {name: f.result() for name, f in futures.items()}
+        won = [name for name, r in results.items() if r.returncode == 0]
+        assert len(won) == 1, {n: r.stderr[-600:] for n, r in results.items()}
+        [winner] = won
+        [loser] = set(results) - {winner}
+        refused = results[loser].stderr
+        assert any(
+            why in refused
+            for why in ("moved while this push was on its way", "fetch first", "non-fast-forward")
+        ), refused
+        head = git(clones[winner][0], "rev-parse", "HEAD").stdout.strip()
+        for port in (port_a, port_b):
+            listed = git(base, "ls-remote", remote(port, "race", a.owner)).stdout
+            assert f"{head}\trefs/heads/main" in listed, listed
+        versions = [r["version"] for r in a.api("GET", "/v1/apps/race/releases").json()["items"]]
+        assert sorted(versions) == [1, 2]

@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -123,8 +124,9 @@ def ensure_repo(root: Path, app_id: str) -> Path:
 # With a store every control-plane replica shares, an app's repository lives there as a git
 # bundle (``git/<app id>``): before a push (or a fetch) is served, the local repository is
 # brought up to the bundle (``git fetch`` from it: objects added, refs moved, nothing
-# replaced under a reader), and after a push a new bundle of every ref is stored. Both
-# happen under the app's cluster-wide repository lock (see the git route).
+# replaced under a reader), and after a push a new bundle of every ref is stored. A push
+# holds the app's cluster-wide repository lock throughout; a fetch only syncs first (see
+# the git route).
 
 SYNCED = "shellwego-synced"  # in a bare repository: the bundle's sha256 it was synced with
 SYNC_TIMEOUT = 600.0
@@ -157,6 +159,30 @@ def _mark_synced(repo: Path, digest: str | None) -> None:
     os.replace(tmp, repo / SYNCED)
 
 
+def _fetch_bundle(repo: Path, bundle: Path, attempts: int = 3) -> None:
+    """Move ``repo``'s refs to the bundle's (objects added first); tried again when a
+    concurrent update held a ref's lock."""
+    for attempt in range(1, attempts + 1):
+        try:
+            _git(
+                "--git-dir",
+                str(repo),
+                "fetch",
+                "--quiet",
+                "--prune",
+                "--update-head-ok",
+                "--no-write-fetch-head",
+                str(bundle),
+                "+refs/*:refs/*",
+                timeout=SYNC_TIMEOUT,
+            )
+            return
+        except RuntimeFailure:
+            if attempt == attempts:
+                raise
+            time.sleep(0.2 * attempt)
+
+
 def pull_repo(store: ArtifactStore, root: Path, app_id: str) -> str:
     """The app's repository, brought up to the store's copy when that is newer; returns
     its refs (to tell, after a push, whether anything changed)."""
@@ -169,18 +195,7 @@ def pull_repo(store: ArtifactStore, root: Path, app_id: str) -> str:
             bundle = work / "repo.bundle"
             got = store.get_named(name, bundle)
             if got is not None:
-                _git(
-                    "--git-dir",
-                    str(repo),
-                    "fetch",
-                    "--quiet",
-                    "--prune",
-                    "--update-head-ok",
-                    "--no-write-fetch-head",
-                    str(bundle),
-                    "+refs/*:refs/*",
-                    timeout=SYNC_TIMEOUT,
-                )
+                _fetch_bundle(repo, bundle)
                 _mark_synced(repo, got)
         finally:
             shutil.rmtree(work, ignore_errors=True)

@@ -6,6 +6,7 @@ the app's organization, pushing needs member or above.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterable, AsyncIterator
@@ -85,13 +86,23 @@ async def git_http(app: str, path: str, request: Request, ctx: Ctx) -> Response:
     if store is None or not getattr(store, "shared", False):
         await run_in_threadpool(git.ensure_repo, root, row.id)
         return await _serve(ctx, request, token, who, row.id, path, root)
-    # a store every replica shares: the repository is brought up to the stored copy first,
-    # and a push is stored again after it, all under the app's cluster-wide lock
+    if service != PUSH:
+        # a fetch or clone: brought up to the stored copy (one sync at a time here), never
+        # waiting for a push elsewhere; a failed sync serves what this replica has
+        async with _read_lock(ctx, row.id):
+            try:
+                await run_in_threadpool(git.pull_repo, store, root, row.id)
+            except ShellWeGoError as exc:
+                log.warning("app %s: its repository was not synced before a read: %s", row.id, exc)
+                await run_in_threadpool(git.ensure_repo, root, row.id)
+        return await _serve(ctx, request, token, who, row.id, path, root)
+    # a push: the repository is brought up to the stored copy first, and stored again
+    # after it, all under the app's cluster-wide repository lock
     held = contextlib.AsyncExitStack()
     await held.enter_async_context(cluster_lock(ctx.db, f"git:{row.id}"))
     try:
         before = await run_in_threadpool(git.pull_repo, store, root, row.id)
-        if path != PUSH:  # reading (or the refs a push starts from): no need to wait
+        if path != PUSH:  # the refs a push starts from: no need to hold on
             await held.aclose()
         response = await _serve(ctx, request, token, who, row.id, path, root)
     except BaseException:
@@ -115,6 +126,13 @@ async def git_http(app: str, path: str, request: Request, ctx: Ctx) -> Response:
 
     response.body_iterator = stored_after(response.body_iterator)
     return response
+
+
+def _read_lock(ctx: Context, app_id: str) -> asyncio.Lock:
+    locks: dict[str, asyncio.Lock] = ctx.extras.setdefault("git_read_locks", {})
+    for other in [k for k, lock in locks.items() if k != app_id and not lock.locked()]:
+        del locks[other]
+    return locks.setdefault(app_id, asyncio.Lock())
 
 
 async def _serve(
