@@ -18,7 +18,7 @@ def default_data_dir(env: Mapping[str, str]) -> Path:
     return Path(base) / "shellwego"
 
 
-def artifact_store(raw: str | None) -> str | None:
+def parse_artifact_store(raw: str | None) -> str | None:
     """``SHELLWEGO_ARTIFACT_STORE``: empty or ``local`` (the data directory), or
     ``s3://bucket[/prefix]``."""
     value = (raw or "").strip()
@@ -228,7 +228,7 @@ class Settings:
             nofile_limit=limit("SHELLWEGO_NOFILE_LIMIT", 10240, 64, 1048576),
             login_free_failures=limit("SHELLWEGO_LOGIN_FREE_FAILURES", 5, 1, 1000000),
             domain_pending_ttl=duration("SHELLWEGO_DOMAIN_PENDING_TTL", 7 * 24 * 3600.0),
-            artifact_store=artifact_store(env.get("SHELLWEGO_ARTIFACT_STORE")),
+            artifact_store=parse_artifact_store(env.get("SHELLWEGO_ARTIFACT_STORE")),
             s3_endpoint=env.get("SHELLWEGO_S3_ENDPOINT") or None,
             s3_region=env.get("SHELLWEGO_S3_REGION") or env.get("AWS_REGION") or None,
         )
