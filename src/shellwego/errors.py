@@ -61,6 +61,14 @@ class NotFound(ShellWeGoError):
     title = "Not found"
 
 
+class ArtifactMissing(NotFound):
+    """A slug (or another stored artifact) is in no artifact store this control plane
+    reaches: built on a replica whose store the others do not share, or deleted."""
+
+    slug = "artifact-missing"
+    title = "Artifact missing"
+
+
 class Conflict(ShellWeGoError):
     status = 409
     slug = "conflict"

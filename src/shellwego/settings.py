@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -15,6 +16,21 @@ from shellwego.runtime.network.config import NetworkSettings
 def default_data_dir(env: Mapping[str, str]) -> Path:
     base = env.get("XDG_DATA_HOME") or str(Path(env.get("HOME", "/root")) / ".local" / "share")
     return Path(base) / "shellwego"
+
+
+def parse_artifact_store(raw: str | None) -> str | None:
+    """``SHELLWEGO_ARTIFACT_STORE``: empty or ``local`` (the data directory), or
+    ``s3://bucket[/prefix]``."""
+    value = (raw or "").strip()
+    if value in ("", "local"):
+        return None
+    bucket = value.removeprefix("s3://").split("/", 1)[0]
+    bucket_name = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+    if not value.startswith("s3://") or not bucket_name.fullmatch(bucket):
+        raise ConfigError(
+            f"SHELLWEGO_ARTIFACT_STORE must be 'local' or s3://bucket/prefix, got {value[:200]!r}"
+        )
+    return value.rstrip("/")
 
 
 @dataclass(frozen=True)
@@ -61,6 +77,13 @@ class Settings:
     dns_resolver: str | None = None  # "host[:port]" for domain verification; None = system's
     # seconds an unverified custom domain holds its hostname; then anyone may add it
     domain_pending_ttl: float = 7 * 24 * 3600.0
+    # where slugs and git repositories are kept: None, the data directory (one control
+    # plane); "s3://bucket/prefix", a bucket every replica of a cluster reaches, at
+    # s3_endpoint (None: AWS's) in s3_region. Credentials: AWS_ACCESS_KEY_ID and
+    # AWS_SECRET_ACCESS_KEY from the environment, never kept here
+    artifact_store: str | None = None
+    s3_endpoint: str | None = None
+    s3_region: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -140,8 +163,7 @@ class Settings:
             # above the system's and login users' ids (below 65536), under 2^31 - 1
             if not sep or not 65536 <= first <= last < 2**31 - 1:
                 raise ConfigError(
-                    f"{name} must be a range of uids above 65535 like 1000000-1999999, "
-                    f"got {raw!r}"
+                    f"{name} must be a range of uids above 65535 like 1000000-1999999, got {raw!r}"
                 )
             return first, last
 
@@ -206,5 +228,8 @@ class Settings:
             nofile_limit=limit("SHELLWEGO_NOFILE_LIMIT", 10240, 64, 1048576),
             login_free_failures=limit("SHELLWEGO_LOGIN_FREE_FAILURES", 5, 1, 1000000),
             domain_pending_ttl=duration("SHELLWEGO_DOMAIN_PENDING_TTL", 7 * 24 * 3600.0),
+            artifact_store=parse_artifact_store(env.get("SHELLWEGO_ARTIFACT_STORE")),
+            s3_endpoint=env.get("SHELLWEGO_S3_ENDPOINT") or None,
+            s3_region=env.get("SHELLWEGO_S3_REGION") or env.get("AWS_REGION") or None,
         )
         return settings.with_overrides(**overrides)

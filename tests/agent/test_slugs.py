@@ -113,3 +113,15 @@ async def test_the_cache_is_private_to_the_agent(tmp_path: Path, store: Store) -
         os.umask(previous)
     for path in (tmp_path / "agent", tmp_path / "agent" / "slugs"):
         assert path.stat().st_mode & 0o777 == 0o700, path
+
+
+async def test_a_slug_the_control_plane_lacks_is_reported_as_missing(tmp_path: Path) -> None:
+    from shellwego.errors import ArtifactMissing, NotFound
+
+    async def download(digest: str, dest: Path) -> Path:
+        raise NotFound(f"artifact {digest[:12]}: artifact {digest[:12]} not found")
+
+    cache = SlugCache(tmp_path / "slugs", download)
+    with pytest.raises(ArtifactMissing, match="not in the control plane's artifact store"):
+        await cache.ensure("cd" * 32)
+    assert cache.cached() == []

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from shellwego.build.artifacts import ArtifactStore, extract_slug, extract_slug_file
+from shellwego.build.artifacts import LocalArtifactStore as ArtifactStore
+from shellwego.build.artifacts import extract_slug, extract_slug_file
 from shellwego.errors import InvalidInput, NotFound
 
 

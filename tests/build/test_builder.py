@@ -16,7 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from shellwego.build.artifacts import ArtifactStore, extract_slug
+from shellwego.build.artifacts import LocalArtifactStore as ArtifactStore
+from shellwego.build.artifacts import extract_slug
 from shellwego.build.builder import RELOCATABLE_SHEBANG, Builder, fix_shebangs, host_python
 from shellwego.errors import BuildFailed
 from shellwego.runtime.user import NOBODY

@@ -31,7 +31,7 @@ def equip(ctx: Context) -> None:
     try:
         from shellwego.roles.server import equip as server_equip
     except ImportError:
-        from shellwego.build.artifacts import ArtifactStore
+        from shellwego.build.artifacts import LocalArtifactStore as ArtifactStore
         from shellwego.build.builder import Builder
 
         (ctx.settings.data_dir / "tmp").mkdir(parents=True, exist_ok=True)
@@ -54,8 +54,10 @@ class Server:
         return httpx.request(method, self.url + path, headers=headers, timeout=30, **kw)  # type: ignore[arg-type]
 
 
-@pytest.fixture
-def server(ctx: Context) -> Iterator[Server]:
+@contextlib.contextmanager
+def serving(ctx: Context, *, rollout: bool = True) -> Iterator[int]:
+    """The API with git routes (and, with ``rollout``, the rollout loop) of ``ctx`` on a
+    port of its own, in a thread; yields the port."""
     equip(ctx)
     app = create_app(ctx, extra_routers=(git_routes,))
     config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
@@ -67,14 +69,15 @@ def server(ctx: Context) -> Iterator[Server]:
     async def main() -> None:
         await ctx.bus.start()
         stopping = asyncio.Event()
-        serve = asyncio.create_task(uv.serve())
-        rollout = asyncio.create_task(loops.rollout_loop(ctx, stopping, interval=0.2))
-        while not stop.is_set() and not serve.done():
+        tasks = [asyncio.create_task(uv.serve())]
+        if rollout:
+            tasks.append(asyncio.create_task(loops.rollout_loop(ctx, stopping, interval=0.2)))
+        while not stop.is_set() and not tasks[0].done():
             await asyncio.sleep(0.05)
         stopping.set()
         uv.should_exit = True
         await ctx.bus.close()
-        for task in (serve, rollout):
+        for task in tasks:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(task, 10)
 
@@ -91,7 +94,23 @@ def server(ctx: Context) -> Iterator[Server]:
         assert not errors, errors
         assert time.monotonic() < deadline, "the API server did not start"
         time.sleep(0.02)
-    port = uv.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield uv.servers[0].sockets[0].getsockname()[1]
+    finally:
+        stop.set()
+        thread.join(30)
+    assert not errors, errors
+
+
+@pytest.fixture
+def server(ctx: Context) -> Iterator[Server]:
+    with serving(ctx) as port:
+        yield bootstrapped(port)
+
+
+def bootstrapped(port: int) -> Server:
+    """The first owner and organization (org-a), a viewer, and the owner's token for a
+    second organization (an outsider to org-a's apps)."""
     url = f"http://127.0.0.1:{port}"
     r = httpx.post(
         f"{url}/v1/bootstrap",
@@ -126,12 +145,7 @@ def server(ctx: Context) -> Iterator[Server]:
     )
     assert r.status_code == 201, r.text
     outsider = r.json()["token"]  # a valid token, but for another organization
-    try:
-        yield Server(url=url, port=port, owner=owner, viewer=viewer, outsider=outsider)
-    finally:
-        stop.set()
-        thread.join(30)
-    assert not errors, errors
+    return Server(url=url, port=port, owner=owner, viewer=viewer, outsider=outsider)
 
 
 def git(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:

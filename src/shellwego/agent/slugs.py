@@ -24,7 +24,7 @@ import tempfile
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 
-from shellwego.errors import InvalidInput, RuntimeFailure
+from shellwego.errors import ArtifactMissing, InvalidInput, NotFound, RuntimeFailure
 from shellwego.files import make_private_dir
 from shellwego.runtime.layer import slug_dir_name
 
@@ -113,7 +113,12 @@ class SlugCache:
             tarball = self.root / f".{dest.name}.tar.gz"
             try:
                 log.info("downloading slug %s", digest[:12])
-                await self.download(digest, tarball)
+                try:
+                    await self.download(digest, tarball)
+                except NotFound:
+                    raise ArtifactMissing(
+                        f"slug {digest[:12]} is not in the control plane's artifact store"
+                    ) from None
                 await asyncio.to_thread(extract, tarball, digest, dest)
             finally:
                 with contextlib.suppress(OSError):

@@ -17,12 +17,17 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import shellwego
 from shellwego.errors import InvalidInput, RuntimeFailure, Unavailable
+
+if TYPE_CHECKING:
+    from .artifacts import ArtifactStore
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +49,14 @@ def hook_script(python: str | None = None) -> str:
     )
 
 
-def _git(*args: str) -> None:
-    proc = subprocess.run(["git", *args], capture_output=True, text=True, check=False, timeout=60)
+def _git(*args: str, timeout: float = 60) -> str:
+    proc = subprocess.run(
+        ["git", *args], capture_output=True, text=True, check=False, timeout=timeout
+    )
     if proc.returncode != 0:
-        raise RuntimeFailure(f"git {args[0]} failed: {proc.stderr.strip()[:300]}")
+        what = next((a for a in args if not a.startswith("-") and "/" not in a), args[0])
+        raise RuntimeFailure(f"git {what} failed: {proc.stderr.strip()[:300]}")
+    return proc.stdout
 
 
 def _install_hook(repo: Path) -> None:
@@ -108,6 +117,119 @@ def ensure_repo(root: Path, app_id: str) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return path
+
+
+# ---- repositories shared through the artifact store ----------------------------------------
+#
+# With a store every control-plane replica shares, an app's repository lives there as a git
+# bundle (``git/<app id>``): before a push (or a fetch) is served, the local repository is
+# brought up to the bundle (``git fetch`` from it: objects added, refs moved, nothing
+# replaced under a reader), and after a push a new bundle of every ref is stored. A push
+# holds the app's cluster-wide repository lock throughout; a fetch only syncs first (see
+# the git route).
+
+SYNCED = "shellwego-synced"  # in a bare repository: the bundle's sha256 it was synced with
+SYNC_TIMEOUT = 600.0
+
+
+def stored_name(app_id: str) -> str:
+    """The app's repository's name in the artifact store."""
+    if not _REPO_NAME.match(app_id):
+        raise InvalidInput(f"invalid repository name {app_id[:80]!r}")
+    return f"git/{app_id}"
+
+
+def _refs(repo: Path) -> str:
+    return _git("--git-dir", str(repo), "for-each-ref", "--format=%(objectname) %(refname)")
+
+
+def _synced(repo: Path) -> str | None:
+    try:
+        return (repo / SYNCED).read_text().strip() or None
+    except FileNotFoundError:
+        return None
+
+
+def _mark_synced(repo: Path, digest: str | None) -> None:
+    if digest is None:
+        (repo / SYNCED).unlink(missing_ok=True)
+        return
+    tmp = repo / f".{SYNCED}.tmp"
+    tmp.write_text(digest + "\n")
+    os.replace(tmp, repo / SYNCED)
+
+
+def _fetch_bundle(repo: Path, bundle: Path, attempts: int = 3) -> None:
+    """Move ``repo``'s refs to the bundle's (objects added first); tried again when a
+    concurrent update held a ref's lock."""
+    for attempt in range(1, attempts + 1):
+        try:
+            _git(
+                "--git-dir",
+                str(repo),
+                "fetch",
+                "--quiet",
+                "--prune",
+                "--update-head-ok",
+                "--no-write-fetch-head",
+                str(bundle),
+                "+refs/*:refs/*",
+                timeout=SYNC_TIMEOUT,
+            )
+            return
+        except RuntimeFailure:
+            if attempt == attempts:
+                raise
+            time.sleep(0.2 * attempt)
+
+
+def pull_repo(store: ArtifactStore, root: Path, app_id: str) -> str:
+    """The app's repository, brought up to the store's copy when that is newer; returns
+    its refs (to tell, after a push, whether anything changed)."""
+    repo = ensure_repo(root, app_id)
+    name = stored_name(app_id)
+    digest = store.named_digest(name)
+    if digest is not None and digest != _synced(repo):
+        work = Path(tempfile.mkdtemp(prefix=f".{app_id}-pull-", dir=root))
+        try:
+            bundle = work / "repo.bundle"
+            got = store.get_named(name, bundle)
+            if got is not None:
+                _fetch_bundle(repo, bundle)
+                _mark_synced(repo, got)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    return _refs(repo)
+
+
+def push_repo(store: ArtifactStore, root: Path, app_id: str, before: str) -> None:
+    """Store the app's repository (a bundle of every ref) unless its refs are still
+    ``before``."""
+    repo = repo_path(root, app_id)
+    refs = _refs(repo)
+    if refs == before:
+        return
+    name = stored_name(app_id)
+    if not refs.strip():  # every branch deleted
+        store.delete_named(name)
+        _mark_synced(repo, None)
+        return
+    work = Path(tempfile.mkdtemp(prefix=f".{app_id}-push-", dir=root))
+    try:
+        bundle = work / "repo.bundle"
+        _git(
+            "--git-dir",
+            str(repo),
+            "bundle",
+            "create",
+            "--quiet",
+            str(bundle),
+            "--all",
+            timeout=SYNC_TIMEOUT,
+        )
+        _mark_synced(repo, store.put_named(name, bundle))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 # ---- the CGI bridge -------------------------------------------------------------------------

@@ -5,7 +5,8 @@ git runs it with ``old new ref`` lines on stdin and shows its output to the push
 (``$SHELLWEGO_API_URL``, app ``$SHELLWEGO_APP``, token ``$SHELLWEGO_TOKEN``, all set by
 the git route) and relays the build stream. A failed build or deploy exits non-zero,
 so git rejects the push and the branch stays where it was. Other branches are accepted
-without deploying.
+without deploying. A push whose branch moved since the pusher fetched (another push came
+first) is refused before anything is built: git would refuse its update anyway.
 
 Run as ``python -m shellwego.build.hook``.
 """
@@ -17,7 +18,7 @@ import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import IO, Any, TextIO
 
 import httpx
@@ -130,7 +131,23 @@ def deploy(
     return False
 
 
-def run(stdin: TextIO, out: TextIO, env: Mapping[str, str]) -> int:
+def _current_ref(ref: str) -> str | None:
+    """What ``ref`` points at in this repository now (None: it does not exist)."""
+    proc = subprocess.run(
+        ["git", "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return proc.stdout.strip() or None if proc.returncode == 0 else None
+
+
+def run(
+    stdin: TextIO,
+    out: TextIO,
+    env: Mapping[str, str],
+    current: Callable[[str], str | None] = _current_ref,
+) -> int:
     """The hook's work; returns its exit status (non-zero rejects the push)."""
     updates = parse_updates(stdin)
     targets = [u for u in updates if u[2] in DEPLOY_REFS]
@@ -147,6 +164,16 @@ def run(stdin: TextIO, out: TextIO, env: Mapping[str, str]) -> int:
     if any(_is_zero(new) for _old, new, _ref in targets):
         print(f"{ERROR}The deployed branch cannot be deleted", file=out, flush=True)
         return 1
+    for old, _new, ref in targets:
+        if current(ref) != (None if _is_zero(old) else old):
+            branch = ref.removeprefix("refs/heads/")
+            print(
+                f"{ERROR}{branch} moved while this push was on its way (another push came "
+                "first): fetch, merge or rebase, and push again",
+                file=out,
+                flush=True,
+            )
+            return 1
     missing = [
         k for k in ("SHELLWEGO_API_URL", "SHELLWEGO_APP", "SHELLWEGO_TOKEN") if not env.get(k)
     ]

@@ -12,7 +12,7 @@ from datetime import datetime
 from sqlalchemy.orm import Session
 
 from shellwego.build import git
-from shellwego.errors import CapacityError
+from shellwego.errors import CapacityError, ShellWeGoError
 from shellwego.models import (
     App,
     AppStatus,
@@ -343,6 +343,12 @@ def finish_deletion(ctx: Context, app_id: str, cluster: Cluster) -> None:
         log.info("app %s removed, %.1f s after it was deleted", app.id, waited)
     if removed:
         git.remove_repo(git.repos_root(ctx.settings.data_dir), app_id)
+        store = ctx.extras.get("artifacts")
+        if store is not None and getattr(store, "shared", False):
+            try:
+                store.delete_named(git.stored_name(app_id))
+            except ShellWeGoError as exc:  # an orphaned bundle; nothing reads it again
+                log.warning("app %s: its stored repository was not deleted: %s", app_id, exc)
 
 
 def pass_once(ctx: Context) -> None:

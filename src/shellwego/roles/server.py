@@ -12,9 +12,10 @@ from typing import Any
 import uvicorn
 
 from shellwego.api import create_app
-from shellwego.build.artifacts import ArtifactStore
+from shellwego.build.artifacts import open_store
 from shellwego.build.builder import Builder
 from shellwego.controllers.leader import Leadership, singletons
+from shellwego.errors import ShellWeGoError
 from shellwego.files import make_private_dir, make_private_tree, write_private
 from shellwego.runtime.layer import LAYER_DIRS
 from shellwego.runtime.network import NodeNetwork, network_unavailable
@@ -56,7 +57,18 @@ def equip(ctx: Context) -> None:
     """Attach the build system, artifact store and one-off runner to the context."""
     data = ctx.settings.data_dir
     make_private_dir(data / "tmp")
-    ctx.extras["artifacts"] = ArtifactStore(data / "artifacts")
+    # slugs and git repositories: the data directory's, or a bucket every replica shares
+    store = open_store(ctx.settings)
+    ctx.extras["artifacts"] = store
+    publish = getattr(store, "publish_cached", None)
+    if publish is not None:  # slugs built here before the bucket was shared go up once
+        try:
+            published = publish()
+        except ShellWeGoError as exc:
+            log.warning("slugs built here could not be put in the shared store: %s", exc)
+        else:
+            if published:
+                log.info("put %d slug(s) built here in the shared artifact store", published)
     # one-off commands and build steps, each in a network namespace of its own for its run,
     # on a node network that exists only while one runs
     network = node_network(ctx.settings, data / "oneoff" / "network", ephemeral=True)

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from pydantic import Field
 from sqlalchemy.orm import Session
 
-from shellwego.errors import PortInUse
+from shellwego.errors import ArtifactMissing, PortInUse
 from shellwego.models import (
     App,
     DesiredState,
@@ -119,6 +119,8 @@ def _heartbeat(ctx: Context, node: Node, body: Heartbeat) -> Node:
                 inst.observed_at = now
                 changed = True
             else:
+                if seen.error_code == ArtifactMissing.slug and seen.last_error != inst.last_error:
+                    _artifact_missing(ctx, s, row, inst, seen)
                 changed = _noticed(inst, seen) or changed
                 _observe(ctx, inst, seen, now)
                 if seen.error_code == PortInUse.slug:
@@ -149,6 +151,24 @@ def _port_taken(ctx: Context, s: Session, node: Node, inst: Instance) -> None:
         {"instance_id": inst.id, "node_id": node.id, "port": inst.port},
     )
     wake_after_commit(ctx, s, "rollout")
+
+
+def _artifact_missing(
+    ctx: Context, s: Session, node: Node, inst: Instance, seen: ObservedInstance
+) -> None:
+    """The node cannot fetch the instance's slug: the app's events say so (once per
+    failure), while the agent keeps retrying (a store that comes back, or a replica that
+    has it, lets it start)."""
+    app = repo.require(s, App, "app", id=inst.app_id)
+    deployments.record_event(
+        ctx,
+        s,
+        app,
+        "instance.artifact_missing",
+        f"{inst.process_type} instance {inst.id} cannot start on node {node.hostname}: "
+        f"{seen.last_error or 'its slug is not in the artifact store'}",
+        {"instance_id": inst.id, "node_id": node.id, "release_id": inst.release_id},
+    )
 
 
 def _noticed(inst: Instance, seen: ObservedInstance) -> bool:

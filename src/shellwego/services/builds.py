@@ -7,6 +7,7 @@ import re
 import shutil
 import tempfile
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from shellwego.models import (
     Role,
 )
 from shellwego.store import repository as repo
+from shellwego.store.locks import cluster_lock
 
 from . import apps as app_service
 from . import deployments, logs, releasephase, releases, secrets
@@ -53,9 +55,9 @@ def _store_build_lines(ctx: Context, app_id: str, lines: list[str]) -> None:
         logs.add_lines(ctx, s, app_id, "build", lines)
 
 
-def _lock(ctx: Context, app_id: str) -> asyncio.Lock:
-    locks: dict[str, asyncio.Lock] = ctx.extras.setdefault("build_locks", {})
-    return locks.setdefault(app_id, asyncio.Lock())
+def build_lock(ctx: Context, app_id: str) -> AbstractAsyncContextManager[None]:
+    """One build of an app at a time in the whole cluster (every replica on this database)."""
+    return cluster_lock(ctx.db, f"build:{app_id}")
 
 
 async def build_and_deploy(
@@ -95,7 +97,7 @@ async def build_and_deploy(
     work = Path(tempfile.mkdtemp(prefix="build-", dir=ctx.settings.data_dir / "tmp"))
     work.chmod(0o711)  # unsandboxed build steps reach their source in it (a 0700 directory)
     try:
-        async with _lock(ctx, app.id):
+        async with build_lock(ctx, app.id):
             src = work / "src"
             src.mkdir()
             with source.open("rb") as stream:

@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from shellwego.api.deps import Bearer, Ctx, token_of, token_scheme
 from shellwego.bus import wait_until
-from shellwego.errors import NotFound
+from shellwego.errors import ArtifactMissing
 from shellwego.models import Input, Node
 from shellwego.models.base import Message
 from shellwego.models.nodes import NodeBase
@@ -120,9 +120,11 @@ async def assignments(
 
 @router.get("/v1/agent/artifacts/{digest}", name="agent.artifact")
 def artifact(digest: str, node: ThisNode, ctx: Ctx) -> FileResponse:
+    """The slug ``digest``, from this replica's artifact store (a shared one is fetched
+    into its local cache, verified, first)."""
     store = ctx.extras.get("artifacts")
     if store is None or len(digest) != 64 or not store.exists(digest):
-        raise NotFound(f"artifact {digest[:12]} not found")
+        raise ArtifactMissing(f"artifact {digest[:12]} not found")
     path: Path = store.path(digest)
     return FileResponse(path, media_type="application/gzip")
 
