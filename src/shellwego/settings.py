@@ -55,6 +55,9 @@ class Settings:
     network: NetworkSettings = field(default_factory=NetworkSettings)
     cpu_overcommit: float = 4.0  # the all-in-one's local node offers this many times its CPUs
     join_token: str | None = None
+    # POST /v1/bootstrap without a join token: the all-in-one's (one process, one SQLite
+    # file); `shellwego server` turns it off (see services/auth.bootstrap)
+    open_bootstrap: bool = True
     acme_email: str | None = None
     acme_ca: str | None = None
     acme_staging: bool = False

@@ -29,6 +29,7 @@ from .enums import (
     TlsStatus,
 )
 from .nodes import JoinToken, Node, NodeView
+from .platform import PlatformFact
 from .secrets import Secret, SecretCreate, SecretRotate, SecretVersion, SecretVersionInfo
 from .storage import Database, Snapshot, Volume
 from .tenancy import (
@@ -87,6 +88,7 @@ __all__ = [
     "Organization",
     "OrganizationCreate",
     "PlacementPolicy",
+    "PlatformFact",
     "ProcessFormation",
     "Release",
     "Resources",
