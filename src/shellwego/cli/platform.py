@@ -286,6 +286,14 @@ def register(app: typer.Typer) -> None:
         async def start() -> None:
             await role.start()
             typer.echo(f"ShellWeGo API listening on {role.settings.api_url}")
+            apps = role.settings.apps_url_template
+            if not edge and role.settings.apps_url is None:
+                typer.echo(
+                    f"apps answer at {apps} as far as this replica knows (it runs no edge): "
+                    "set SHELLWEGO_APPS_URL to the edges' public address"
+                )
+            else:
+                typer.echo(f"apps answer at {apps}")
             # never the token itself: this output ends up in service logs
             typer.echo(
                 f"join agents with: shellwego agent --server {role.settings.api_url} "
