@@ -43,6 +43,7 @@ from shellwego.models import (
     NodeCapacity,
     NodeStatus,
     Organization,
+    PlatformFact,
     ProcessFormation,
     Release,
     Resources,
@@ -337,6 +338,12 @@ def login_throttle(g: Graph) -> LoginThrottle:
     )
 
 
+def platform_fact(g: Graph) -> PlatformFact:
+    return PlatformFact(
+        id=new_id(), name=f"fact-{_u()}", value="a" * 200, created_at=T0, updated_at=T1,
+    )
+
+
 BUILDERS: dict[str, tuple[type[SQLModel], Callable[[Graph], Any]]] = {
     "organizations": (Organization, organization),
     "users": (User, user),
@@ -361,6 +368,7 @@ BUILDERS: dict[str, tuple[type[SQLModel], Callable[[Graph], Any]]] = {
     "audit_logs": (AuditLog, audit_log),
     "uid_leases": (UidLease, uid_lease),
     "login_throttles": (LoginThrottle, login_throttle),
+    "platform_facts": (PlatformFact, platform_fact),
 }
 
 
