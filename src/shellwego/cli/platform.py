@@ -119,7 +119,7 @@ def _join_hint(settings: Any) -> str:
     path = settings.data_dir / "join-token"
     if settings.join_token is None and path.exists():
         return f"--join-token-file {path}  (copy that file to the node)"
-    return f"with {JOIN_TOKEN_ENV} set to this server's {JOIN_TOKEN_ENV}"
+    return f"with {JOIN_TOKEN_ENV} set to the join token this server was given"
 
 
 def register(app: typer.Typer) -> None:
