@@ -40,6 +40,10 @@ class Settings:
     api_host: str = "127.0.0.1"
     api_port: int = 8400
     public_url: str | None = None  # how agents and the CLI reach the API
+    # where users reach apps through the edges, "{app}" standing for the app's name, e.g.
+    # https://{app}.apps.example.com/ (a replica without an edge cannot know the edges'
+    # port); None: http://{app}.<base domain>[:<http port>]/
+    apps_url: str | None = None
     base_domain: str = "localhost"
     http_port: int = 8080
     https_port: int = 8443
@@ -71,6 +75,9 @@ class Settings:
     network: NetworkSettings = field(default_factory=NetworkSettings)
     cpu_overcommit: float = 4.0  # the all-in-one's local node offers this many times its CPUs
     join_token: str | None = None
+    # POST /v1/bootstrap without a join token: the all-in-one's (one process, one SQLite
+    # file); `shellwego server` turns it off (see services/auth.bootstrap)
+    open_bootstrap: bool = True
     acme_email: str | None = None
     acme_ca: str | None = None
     acme_staging: bool = False
@@ -89,6 +96,17 @@ class Settings:
     @property
     def api_url(self) -> str:
         return self.public_url or f"http://{self.api_host}:{self.api_port}"
+
+    @property
+    def apps_url_template(self) -> str:
+        """Where an app answers, ``{app}`` standing for its name."""
+        if self.apps_url:
+            return self.apps_url
+        port = "" if self.http_port == 80 else f":{self.http_port}"
+        return f"http://{{app}}.{self.base_domain}{port}/"
+
+    def app_url(self, app_name: str) -> str:
+        return self.apps_url_template.replace("{app}", app_name)
 
     @property
     def key_file(self) -> Path:
@@ -190,6 +208,17 @@ class Settings:
                     f"{name} must be a duration such as 7d, 12h, 90m or 3600 (seconds), got {raw!r}"
                 ) from None
 
+        def apps_url(name: str) -> str | None:
+            raw = (env.get(name) or "").strip()
+            if not raw:
+                return None
+            if not raw.startswith(("http://", "https://")) or "{app}" not in raw:
+                raise ConfigError(
+                    f"{name} must be an http(s) URL with {{app}} where the app's name goes, "
+                    f"like https://{{app}}.apps.example.com/, got {raw!r}"
+                )
+            return raw
+
         key_file = env.get("SHELLWEGO_MASTER_KEY_FILE")
         old_keys = tuple(
             k.strip() for k in env.get("SHELLWEGO_MASTER_KEY_OLD", "").split(",") if k.strip()
@@ -200,6 +229,7 @@ class Settings:
             api_host=env.get("SHELLWEGO_API_HOST", "127.0.0.1"),
             api_port=num("SHELLWEGO_API_PORT", 8400),
             public_url=env.get("SHELLWEGO_PUBLIC_URL"),
+            apps_url=apps_url("SHELLWEGO_APPS_URL"),
             base_domain=env.get("SHELLWEGO_BASE_DOMAIN", "localhost"),
             http_port=num("SHELLWEGO_HTTP_PORT", 80 if os.geteuid() == 0 else 8080),
             https_port=num("SHELLWEGO_HTTPS_PORT", 443 if os.geteuid() == 0 else 8443),

@@ -2,7 +2,26 @@
 
 from __future__ import annotations
 
+import dataclasses
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 from fastapi.testclient import TestClient
+
+from shellwego.api import create_app
+from shellwego.errors import Conflict
+from shellwego.models import (
+    Membership,
+    Organization,
+    OrganizationCreate,
+    PlatformFact,
+    User,
+    UserCreate,
+)
+from shellwego.models.platform import BOOTSTRAPPED
+from shellwego.services import auth, nodes
+from shellwego.services.context import Context
+from shellwego.store import repository as repo
 
 from .conftest import PASSWORD, Org
 
@@ -101,3 +120,58 @@ def test_member_roles(client: TestClient, org_a: Org) -> None:
     # the last owner cannot leave
     r = client.delete("/v1/organizations/org-a/members/owner@a.example", headers=org_a.h())
     assert r.status_code == 409
+
+
+def test_concurrent_bootstraps_make_exactly_one_owner(ctx: Context) -> None:
+    """Replicas (or operators) bootstrapping the same database at once: one wins."""
+    racers = 6
+    start = threading.Barrier(racers)
+
+    def attempt(n: int) -> str:
+        start.wait()
+        try:
+            auth.bootstrap(
+                ctx,
+                UserCreate(email=f"owner{n}@race.example", password=PASSWORD),
+                OrganizationCreate(name=f"Race {n}", slug=f"race-{n}"),
+            )
+        except Conflict as exc:
+            return str(exc)
+        return "made"
+
+    with ThreadPoolExecutor(racers) as pool:
+        outcomes = list(pool.map(attempt, range(racers)))
+    assert sorted(outcomes) == ["made"] + [auth.ALREADY_BOOTSTRAPPED] * (racers - 1)
+    with ctx.db.session() as s:
+        assert repo.count(s, User) == 1
+        assert repo.count(s, Organization) == 1
+        assert repo.count(s, Membership) == 1
+        assert repo.count(s, PlatformFact, name=BOOTSTRAPPED) == 1
+
+
+def test_a_server_replica_bootstraps_only_with_the_join_token(ctx: Context) -> None:
+    """`shellwego server` refuses the first owner to whoever reaches it first: the request
+    must carry the join token (the all-in-one needs none: it made its owner on start)."""
+    closed = dataclasses.replace(ctx.settings, open_bootstrap=False)
+    server = dataclasses.replace(ctx, settings=closed)
+    join = nodes.create_join_token(ctx, "cluster")
+    body = {
+        "user": {"email": "ops@c.example", "password": PASSWORD},
+        "organization": {"name": "C", "slug": "c"},
+    }
+    with TestClient(create_app(server), raise_server_exceptions=False) as client:
+        for headers in ({}, {"Authorization": "Bearer swg_join_not-the-token"}):
+            r = client.post("/v1/bootstrap", json=body, headers=headers)
+            assert r.status_code == 401, r.text
+            assert r.headers["content-type"] == "application/problem+json"
+            assert "join token" in r.json()["detail"]
+            assert "shellwego bootstrap" in r.json()["detail"]
+        with ctx.db.session() as s:
+            assert repo.count(s, User) == 0
+        r = client.post("/v1/bootstrap", json=body, headers={"Authorization": f"Bearer {join}"})
+        assert r.status_code == 201, r.text
+        assert join not in r.text
+        again = client.post(
+            "/v1/bootstrap", json=body, headers={"Authorization": f"Bearer {join}"}
+        )
+        assert again.status_code == 409

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from shellwego.errors import CapacityError
-from shellwego.models import AppCreate, PlacementPolicy
+from shellwego.models import AppCreate, DeployPolicy, PlacementPolicy
 from shellwego.services import apps, deployments, processes
 
 from .world import World
@@ -98,3 +98,37 @@ def test_strategy_binpack_fills_the_fuller_node_and_spread_the_emptier(world: Wo
         _, dep = world.release(app_id=app.id)
         roll(world, dep)
         assert world.placed_on(app.id) == [expected], strategy
+
+
+def test_spread_evens_out_a_restart_and_its_replacements(world: World) -> None:
+    """node-1 is fuller (another app's instances): spread still puts two of four replicas
+    on each node, on the first deployment and on every rollout that replaces them."""
+    ballast = apps.create(
+        world.ctx,
+        world.who,
+        AppCreate(name="ballast", placement=PlacementPolicy(constraints={"region": "eu"})),
+    )
+    processes.update_formation(
+        world.ctx, world.who, "ballast", {"web": {"count": 2, "size": "large"}}
+    )
+    world.healthy_releases = {1}
+    _, dep = world.release(app_id=ballast.id)
+    roll(world, dep)
+    assert world.placed_on(ballast.id) == ["node-1", "node-1"]
+
+    apps.update(world.ctx, world.who, "web", {"placement": PlacementPolicy(strategy="spread")})
+    processes.update_formation(world.ctx, world.who, "web", {"web": 4})
+    _, dep = world.release()
+    roll(world, dep)
+    assert world.placed_on() == ["node-0", "node-0", "node-1", "node-1"]
+
+    for _ in range(2):  # a restart (every instance replaced), then a redeploy
+        processes.restart(world.ctx, world.who, "web")
+        for _ in range(12):
+            world.step()
+            assert len(world.serving()) >= 4
+        assert world.placed_on() == ["node-0", "node-0", "node-1", "node-1"]
+    _, dep = world.release(policy=DeployPolicy(surge=4))
+    world.healthy_releases.add(2)
+    roll(world, dep)
+    assert world.placed_on() == ["node-0", "node-0", "node-1", "node-1"]

@@ -89,10 +89,13 @@ def test_server_and_agent_on_postgresql_survive_an_agent_crash(
     server = spawn([SHELLWEGO, "server"], server_env, tmp_path / "server.log")
     agent: subprocess.Popen[str] | None = None
     try:
-        token = wait_line(tmp_path / "server.log", r"--join-token (\S+)", server)
+        token_file = wait_line(tmp_path / "server.log", r"--join-token-file (\S+)", server)
+        token = Path(token_file).read_text().strip()
+        assert token not in (tmp_path / "server.log").read_text()
         url = f"http://127.0.0.1:{api}"
         boot = httpx.post(
             f"{url}/v1/bootstrap",
+            headers={"Authorization": f"Bearer {token}"},
             json={
                 "user": {"email": "ops@example.com", "password": "a long enough password"},
                 "organization": {"name": "Ops", "slug": "ops"},
@@ -118,7 +121,7 @@ def test_server_and_agent_on_postgresql_survive_an_agent_crash(
             assert done.returncode == 0, f"{args}: {done.stdout}{done.stderr}"
             return done.stdout
 
-        agent_argv = [SHELLWEGO, "agent", "--server", url, "--join-token", token]
+        agent_argv = [SHELLWEGO, "agent", "--server", url, "--join-token-file", token_file]
         agent = spawn(agent_argv, agent_env, tmp_path / "agent.log")
         wait_line(tmp_path / "agent.log", r"agent running", agent)
 

@@ -128,9 +128,11 @@ class Api:
     token: str
 
     @classmethod
-    def bootstrap(cls, client: httpx.Client) -> Api:
+    def bootstrap(cls, client: httpx.Client, join_token: str | None = None) -> Api:
+        """The first owner; ``join_token``: the one `shellwego server` asks for."""
         r = client.post(
             "/v1/bootstrap",
+            headers={"Authorization": f"Bearer {join_token}"} if join_token else {},
             json={
                 "user": {"email": "owner@example.com", "password": "a long enough password"},
                 "organization": {"name": "Edge", "slug": "edge"},

@@ -94,12 +94,13 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     agent: subprocess.Popen[str] | None = None
     cluster: Cluster | None = None
     try:
-        token = wait_line(tmp / "server.log", r"--join-token (\S+)", server)
+        token_file = wait_line(tmp / "server.log", r"--join-token-file (\S+)", server)
+        token = Path(token_file).read_text().strip()
         url = f"http://127.0.0.1:{api}"
-        owner = Api.bootstrap(httpx.Client(base_url=url))
+        owner = Api.bootstrap(httpx.Client(base_url=url), token)
         agent_env = {**base, "SHELLWEGO_DATA_DIR": str(tmp / "node")}
         agent = spawn(
-            [SHELLWEGO, "agent", "--server", url, "--join-token", token],
+            [SHELLWEGO, "agent", "--server", url, "--join-token-file", token_file],
             agent_env,
             tmp / "agent.log",
         )
@@ -188,8 +189,9 @@ def test_an_edge_node_follows_the_table_and_serves_while_the_control_plane_is_do
         "SHELLWEGO_HTTPS_PORT": str(https),
     }
     log = cluster.tmp / "edge.log"
-    argv = [SHELLWEGO, "edge", "--server", cluster.api_url, "--join-token", cluster.join_token]
-    edge = spawn(argv, edge_env, log)
+    # the join token from the environment: never on the command line
+    argv = [SHELLWEGO, "edge", "--server", cluster.api_url]
+    edge = spawn(argv, {**edge_env, "SHELLWEGO_JOIN_TOKEN": cluster.join_token}, log)
     try:
         ask_url = wait_line(log, r"ask endpoint (http://127\.0\.0\.1:\d+/ask)", edge)
         until(

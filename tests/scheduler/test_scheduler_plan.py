@@ -46,7 +46,13 @@ def node(
 
 
 def instance(
-    instance_id: str, node_id: str, cpu: int, memory: int, app: str = "other", process: str = "web"
+    instance_id: str,
+    node_id: str,
+    cpu: int,
+    memory: int,
+    app: str = "other",
+    process: str = "web",
+    peers: int = 1,
 ) -> InstanceSnapshot:
     return InstanceSnapshot(
         id=instance_id,
@@ -55,6 +61,7 @@ def instance(
         release_id=f"{app}-v1",
         node_id=node_id,
         resources=Resources(cpu, memory),
+        peers=peers,
     )
 
 
@@ -106,11 +113,13 @@ def reference_plan(snapshot: Snapshot, requests: Sequence[PlacementRequest]) -> 
     """The documented semantics, written as plainly as possible (and slowly)."""
     free = {n.id: [n.allocatable.cpu_millis, n.allocatable.memory_bytes] for n in snapshot.nodes}
     holders: dict[tuple[str, str], set[str]] = defaultdict(set)
+    peers: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
     for existing in snapshot.instances:
         if existing.node_id in free:
             free[existing.node_id][0] -= existing.resources.cpu_millis
             free[existing.node_id][1] -= existing.resources.memory_bytes
             holders[(existing.app_id, existing.process_type)].add(existing.node_id)
+            peers[(existing.app_id, existing.process_type)][existing.node_id] += existing.peers
 
     def same(a: PlacementRequest, b: PlacementRequest) -> bool:
         return (a.app_id, a.process_type, a.runtime, dict(a.constraints), a.strategy) == (
@@ -136,6 +145,7 @@ def reference_plan(snapshot: Snapshot, requests: Sequence[PlacementRequest]) -> 
         asked = requests[position]
         cpu, memory = asked.resources.cpu_millis, asked.resources.memory_bytes
         group = holders[(asked.app_id, asked.process_type)]
+        peer_count = peers[(asked.app_id, asked.process_type)]
         made[position] = []
         for _ in range(asked.count):
             candidates = [
@@ -149,11 +159,13 @@ def reference_plan(snapshot: Snapshot, requests: Sequence[PlacementRequest]) -> 
             ]
             if not candidates:
                 raise CapacityError("reference: no room")
-            sign = -1 if asked.strategy == "spread" else 1
+            spread = asked.strategy == "spread"
+            sign = -1 if spread else 1
             best = min(
                 candidates,
                 key=lambda nid: (
                     nid in group,
+                    peer_count[nid] if spread else 0,
                     sign * free[nid][1],
                     sign * free[nid][0],
                     nid,
@@ -162,6 +174,7 @@ def reference_plan(snapshot: Snapshot, requests: Sequence[PlacementRequest]) -> 
             free[best][0] -= cpu
             free[best][1] -= memory
             group.add(best)
+            peer_count[best] += 1
             made[position].append(
                 Placement(best, asked.app_id, asked.process_type, asked.release_id, asked.resources)
             )
@@ -203,6 +216,7 @@ def clusters(draw: st.DrawFn) -> tuple[Snapshot, list[PlacementRequest]]:
                     cpu=draw(st.sampled_from([250, 500])),
                     memory=draw(st.sampled_from([256, 512])) * MIB,
                     app=draw(st.sampled_from(["a", "b"])),
+                    peers=draw(st.sampled_from([1, 1, 0, 3])),  # 0: being replaced
                 )
             )
     requests = draw(
@@ -607,3 +621,30 @@ def test_human_units() -> None:
     assert human_memory(int(1.5 * GIB)) == "1.5 GiB"
     assert human_memory(100) == "100 B"
     assert human_memory(-5) == "0 B"
+
+
+def test_spread_evens_out_peers_before_looking_at_free_capacity() -> None:
+    """A restart: 2+2 old replicas (no peers: they are being replaced) on a node "a" much
+    emptier than "b" (which runs another app). Spread puts the new ones 2+2 all the same."""
+    nodes = [node("a"), node("b")]
+    old = [
+        instance(f"old-{n}-{i}", n, cpu=1000, memory=GIB, app="app", peers=0)
+        for n in ("a", "b")
+        for i in range(2)
+    ]
+    other = [instance("ballast", "b", cpu=4000, memory=16 * GIB)]
+    snapshot = Snapshot(nodes=nodes, instances=old + other)
+    placed = plan(snapshot, [request(4, strategy="spread")]).placements
+    assert Counter(p.node_id for p in placed) == {"a": 2, "b": 2}
+    # one at a time, as a rollout with surge 1 places them: the same 2+2
+    planner = Planner(snapshot)
+    one_by_one = [planner.place(request(1, strategy="spread"))[0].node_id for _ in range(4)]
+    assert Counter(one_by_one) == {"a": 2, "b": 2}
+    # peers that stay count: with 2 already on "b", the next two go to "a"
+    staying = [instance(f"new-{i}", "b", cpu=1000, memory=GIB, app="app") for i in range(2)]
+    with_staying = Snapshot(nodes=nodes, instances=old + other + staying)
+    more = plan(with_staying, [request(2, strategy="spread")])
+    assert [p.node_id for p in more.placements] == ["a", "a"]
+    # binpack keeps its order: every node holds a replica, the fullest ("b") first
+    packed = plan(snapshot, [request(2)]).placements
+    assert [p.node_id for p in packed] == ["b", "b"]

@@ -65,9 +65,9 @@ class Api:
 def _wait_for_join_token(log: Path, server: subprocess.Popen[bytes]) -> str:
     end = time.monotonic() + 60
     while time.monotonic() < end:
-        found = re.search(r"--join-token (\S+)", log.read_text() if log.exists() else "")
+        found = re.search(r"--join-token-file (\S+)", log.read_text() if log.exists() else "")
         if found:
-            return found.group(1)
+            return Path(found.group(1)).read_text().strip()
         assert server.poll() is None, f"shellwego server exited:\n{log.read_text()}"
         time.sleep(0.1)
     raise AssertionError(f"shellwego server did not start:\n{log.read_text()}")
@@ -106,6 +106,7 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
         url = f"http://127.0.0.1:{port}"
         boot = httpx.post(
             f"{url}/v1/bootstrap",
+            headers={"Authorization": f"Bearer {join}"},
             json={
                 "user": {"email": EMAIL, "password": PASSWORD},
                 "organization": {"name": "Contract", "slug": ORG},

@@ -44,6 +44,7 @@ from shellwego.models import (
     NodeCapacity,
     NodeStatus,
     Organization,
+    PlatformFact,
     ProcessFormation,
     Release,
     Resources,
@@ -345,6 +346,12 @@ def lease(g: Graph) -> Lease:
     )
 
 
+def platform_fact(g: Graph) -> PlatformFact:
+    return PlatformFact(
+        id=new_id(), name=f"fact-{_u()}", value="a" * 200, created_at=T0, updated_at=T1,
+    )
+
+
 BUILDERS: dict[str, tuple[type[SQLModel], Callable[[Graph], Any]]] = {
     "organizations": (Organization, organization),
     "users": (User, user),
@@ -370,6 +377,7 @@ BUILDERS: dict[str, tuple[type[SQLModel], Callable[[Graph], Any]]] = {
     "uid_leases": (UidLease, uid_lease),
     "login_throttles": (LoginThrottle, login_throttle),
     "leases": (Lease, lease),
+    "platform_facts": (PlatformFact, platform_fact),
 }
 
 

@@ -188,7 +188,8 @@ class Agent:
         if not token:
             raise ConfigError(
                 f"this node has not joined a control plane yet ({identities.path_of(state_dir)} "
-                "does not exist): start the agent with --join-token"
+                "does not exist): start the agent with --join-token-file FILE or "
+                "SHELLWEGO_JOIN_TOKEN"
             )
         failures = 0
         while not self._stopping.is_set():

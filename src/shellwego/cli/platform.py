@@ -76,6 +76,52 @@ def _labels(raw: list[str]) -> dict[str, str]:
     return labels
 
 
+JOIN_TOKEN_ENV = "SHELLWEGO_JOIN_TOKEN"
+
+JoinTokenFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--join-token-file",
+        help=f"A file holding the join token (or set {JOIN_TOKEN_ENV}); never on the "
+        "command line, where every user of the host sees it.",
+    ),
+]
+# refused: the process list shows every argument to every user of the host
+JoinTokenArgv = Annotated[
+    str | None, typer.Option("--join-token", hidden=True, show_default=False)
+]
+
+
+def _join_token(argv: str | None, path: Path | None) -> str | None:
+    """The join token, from ``--join-token-file`` or the environment; never from argv."""
+    if argv is not None:
+        typer.echo(
+            "Error: --join-token is not accepted (the process list shows it to every user "
+            f"of the host): pass --join-token-file FILE or set {JOIN_TOKEN_ENV}",
+            err=True,
+        )
+        raise typer.Exit(2)
+    if path is not None:
+        try:
+            token = path.read_text().strip()
+        except OSError as exc:
+            typer.echo(f"Error: cannot read the join token file {path}: {exc.strerror}", err=True)
+            raise typer.Exit(2) from None
+        if not token:
+            typer.echo(f"Error: the join token file {path} is empty", err=True)
+            raise typer.Exit(2)
+        return token
+    return os.environ.get(JOIN_TOKEN_ENV, "").strip() or None
+
+
+def _join_hint(settings: Any) -> str:
+    """How agents get this server's join token: its file, or the variable it came from."""
+    path = settings.data_dir / "join-token"
+    if settings.join_token is None and path.exists():
+        return f"--join-token-file {path}  (copy that file to the node)"
+    return f"with {JOIN_TOKEN_ENV} set to the join token this server was given"
+
+
 def register(app: typer.Typer) -> None:
     """Attach the role commands to the CLI."""
     db = typer.Typer(help="Database schema management.", no_args_is_help=True)
@@ -96,6 +142,69 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"database at revision {database.current_revision()} ({database.backend})")
 
     app.add_typer(db, name="db")
+
+    @app.command("bootstrap")
+    def bootstrap(
+        email: Annotated[str, typer.Option(help="The first owner's email.")],
+        org: Annotated[
+            str, typer.Option(help="Slug of the first organization (its name too).")
+        ] = "default",
+        json_: Annotated[bool, typer.Option("--json", help="Print a JSON object.")] = False,
+    ) -> None:
+        """Make the platform's first owner, organization and API token (once).
+
+        Run against the database at DATABASE_URL, like `shellwego server`, on a cluster
+        whose replicas refuse unauthenticated bootstraps. Prints the token and a generated
+        password, once; a second run changes nothing and fails."""
+        import secrets
+
+        from pydantic import ValidationError
+
+        from shellwego.cli.context import wants_json
+        from shellwego.models import OrganizationCreate, UserCreate
+        from shellwego.services import auth
+        from shellwego.services.bootstrap import operator_context
+        from shellwego.settings import Settings
+
+        password = secrets.token_urlsafe(18)
+        try:
+            user = UserCreate(email=email, name="Owner", password=password)
+            organization = OrganizationCreate(name=org.capitalize(), slug=org)
+        except ValidationError as exc:
+            problem = exc.errors()[0]
+            where = ".".join(str(p) for p in problem["loc"]) or "input"
+            typer.echo(f"Error: {where}: {problem['msg']}", err=True)
+            raise typer.Exit(2) from None
+        try:
+            ctx = operator_context(Settings.from_env())
+            try:
+                made = auth.bootstrap(ctx, user, organization)
+            finally:
+                ctx.db.dispose()
+        except ShellWeGoError as exc:
+            typer.echo(f"Error: {exc}", err=True)
+            raise typer.Exit(1) from None
+        if wants_json(json_):
+            import json
+
+            typer.echo(
+                json.dumps(
+                    {
+                        "user": {"id": made.user.id, "email": made.user.email},
+                        "organization": {
+                            "id": made.organization.id,
+                            "slug": made.organization.slug,
+                        },
+                        "token": made.token.secret,
+                        "password": password,
+                    },
+                    indent=2,
+                )
+            )
+            return
+        typer.echo(f"owner {made.user.email} of organization {made.organization.slug} made")
+        typer.echo(f"API token (shown once): {made.token.secret}")
+        typer.echo(f"password (shown once): {password}")
 
     @app.command("up")
     def up(
@@ -175,11 +284,20 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(1) from None
 
         async def start() -> None:
-            token = await role.start()
+            await role.start()
             typer.echo(f"ShellWeGo API listening on {role.settings.api_url}")
+            apps = role.settings.apps_url_template
+            if not edge and role.settings.apps_url is None:
+                typer.echo(
+                    f"apps answer at {apps} as far as this replica knows (it runs no edge): "
+                    "set SHELLWEGO_APPS_URL to the edges' public address"
+                )
+            else:
+                typer.echo(f"apps answer at {apps}")
+            # never the token itself: this output ends up in service logs
             typer.echo(
                 f"join agents with: shellwego agent --server {role.settings.api_url} "
-                f"--join-token {token}"
+                f"{_join_hint(role.settings)}"
             )
 
         _serve_until_signal(start, role.stop)
@@ -187,12 +305,17 @@ def register(app: typer.Typer) -> None:
     @app.command("agent")
     def agent(
         server_url: Annotated[str, typer.Option("--server", help="Control plane URL.")],
-        join_token: Annotated[
-            str | None,
-            typer.Option(envvar="SHELLWEGO_JOIN_TOKEN", help="Needed on the first start only."),
-        ] = None,
+        join_token_file: JoinTokenFile = None,
+        join_token_argv: JoinTokenArgv = None,
         state_dir: Annotated[
             Path | None, typer.Option(help="Node identity, slugs and instances.")
+        ] = None,
+        hostname: Annotated[
+            str | None,
+            typer.Option(
+                help="The node's name on its first start (default: the host's name); two "
+                "agents on one host need two names.",
+            ),
         ] = None,
         address: Annotated[
             str, typer.Option(help="Address the edge uses to reach this node's instances.")
@@ -217,12 +340,16 @@ def register(app: typer.Typer) -> None:
 
         _logging(verbose, log_format)
         _private_files()
+        join_token = _join_token(join_token_argv, join_token_file)
+        if hostname is not None and not hostname.strip():
+            typer.echo("Error: --hostname must not be empty", err=True)
+            raise typer.Exit(2)
         settings = Settings.from_env()
         state = (state_dir or settings.data_dir / "agent").absolute()
         if join_token is None and not (state / "node.json").exists():
             typer.echo(
-                "Error: this node has not joined yet: pass --join-token (printed by "
-                "`shellwego server`)",
+                "Error: this node has not joined yet: pass --join-token-file FILE or set "
+                f"{JOIN_TOKEN_ENV} (the join token of `shellwego server`)",
                 err=True,
             )
             raise typer.Exit(2)
@@ -238,7 +365,7 @@ def register(app: typer.Typer) -> None:
                 server_url=server_url.rstrip("/"),
                 join_token=join_token,
                 state_dir=state,
-                hostname=socket.gethostname(),
+                hostname=(hostname or socket.gethostname()).strip(),
                 labels=_labels(label or []),
                 runtimes=offered_runtimes([driver]),
                 address=address,
@@ -264,13 +391,8 @@ def register(app: typer.Typer) -> None:
     @app.command("edge")
     def edge(
         server_url: Annotated[str, typer.Option("--server", help="Control plane URL.")],
-        join_token: Annotated[
-            str | None,
-            typer.Option(
-                envvar="SHELLWEGO_JOIN_TOKEN",
-                help="Join token (printed by `shellwego server`) or a node's token.",
-            ),
-        ] = None,
+        join_token_file: JoinTokenFile = None,
+        join_token_argv: JoinTokenArgv = None,
         data_dir: Annotated[
             Path | None, typer.Option(help="Where the edge keeps Caddy's state and last table.")
         ] = None,
@@ -290,9 +412,11 @@ def register(app: typer.Typer) -> None:
 
         _logging(verbose, log_format)
         _private_files()
+        join_token = _join_token(join_token_argv, join_token_file)
         if not join_token:
             typer.echo(
-                "Error: an edge node needs --join-token (printed by `shellwego server`)",
+                "Error: an edge node needs a join token: pass --join-token-file FILE or set "
+                f"{JOIN_TOKEN_ENV} (the join token of `shellwego server`, or a node's token)",
                 err=True,
             )
             raise typer.Exit(2)

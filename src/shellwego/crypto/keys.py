@@ -289,3 +289,31 @@ class StaticKeyProvider(_Keyring):
 
     def changed_at(self) -> float:
         return 0.0
+
+
+class NoKeyProvider:
+    """No master key: for operator commands that encrypt nothing (``shellwego
+    bootstrap``), so that they never make a key file where none should be."""
+
+    @property
+    def current_key_id(self) -> str:
+        raise ConfigError("this command has no master key and encrypts nothing")
+
+    @property
+    def key_ids(self) -> list[str]:
+        return []
+
+    def wrap(self, data_key: bytes) -> tuple[bytes, str]:
+        raise ConfigError("this command has no master key and encrypts nothing")
+
+    def unwrap(self, wrapped: bytes, key_id: str) -> bytes:
+        raise ConfigError("this command has no master key and decrypts nothing")
+
+    def begin_rotation(self) -> bool:
+        return False
+
+    def retire_others(self) -> list[str]:
+        return []
+
+    def changed_at(self) -> float:
+        return 0.0

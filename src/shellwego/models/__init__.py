@@ -30,6 +30,7 @@ from .enums import (
 )
 from .leases import Lease
 from .nodes import JoinToken, Node, NodeView
+from .platform import PlatformFact
 from .secrets import Secret, SecretCreate, SecretRotate, SecretVersion, SecretVersionInfo
 from .storage import Database, Snapshot, Volume
 from .tenancy import (
@@ -89,6 +90,7 @@ __all__ = [
     "Organization",
     "OrganizationCreate",
     "PlacementPolicy",
+    "PlatformFact",
     "ProcessFormation",
     "Release",
     "Resources",

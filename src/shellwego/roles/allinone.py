@@ -21,7 +21,7 @@ from shellwego.edge.process import CaddyProcess
 from shellwego.files import write_private
 from shellwego.models import OrganizationCreate, User, UserCreate
 from shellwego.runtime.host import offered_runtimes
-from shellwego.services import auth
+from shellwego.services import auth, masterkey
 from shellwego.services.bootstrap import build_context
 from shellwego.services.context import Context
 from shellwego.settings import Settings
@@ -71,6 +71,7 @@ class AllInOne:
         self.email = email
         private_data_dir(settings)
         self.ctx = build_context(settings)
+        masterkey.check(self.ctx.db, self.ctx.envelope.provider, self.ctx.clock)
         equip(self.ctx)
         self.first: FirstStart | None = None
         # apps never see the platform's data (database, master key, other apps' slugs)

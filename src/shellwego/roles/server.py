@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from shellwego.runtime.layer import LAYER_DIRS
 from shellwego.runtime.network import NodeNetwork, network_unavailable
 from shellwego.runtime.network.node import RESOLV_CONF
 from shellwego.runtime.process import ProcessDriver
-from shellwego.services import nodes
+from shellwego.services import masterkey, nodes
 from shellwego.services.context import Context
 from shellwego.services.tokens import JOIN_PREFIX, new_token
 from shellwego.settings import Settings
@@ -218,9 +219,13 @@ class ServerRole:
     def __init__(self, settings: Settings, *, edge: bool = True) -> None:
         from shellwego.services.bootstrap import build_context
 
+        # the first owner is made by `shellwego bootstrap`, or through the API with the
+        # join token: never by whoever reaches a fresh replica first
+        settings = replace(settings, open_bootstrap=False)
         self.settings = settings
         private_data_dir(settings)
         self.ctx = build_context(settings)
+        masterkey.check(self.ctx.db, self.ctx.envelope.provider, self.ctx.clock)
         equip(self.ctx)
         self.caddy: Any = None
         extra: list[Callable[[], Coroutine[Any, Any, Any]]] = []

@@ -57,6 +57,7 @@ class _Index:
     memory: int
     spread: bool
     group: set[int]
+    peers: list[int]  # per node rank: the group's peers there (spread orders by these first)
     fresh: list[int] = field(default_factory=list)
     used: list[int] = field(default_factory=list)
 
@@ -82,6 +83,7 @@ class Planner:
         self._cpu_span = max([node.allocatable.cpu_millis for node in nodes] + [0]) + 1
         self._memory_span = max([node.allocatable.memory_bytes for node in nodes] + [0]) + 1
         self._groups: dict[tuple[str, str], set[int]] = {}
+        self._peers: dict[tuple[str, str], list[int]] = {}
         for instance in snapshot.instances:
             rank = self._rank.get(instance.node_id)
             if rank is None:
@@ -89,6 +91,7 @@ class Planner:
             self._free_cpu[rank] -= instance.resources.cpu_millis
             self._free_memory[rank] -= instance.resources.memory_bytes
             self._group(instance.app_id, instance.process_type).add(rank)
+            self._peer_counts(instance.app_id, instance.process_type)[rank] += instance.peers
         self._eligible: dict[_Eligibility, list[int]] = {}
         self._cached: tuple[_IndexKey, _Index] | None = None
         self._placements: list[Placement] = []
@@ -124,11 +127,12 @@ class Planner:
             return [], None
         key = _index_key(request)
         index = self._index(key, request)
-        fresh, used, group = index.fresh, index.used, index.group
+        fresh, used, group, peers = index.fresh, index.used, index.group, index.peers
         free_cpu, free_memory = self._free_cpu, self._free_memory
         cpu, memory = index.cpu, index.memory
         count, cpu_span, memory_span = self._count, self._cpu_span, self._memory_span
         spread = index.spread
+        peer_span = (memory_span + 1) * cpu_span  # above any spread order of one peer count
         chosen: list[int] = []
         joined: list[int] = []
         error: CapacityError | None = None
@@ -142,17 +146,22 @@ class Planner:
             else:
                 error = self._capacity_error(request, len(chosen), cpu, memory)
                 if whole:
-                    self._rollback(chosen, joined, group, cpu, memory)
+                    self._rollback(chosen, joined, group, peers, cpu, memory)
                     return [], error
                 break
             chosen.append(rank)
+            peers[rank] += 1
             left_cpu = free_cpu[rank] - cpu
             left_memory = free_memory[rank] - memory
             free_cpu[rank] = left_cpu
             free_memory[rank] = left_memory
             if left_cpu >= cpu and left_memory >= memory:
                 if spread:
-                    order = (memory_span - left_memory) * cpu_span + (cpu_span - 1 - left_cpu)
+                    order = (
+                        peers[rank] * peer_span
+                        + (memory_span - left_memory) * cpu_span
+                        + (cpu_span - 1 - left_cpu)
+                    )
                 else:
                     order = left_memory * cpu_span + left_cpu
                 heappush(used, order * count + rank)
@@ -177,6 +186,12 @@ class Planner:
             group = self._groups[(app_id, process_type)] = set()
         return group
 
+    def _peer_counts(self, app_id: str, process_type: str) -> list[int]:
+        peers = self._peers.get((app_id, process_type))
+        if peers is None:
+            peers = self._peers[(app_id, process_type)] = [0] * len(self._nodes)
+        return peers
+
     def _eligible_nodes(self, runtime: str, constraints: Mapping[str, str]) -> list[int]:
         """Ranks of ready nodes that offer ``runtime`` and carry every constraint label."""
         key = _eligibility(runtime, constraints)
@@ -198,7 +213,8 @@ class Planner:
         memory = request.resources.memory_bytes
         spread = request.strategy == "spread"
         group = self._group(request.app_id, request.process_type)
-        index = _Index(cpu=cpu, memory=memory, spread=spread, group=group)
+        peers = self._peer_counts(request.app_id, request.process_type)
+        index = _Index(cpu=cpu, memory=memory, spread=spread, group=group, peers=peers)
         free_cpu, free_memory = self._free_cpu, self._free_memory
         count, cpu_span, memory_span = self._count, self._cpu_span, self._memory_span
         for rank in self._eligible_nodes(request.runtime, request.constraints):
@@ -207,7 +223,11 @@ class Planner:
             if left_cpu < cpu or left_memory < memory:
                 continue
             if spread:
-                order = (memory_span - left_memory) * cpu_span + (cpu_span - 1 - left_cpu)
+                order = (
+                    peers[rank] * (memory_span + 1) * cpu_span
+                    + (memory_span - left_memory) * cpu_span
+                    + (cpu_span - 1 - left_cpu)
+                )
             else:
                 order = left_memory * cpu_span + left_cpu
             (index.used if rank in group else index.fresh).append(order * count + rank)
@@ -216,13 +236,20 @@ class Planner:
         return index
 
     def _rollback(
-        self, chosen: list[int], joined: list[int], group: set[int], cpu: int, memory: int
+        self,
+        chosen: list[int],
+        joined: list[int],
+        group: set[int],
+        peers: list[int],
+        cpu: int,
+        memory: int,
     ) -> None:
         """Undo a partly placed request: give the capacity back, forget new replicas."""
         self._cached = None
         for rank in chosen:
             self._free_cpu[rank] += cpu
             self._free_memory[rank] += memory
+            peers[rank] -= 1
         group.difference_update(joined)
 
     def _capacity_error(

@@ -63,7 +63,12 @@ class NodeSnapshot:
 
 @dataclass(frozen=True, slots=True)
 class InstanceSnapshot:
-    """An instance the database already assigned to a node; it consumes that node's capacity."""
+    """An instance the database already assigned to a node; it consumes that node's capacity.
+
+    ``peers``: how many of the replicas this entry stands for stay beside new instances of
+    its app and process type (1 for one instance; 0 for one that a rollout is replacing).
+    The ``spread`` strategy evens the peers out across nodes.
+    """
 
     id: str
     app_id: str
@@ -71,6 +76,7 @@ class InstanceSnapshot:
     release_id: str
     node_id: str
     resources: Resources
+    peers: int = 1
 
 
 @dataclass(frozen=True, slots=True)

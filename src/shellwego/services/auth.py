@@ -15,14 +15,16 @@ from shellwego.models import (
     Membership,
     Organization,
     OrganizationCreate,
+    PlatformFact,
     Role,
     User,
     UserCreate,
     new_id,
 )
+from shellwego.models.platform import BOOTSTRAPPED
 from shellwego.store import repository as repo
 
-from . import organizations, throttle
+from . import nodes, organizations, throttle
 from .context import Context, Principal
 from .tokens import (
     DUMMY_HASH,
@@ -54,32 +56,72 @@ class Bootstrap:
     token: IssuedToken
 
 
+ALREADY_BOOTSTRAPPED = "this platform is already bootstrapped; log in instead"
+
+
 def bootstrap(
-    ctx: Context, user: UserCreate, org: OrganizationCreate, *, source: str | None = None
+    ctx: Context,
+    user: UserCreate,
+    org: OrganizationCreate,
+    *,
+    source: str | None = None,
+    join_token: str | None = None,
 ) -> Bootstrap:
     """Create the first organization and its owner; refused once any user exists.
+
+    Happens once per database, however many callers race: the transaction that makes the
+    owner also inserts the unique ``bootstrapped`` platform fact, so every other one fails.
+    Where the platform is not the all-in-one (``settings.open_bootstrap`` is off), only a
+    caller holding a valid ``join_token`` may bootstrap through the API.
 
     A refused bootstrap counts as a failed password attempt of ``source`` (the client's
     address): the endpoint takes a password, so it is limited like a login.
     """
     address = throttle.address_key(source)
     throttle.check(ctx, address)
+    if not ctx.settings.open_bootstrap:
+        try:
+            nodes.check_join_token(ctx, join_token)
+        except Unauthenticated:
+            throttle.failed(ctx, address)
+            raise Unauthenticated(
+                "bootstrapping this platform needs its join token as the bearer token; "
+                "or run `shellwego bootstrap --email EMAIL` with its DATABASE_URL"
+            ) from None
     with ctx.db.session(write=False) as s:
-        taken = repo.count(s, User) > 0
+        taken = _bootstrapped(s)
     if not taken:
         password_hash = hash_password(user.password)  # slow: outside any transaction
-        with ctx.db.session() as s:
-            taken = repo.count(s, User) > 0
-            if not taken:
-                return _first_owner(ctx, s, user, org, password_hash)
+        try:
+            with ctx.db.session() as s:
+                if not _bootstrapped(s):
+                    return _first_owner(ctx, s, user, org, password_hash)
+        except Conflict as exc:
+            if str(exc) != ALREADY_BOOTSTRAPPED:
+                raise
     throttle.failed(ctx, address)
-    raise Conflict("this platform is already bootstrapped; log in instead")
+    raise Conflict(ALREADY_BOOTSTRAPPED)
+
+
+def _bootstrapped(s: sa.orm.Session) -> bool:
+    """Whether the first owner exists (a database bootstrapped before the platform fact
+    was kept has users and no fact)."""
+    return repo.get(s, PlatformFact, name=BOOTSTRAPPED) is not None or repo.count(s, User) > 0
 
 
 def _first_owner(
     ctx: Context, s: sa.orm.Session, user: UserCreate, org: OrganizationCreate, password_hash: str
 ) -> Bootstrap:
     owner = organizations.new_user(ctx, user.email, user.name, password_hash, operator=True)
+    now = ctx.clock.now()
+    # first: a concurrent bootstrap waits on this row (PostgreSQL) and then fails here
+    repo.add(
+        s,
+        PlatformFact(
+            id=new_id(), name=BOOTSTRAPPED, value=owner.id, created_at=now, updated_at=now
+        ),
+        conflict=ALREADY_BOOTSTRAPPED,
+    )
     repo.add(s, owner, conflict="email already registered")
     organization = organizations.add_with_owner(ctx, s, org, owner.id)
     issued = _issue(ctx, s, owner.id, organization.id, ApiTokenCreate(name="bootstrap"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from shellwego.bus import make_bus
 from shellwego.clock import Clock, SystemClock
 from shellwego.crypto import Envelope, FileKeyProvider, KeyProvider, StaticKeyProvider
-from shellwego.crypto.keys import read_keyring
+from shellwego.crypto.keys import NoKeyProvider, read_keyring
 from shellwego.files import make_private_dir
 from shellwego.settings import Settings
 from shellwego.store import Database
@@ -47,3 +47,17 @@ def build_context(
     )
     ctx.extras["resolver"] = DnsResolver(settings.dns_resolver)
     return ctx
+
+
+def operator_context(settings: Settings, *, clock: Clock | None = None) -> Context:
+    """What an operator command run against ``DATABASE_URL`` needs (``shellwego
+    bootstrap``): the database, migrated, and no master key, bus or data directory."""
+    db = Database(settings.database_url)
+    db.migrate()
+    return Context(
+        settings=settings,
+        db=db,
+        envelope=Envelope(NoKeyProvider()),
+        clock=clock or SystemClock(),
+        bus=make_bus(None),
+    )

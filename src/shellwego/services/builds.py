@@ -45,9 +45,7 @@ IMAGE_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@+-]{0,511}$")
 
 
 def app_url(ctx: Context, app_name: str) -> str:
-    port = ctx.settings.http_port
-    suffix = "" if port == 80 else f":{port}"
-    return f"http://{app_name}.{ctx.settings.base_domain}{suffix}/"
+    return ctx.settings.app_url(app_name)
 
 
 def _store_build_lines(ctx: Context, app_id: str, lines: list[str]) -> None:

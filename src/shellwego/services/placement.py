@@ -126,7 +126,7 @@ def reserved(instances: Any) -> tuple[Any, Any]:
 
 
 def usage_snapshot(
-    s: Session, nodes: list[scheduler.NodeSnapshot], app_id: str
+    s: Session, nodes: list[scheduler.NodeSnapshot], app_id: str, deployment_id: str | None = None
 ) -> scheduler.Snapshot:
     """The scheduler's view for placing ``app_id``'s instances, summed by the database.
 
@@ -134,26 +134,38 @@ def usage_snapshot(
     planner spreads) and every other instance into one row (capacity is all the planner
     needs of them): the same plan as one row per instance, at a cost that grows with the
     nodes, not with the instances, so it stays flat as the cluster fills.
+
+    The app's instances are also told apart by whether they are peers of the new ones
+    (see :func:`free_ordinals`): those of ``deployment_id``, else those not draining.
+    Instances a rollout replaces are no peers, so ``spread`` evens out the new ones
+    instead of filling the node the old ones left emptiest.
     """
     t = Instance.__table__.c  # type: ignore[attr-defined]
     group = sa.case((t.app_id == app_id, t.process_type), else_=sa.null())
+    stays = (
+        t.deployment_id == deployment_id
+        if deployment_id is not None
+        else t.drain_started_at.is_(None)
+    )
+    peer = sa.case((sa.and_(t.app_id == app_id, stays), 1), else_=0)
     query = (
-        sa.select(t.node_id, group, *reserved(t))
+        sa.select(t.node_id, group, peer, sa.func.count(), *reserved(t))
         .where(t.desired_state == DesiredState.RUNNING.value)
-        .group_by(t.node_id, group)
+        .group_by(t.node_id, group, peer)
     )
     return scheduler.Snapshot(
         nodes=nodes,
         instances=[
             scheduler.InstanceSnapshot(
-                id=f"{node_id}/{process_type or '*'}",
+                id=f"{node_id}/{process_type or '*'}/{'peers' if is_peer else 'others'}",
                 app_id=app_id if process_type is not None else "",
                 process_type=process_type or "",
                 release_id="",
                 node_id=node_id,
                 resources=scheduler.Resources(cpu_millis=int(cpu), memory_bytes=int(memory)),
+                peers=int(how_many) if is_peer else 0,
             )
-            for node_id, process_type, cpu, memory in s.execute(query)
+            for node_id, process_type, is_peer, how_many, cpu, memory in s.execute(query)
         ],
     )
 
@@ -375,7 +387,7 @@ def place_most(
     lock_nodes(s)  # before this transaction's own instance writes go out: the lock order
     s.flush()  # this transaction's own changes (instances stopped just now) count
     nodes = node_snapshots(s, lock=True)  # the guard: see the module's docstring
-    snap = usage_snapshot(s, nodes, app.id)
+    snap = usage_snapshot(s, nodes, app.id, deployment_id)
     request = request_for(app, release.id, process_type, count, resources)
     error: CapacityError | None = None
     if whole:

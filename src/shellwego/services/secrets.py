@@ -33,6 +33,7 @@ from shellwego.store import Database
 from shellwego.store import repository as repo
 
 from . import apps as app_service
+from . import masterkey
 from .context import Context, Principal
 from .organizations import require_role
 
@@ -437,6 +438,8 @@ def rotate_master_key(
             )
         new_key = provider.begin_rotation()
         current = provider.current_key_id
+        # replicas started from here on must hold the new key (services/masterkey.py)
+        masterkey.record(db, current)
         envelope = Envelope(provider)
         done = 0
         while True:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, status
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request, status
 from pydantic import BaseModel, Field
 
 from shellwego.api.contract import raises
-from shellwego.api.deps import Ctx, Paging, Who
+from shellwego.api.deps import Bearer, Ctx, Paging, Who, token_of
 from shellwego.api.pages import PageOut, out
+from shellwego.api.routes.agent import join_token_scheme
 from shellwego.models import (
     ApiToken,
     ApiTokenCreate,
@@ -62,10 +65,24 @@ def _signed_in(request: Request, issued: auth.IssuedToken) -> None:
     name="platform.bootstrap",
     response_model=BootstrapOut,
 )
-@raises(429)  # too many refused attempts from this address
-def bootstrap(body: BootstrapIn, request: Request, ctx: Ctx) -> BootstrapOut:
-    """Create the first organization and its owner (only on an empty platform)."""
-    result = auth.bootstrap(ctx, body.user, body.organization, source=_address(request))
+@raises(401, 429)  # no join token where one is needed; too many refused attempts
+def bootstrap(
+    body: BootstrapIn,
+    request: Request,
+    ctx: Ctx,
+    joining: Annotated[Bearer, Depends(join_token_scheme)],
+) -> BootstrapOut:
+    """Create the first organization and its owner (only on an empty platform).
+
+    On `shellwego server` the request must carry the platform's join token as its bearer
+    token (`shellwego bootstrap` is the other way); the all-in-one needs none."""
+    result = auth.bootstrap(
+        ctx,
+        body.user,
+        body.organization,
+        source=_address(request),
+        join_token=token_of(joining),
+    )
     _signed_in(request, result.token)
     return BootstrapOut(
         user=result.user, organization=result.organization, token=_token_out(result.token)

@@ -38,10 +38,7 @@ def status(who: Who, ctx: Ctx) -> dict[str, Any]:
         "base_domain": ctx.settings.base_domain,
         "http_port": port,
         "https_port": ctx.settings.https_port,
-        "apps_url_template": "http://{app}."
-        + ctx.settings.base_domain
-        + ("" if port == 80 else f":{port}")
-        + "/",
+        "apps_url_template": ctx.settings.apps_url_template,
         "nodes": dict(nodes),
         "apps": apps,
         "instances": dict(instances),
