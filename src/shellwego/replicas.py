@@ -94,6 +94,7 @@ class Replicas:
         self._at = 0
         self.switches = 0  # how many times a failure moved to another replica
         self._moved = asyncio.Event()  # set (and replaced) whenever the current URL changes
+        self._left: set[str] = set()  # replicas left since they last answered (said once)
 
     @property
     def current(self) -> str:
@@ -108,16 +109,26 @@ class Replicas:
             return False
         self._at = (self._at + 1) % len(self.urls)
         self.switches += 1
-        log.warning(
+        # said once per replica until it answers again: with every replica down, the
+        # retries go round without a line each
+        log.log(
+            logging.DEBUG if url in self._left else logging.WARNING,
             "%s: control plane at %s failed%s; switching to %s",
             self.who,
             url,
             f" ({why})" if why else "",
             self.current,
         )
+        self._left.add(url)
         moved, self._moved = self._moved, asyncio.Event()
         moved.set()
         return True
+
+    def answered(self, url: str) -> None:
+        """A request to ``url`` got an answer (any but a 5xx)."""
+        if url in self._left:
+            self._left.discard(url)
+            log.info("%s: control plane at %s answers", self.who, url)
 
     async def moved_from(self, url: str) -> None:
         """Returns once ``url`` is no longer the replica in use (at once if it is not)."""

@@ -156,6 +156,8 @@ class ControlPlaneClient:
             ) from exc
         if response.status_code >= 500:
             self.replicas.failed(base, f"HTTP {response.status_code}")
+        else:
+            self.replicas.answered(base)
         _raise_for(response, what)
         return response
 

@@ -124,11 +124,13 @@ class EdgeNode:
         except httpx.HTTPError as exc:
             self.replicas.failed(base, type(exc).__name__)
             raise Unavailable(f"cannot reach the control plane at {base}: {exc!r}") from exc
+        if r.status_code >= 500:
+            self.replicas.failed(base, f"HTTP {r.status_code}")
+        else:
+            self.replicas.answered(base)
         if r.status_code in (401, 403):
             raise Unauthenticated("the control plane refused this edge node's token")
         if r.status_code != 200:
-            if r.status_code >= 500:
-                self.replicas.failed(base, f"HTTP {r.status_code}")
             raise Unavailable(f"the control plane at {base} answered {r.status_code}")
         try:
             body: Any = r.json()
