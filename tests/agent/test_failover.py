@@ -6,27 +6,22 @@ what the control plane stopped meanwhile."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import socket
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
-import uvicorn
 
 from shellwego.agent.client import ControlPlaneClient
 from shellwego.agent.daemon import Agent
-from shellwego.api import create_app
 from shellwego.errors import ConfigError, Unavailable
 from shellwego.models import Instance, Node, NodeStatus
 from shellwego.replicas import Replicas, parse_urls
 from shellwego.runtime.fake import FakeDriver
 from shellwego.services import agents, nodes, placement
-from shellwego.services.context import Context
 from shellwego.store import repository as repo
-from support.cutproxy import CutProxy
+from support.cutproxy import api_replica, proxy_to
 
 from .conftest import Plane, wait_for
 from .test_agent_integration import (  # noqa: F401
@@ -80,34 +75,6 @@ async def test_a_failure_moves_to_the_next_replica_once() -> None:
 # ---- real replicas -------------------------------------------------------------------------
 
 
-@contextlib.asynccontextmanager
-async def replica(ctx: Context) -> AsyncIterator[str]:
-    """Another API server on the same database: a second replica of the control plane."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(ctx), log_level="warning", lifespan="off"))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    await wait_for(lambda: server.started or task.done())
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        server.force_exit = True
-        await task
-        sock.close()
-
-
-@contextlib.asynccontextmanager
-async def proxy_to(url: str) -> AsyncIterator[CutProxy]:
-    host, port = url.removeprefix("http://").split(":")
-    proxy = await CutProxy(host, int(port)).start()
-    try:
-        yield proxy
-    finally:
-        await proxy.close()
-
-
 def dead_url() -> str:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -144,7 +111,7 @@ async def test_the_client_moves_past_a_replica_that_refuses(plane: Plane) -> Non
 async def test_a_blocking_query_on_a_hung_replica_gives_up_when_a_request_fails_there(
     plane: Plane,
 ) -> None:
-    async with proxy_to(plane.url) as first, replica(plane.ctx) as second:
+    async with proxy_to(plane.url) as first, api_replica(plane.ctx) as second:
         client = ControlPlaneClient([first.url, second], timeout=2)
         try:
             await register(client, plane)
@@ -174,7 +141,7 @@ async def test_the_agent_keeps_its_node_alive_through_another_replica(
     running: Running,  # noqa: F811
     tmp_path: Path,
 ) -> None:
-    async with proxy_to(plane.url) as first, replica(plane.ctx) as second:
+    async with proxy_to(plane.url) as first, api_replica(plane.ctx) as second:
         settings = dataclasses.replace(
             agent_settings(plane, tmp_path / "agent", plane.join_token),
             server_url=f"{first.url},{second}",

@@ -1,12 +1,20 @@
-"""A TCP proxy in front of a real server whose link the test can cut, to stand for a
-control-plane replica that died ("refuse": connections closed, new ones closed at once)
-or whose host vanished ("hang": connections stay open and nothing more passes)."""
+"""Control-plane replicas for failover tests: another API server on the same database
+(:func:`api_replica`), and a TCP proxy in front of one whose link the test can cut, to
+stand for a replica that died ("refuse": connections closed, new ones closed at once) or
+whose host vanished ("hang": connections stay open and nothing more passes)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
+from collections.abc import AsyncIterator
 from typing import Literal
+
+import uvicorn
+
+from shellwego.api import create_app
+from shellwego.services.context import Context
 
 Mode = Literal["pass", "refuse", "hang"]
 
@@ -74,3 +82,35 @@ class CutProxy:
                 await dst.drain()
             if self.mode == "pass":
                 dst.close()
+
+
+@contextlib.asynccontextmanager
+async def api_replica(ctx: Context) -> AsyncIterator[str]:
+    """Another API server on ``ctx``'s database: a replica of the control plane (its URL)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(ctx), log_level="warning", lifespan="off"))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started and not task.done():
+        await asyncio.sleep(0.02)
+    if task.done():
+        task.result()  # the error that stopped it
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        server.force_exit = True  # do not wait out the long polls of clients
+        await task
+        sock.close()
+
+
+@contextlib.asynccontextmanager
+async def proxy_to(url: str) -> AsyncIterator[CutProxy]:
+    """A :class:`CutProxy` in front of ``http://host:port``."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    proxy = await CutProxy(host, int(port)).start()
+    try:
+        yield proxy
+    finally:
+        await proxy.close()

@@ -45,6 +45,7 @@ WAIT_SECONDS = 30.0  # how long one blocking query may wait on the control plane
 WAIT_MARGIN = 10.0
 ASK_TIMEOUT = 5.0
 PROBE_INTERVAL = 2.0  # how often the replica a blocking query waits on is checked
+PROBE_TIMEOUT = 2.0  # … and how long it has to answer
 RETRY_MIN, RETRY_MAX = 0.5, 5.0  # backoff while the control plane is unreachable
 
 
@@ -153,7 +154,7 @@ class EdgeNode:
         while True:
             await asyncio.sleep(self.probe_interval)
             try:
-                r = await self.http.get(f"{base}/health")
+                r = await self.http.get(f"{base}/health", timeout=replicas.timeout(PROBE_TIMEOUT))
                 why = f"health probe answered {r.status_code}" if r.status_code >= 500 else ""
             except httpx.HTTPError as exc:
                 why = f"health probe: {type(exc).__name__}"
