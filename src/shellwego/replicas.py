@@ -10,7 +10,9 @@ holding a dead connection.
 
 Connections are made with a short connect timeout and TCP keepalive probes
 (:func:`transport`): a replica whose host vanished is noticed within seconds even on a
-connection that is idle while a blocking query waits.
+connection that is idle while a blocking query waits. A blocking query also probes its
+replica (``GET /health``) every PROBE_INTERVAL seconds when there is another to move to,
+which catches a replica that froze or lost its database.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 from urllib.parse import urlsplit
 
@@ -31,7 +33,11 @@ log = logging.getLogger(__name__)
 
 ENV_VAR = "SHELLWEGO_SERVER_URLS"
 CONNECT_TIMEOUT = 2.0  # a replica that does not accept within this is taken as down
-REQUEST_TIMEOUT = 4.0  # a short request (heartbeat, ask, log batch) that takes longer failed
+REQUEST_TIMEOUT = 5.0  # a short request (heartbeat, ask, log batch) that takes longer failed
+# while a blocking query waits on a replica, the replica is probed this often, and must
+# answer the probe within PROBE_TIMEOUT: a frozen replica is left within 5 s
+PROBE_INTERVAL = 3.0
+PROBE_TIMEOUT = 2.0
 # TCP keepalive on every connection: a silent peer is dropped after about
 # KEEPALIVE_IDLE + KEEPALIVE_INTERVAL * KEEPALIVE_COUNT seconds of silence
 KEEPALIVE_IDLE = 2
@@ -135,21 +141,59 @@ class Replicas:
         while self.current == url:
             await self._moved.wait()
 
-    async def unless_moved(self, url: str, work: Awaitable[T], what: str) -> T:
+    async def unless_moved(
+        self,
+        url: str,
+        work: Awaitable[T],
+        what: str,
+        *,
+        probe: Callable[[], Awaitable[str | None]] | None = None,
+        probe_interval: float = PROBE_INTERVAL,
+    ) -> T:
         """Await ``work`` (a request to ``url``), or raise :class:`Unavailable` as soon as
-        the client moved away from ``url`` (another request found it dead)."""
+        the client moved away from ``url`` (another request found it dead).
+
+        ``probe`` (for a blocking query, which may wait long on a replica that froze or
+        lost its database): called every ``probe_interval`` seconds while ``work`` waits,
+        when there is another replica to move to; a reason it returns counts as a
+        failure of ``url``."""
         task = asyncio.ensure_future(work)
-        watcher = asyncio.ensure_future(self.moved_from(url))
+        watchers = [asyncio.ensure_future(self.moved_from(url))]
+        if probe is not None and len(self.urls) > 1:
+            watchers.append(asyncio.ensure_future(self._probe(url, probe, probe_interval)))
         try:
-            await asyncio.wait([task, watcher], return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait([task, watchers[0]], return_when=asyncio.FIRST_COMPLETED)
         except BaseException:
             task.cancel()
             raise
         finally:
-            watcher.cancel()
+            for watcher in watchers:
+                watcher.cancel()
+            for watcher in watchers:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await watcher
         if not task.done():
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
             raise Unavailable(f"{what}: control plane at {url} failed; now using {self.current}")
         return task.result()
+
+    async def _probe(
+        self, url: str, probe: Callable[[], Awaitable[str | None]], interval: float
+    ) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            why = await probe()
+            if why and self.failed(url, why):
+                return
+
+
+async def health(http: httpx.AsyncClient, base: str) -> str | None:
+    """Why the replica at ``base`` cannot serve (``GET /health``, which reads the
+    database), or None when it answers in time."""
+    try:
+        r = await http.get(f"{base}/health", timeout=timeout(PROBE_TIMEOUT))
+    except httpx.HTTPError as exc:
+        return f"health probe: {type(exc).__name__}"
+    return f"health probe answered {r.status_code}" if r.status_code >= 500 else None

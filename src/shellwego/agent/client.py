@@ -130,11 +130,13 @@ class ControlPlaneClient:
         json: Any = None,
         params: Mapping[str, Any] | None = None,
         timeout: float | None = None,
+        abandon: bool = False,
         blocking: bool = False,
     ) -> httpx.Response:
         """One request to the replica in use; a transient failure moves to the next one.
-        ``blocking``: a blocking query, abandoned as soon as another request found this
-        replica failed."""
+        ``abandon``: an idempotent request, abandoned as soon as another request found
+        this replica failed. ``blocking``: a blocking query, abandoned likewise, and
+        meanwhile its replica is probed (see :meth:`Replicas.unless_moved`)."""
         base = self.replicas.current
         request = self._http.request(
             method,
@@ -146,6 +148,10 @@ class ControlPlaneClient:
         )
         try:
             if blocking:
+                response = await self.replicas.unless_moved(
+                    base, request, what, probe=lambda: replicas.health(self._http, base)
+                )
+            elif abandon:
                 response = await self.replicas.unless_moved(base, request, what)
             else:
                 response = await request
@@ -193,7 +199,12 @@ class ControlPlaneClient:
 
     async def heartbeat(self, body: Mapping[str, Any]) -> dict[str, Any]:
         response = await self._request(
-            "POST", "/v1/agent/heartbeat", "heartbeat", token=self.node_token, json=dict(body)
+            "POST",
+            "/v1/agent/heartbeat",
+            "heartbeat",
+            token=self.node_token,
+            json=dict(body),
+            abandon=True,
         )
         result: dict[str, Any] = response.json()
         return result

@@ -11,8 +11,8 @@ table comes from the control plane through a blocking query.
   table: a name it routes is a name the control plane allowed.
 - With several replicas (``--server URL1,URL2``), a failed request moves to the next one
   at once. While a blocking query waits, the replica it waits on is probed (``GET
-  /health``) every few seconds and its connections carry TCP keepalives: a replica that
-  died or vanished is left within seconds, and the next one answers at once with its
+  /health``) every 3 s and its connections carry TCP keepalives: a replica that died,
+  froze or vanished is left within 5 s, and the next one answers at once with its
   table (which differs from the one served when anything changed meanwhile), so stale
   routes go as soon as any replica is reachable.
 """
@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -44,8 +44,6 @@ log = logging.getLogger(__name__)
 WAIT_SECONDS = 30.0  # how long one blocking query may wait on the control plane
 WAIT_MARGIN = 10.0
 ASK_TIMEOUT = 5.0
-PROBE_INTERVAL = 2.0  # how often the replica a blocking query waits on is checked
-PROBE_TIMEOUT = 2.0  # … and how long it has to answer
 RETRY_MIN, RETRY_MAX = 0.5, 5.0  # backoff while the control plane is unreachable
 
 
@@ -69,7 +67,7 @@ class EdgeNode:
         settings: EdgeSettings,
         *,
         wait: float = WAIT_SECONDS,
-        probe_interval: float = PROBE_INTERVAL,
+        probe_interval: float = replicas.PROBE_INTERVAL,
     ) -> None:
         self.replicas = replicas.Replicas(server_url, who="edge")
         self.wait = wait
@@ -121,7 +119,13 @@ class EdgeNode:
             timeout=replicas.timeout(self.wait + WAIT_MARGIN),
         )
         try:
-            r = await self._watched(base, request)
+            r = await self.replicas.unless_moved(
+                base,
+                request,
+                "route table",
+                probe=lambda: replicas.health(self.http, base),
+                probe_interval=self.probe_interval,
+            )
         except httpx.HTTPError as exc:
             self.replicas.failed(base, type(exc).__name__)
             raise Unavailable(f"cannot reach the control plane at {base}: {exc!r}") from exc
@@ -138,28 +142,6 @@ class EdgeNode:
             return str(body["version"]), table_from_dict(body["table"])
         except (ValueError, KeyError, TypeError) as exc:
             raise Unavailable(f"the control plane sent a malformed route table: {exc!r}") from exc
-
-    async def _watched(self, base: str, request: Awaitable[httpx.Response]) -> httpx.Response:
-        """A blocking query to ``base``, abandoned as soon as that replica fails a probe
-        (when there is another to move to)."""
-        prober = asyncio.create_task(self._probe(base), name="edge-probe")
-        try:
-            return await self.replicas.unless_moved(base, request, "route table")
-        finally:
-            prober.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await prober
-
-    async def _probe(self, base: str) -> None:
-        while True:
-            await asyncio.sleep(self.probe_interval)
-            try:
-                r = await self.http.get(f"{base}/health", timeout=replicas.timeout(PROBE_TIMEOUT))
-                why = f"health probe answered {r.status_code}" if r.status_code >= 500 else ""
-            except httpx.HTTPError as exc:
-                why = f"health probe: {type(exc).__name__}"
-            if why and self.replicas.failed(base, why):
-                return
 
     async def _follow(self) -> None:
         assert self.caddy is not None
