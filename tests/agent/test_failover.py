@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 import socket
+import subprocess
+import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -230,3 +233,23 @@ async def test_an_agent_back_from_a_cut_stops_what_the_control_plane_stopped_mea
 
         await wait_for(lambda: asyncio.to_thread(gone), timeout=5)
         assert await asyncio.to_thread(agents.current_index, plane.ctx, node_id) >= index
+
+
+@pytest.mark.parametrize("command", ["agent", "edge"])
+def test_malformed_server_urls_are_a_usage_error(command: str, tmp_path: Path) -> None:
+    shellwego = str(Path(sys.executable).parent / "shellwego")
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path)}
+    for argv, extra in (
+        (["--server", "http://a:8400,ftp://b"], {}),
+        ([], {"SHELLWEGO_SERVER_URLS": " , "}),
+    ):
+        done = subprocess.run(
+            [shellwego, command, *argv],
+            env={**env, **extra},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=tmp_path,
+        )
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.startswith("Error: ") and done.stderr.count("\n") == 1, done.stderr
