@@ -3,6 +3,11 @@
 Transient failures (connection refused, timeouts, 5xx) raise :class:`Unavailable`: the
 caller retries with backoff while the node's instances keep running. A rejected token
 raises :class:`Unauthenticated`; other refusals raise the matching error class.
+
+The client knows every replica of the control plane (``--server URL1,URL2``): a transient
+failure moves it to the next one at once (:class:`shellwego.replicas.Replicas`), so the
+caller's retry goes to a replica that may answer, and a blocking query waiting on the
+failed replica gives up at once instead of holding its connection.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from typing import Any
 
 import httpx
 
+from shellwego import replicas
 from shellwego.errors import (
     BadRequest,
     Conflict,
@@ -33,6 +39,7 @@ from shellwego.errors import (
 
 # how much longer than the server's ``wait`` the client waits for a blocking query
 WAIT_MARGIN = 10.0
+ARTIFACT_READ_TIMEOUT = 60.0
 DIGEST_LENGTH = 64
 
 _BY_STATUS: dict[int, type[ShellWeGoError]] = {
@@ -83,25 +90,29 @@ def _raise_for(response: httpx.Response, what: str) -> None:
 
 
 class ControlPlaneClient:
-    """One connection pool to the control plane; the node token is set after registering."""
+    """One connection pool to the control plane's replicas; the node token is set after
+    registering. ``server_url``: one base URL, several separated by commas, or a list."""
 
     def __init__(
         self,
-        server_url: str,
+        server_url: str | Sequence[str],
         *,
         node_token: str | None = None,
-        timeout: float = 10.0,
+        timeout: float = replicas.REQUEST_TIMEOUT,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self.server_url = server_url.rstrip("/")
+        self.replicas = replicas.Replicas(server_url, who="agent")
         self.node_token = node_token
-        self._timeout = timeout
         self._http = httpx.AsyncClient(
-            base_url=self.server_url,
-            timeout=httpx.Timeout(timeout),
-            transport=transport,
+            timeout=replicas.timeout(timeout),
+            transport=transport or replicas.transport(),
             headers={"User-Agent": "shellwego-agent"},
         )
+
+    @property
+    def server_url(self) -> str:
+        """The replica in use."""
+        return self.replicas.current
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -119,20 +130,40 @@ class ControlPlaneClient:
         json: Any = None,
         params: Mapping[str, Any] | None = None,
         timeout: float | None = None,
+        abandon: bool = False,
+        blocking: bool = False,
     ) -> httpx.Response:
+        """One request to the replica in use; a transient failure moves to the next one.
+        ``abandon``: an idempotent request, abandoned as soon as another request found
+        this replica failed. ``blocking``: a blocking query, abandoned likewise, and
+        meanwhile its replica is probed (see :meth:`Replicas.unless_moved`)."""
+        base = self.replicas.current
+        request = self._http.request(
+            method,
+            f"{base}{path}",
+            json=json,
+            params=params,
+            headers=self._auth(token),
+            timeout=replicas.timeout(timeout) if timeout is not None else httpx.USE_CLIENT_DEFAULT,
+        )
         try:
-            response = await self._http.request(
-                method,
-                path,
-                json=json,
-                params=params,
-                headers=self._auth(token),
-                timeout=httpx.Timeout(timeout) if timeout is not None else httpx.USE_CLIENT_DEFAULT,
-            )
+            if blocking:
+                response = await self.replicas.unless_moved(
+                    base, request, what, probe=lambda: replicas.health(self._http, base)
+                )
+            elif abandon:
+                response = await self.replicas.unless_moved(base, request, what)
+            else:
+                response = await request
         except httpx.TransportError as exc:
+            self.replicas.failed(base, type(exc).__name__)
             raise Unavailable(
-                f"{what}: control plane at {self.server_url} unreachable ({type(exc).__name__})"
+                f"{what}: control plane at {base} unreachable ({type(exc).__name__})"
             ) from exc
+        if response.status_code >= 500:
+            self.replicas.failed(base, f"HTTP {response.status_code}")
+        else:
+            self.replicas.answered(base)
         _raise_for(response, what)
         return response
 
@@ -168,7 +199,12 @@ class ControlPlaneClient:
 
     async def heartbeat(self, body: Mapping[str, Any]) -> dict[str, Any]:
         response = await self._request(
-            "POST", "/v1/agent/heartbeat", "heartbeat", token=self.node_token, json=dict(body)
+            "POST",
+            "/v1/agent/heartbeat",
+            "heartbeat",
+            token=self.node_token,
+            json=dict(body),
+            abandon=True,
         )
         result: dict[str, Any] = response.json()
         return result
@@ -182,6 +218,7 @@ class ControlPlaneClient:
             token=self.node_token,
             params={"index": index, "wait": wait},
             timeout=wait + WAIT_MARGIN,
+            blocking=True,
         )
         body = response.json()
         instances = body.get("instances")
@@ -199,21 +236,25 @@ class ControlPlaneClient:
         what = f"artifact {digest[:12]}"
         try:
             sha = hashlib.sha256()
+            base = self.replicas.current
             with os.fdopen(fd, "wb") as handle:
                 try:
                     async with self._http.stream(
                         "GET",
-                        f"/v1/agent/artifacts/{digest}",
+                        f"{base}/v1/agent/artifacts/{digest}",
                         headers=self._auth(self.node_token),
-                        timeout=httpx.Timeout(self._timeout, read=60.0),
+                        timeout=replicas.timeout(ARTIFACT_READ_TIMEOUT),
                     ) as response:
                         if response.status_code >= 400:
                             await response.aread()
+                            if response.status_code >= 500:
+                                self.replicas.failed(base, f"HTTP {response.status_code}")
                             _raise_for(response, what)
                         async for chunk in response.aiter_bytes(1 << 16):
                             sha.update(chunk)
                             handle.write(chunk)
                 except httpx.TransportError as exc:
+                    self.replicas.failed(base, type(exc).__name__)
                     raise Unavailable(
                         f"{what}: download interrupted ({type(exc).__name__})"
                     ) from exc

@@ -7,6 +7,14 @@ anyway), observation of the driver (crashes, restarts), log shipping, health che
 The agent never stops instances on its own exit: they keep running across an agent
 restart (the next agent re-adopts them through ``driver.recover()``) and while the
 control plane is unreachable.
+
+With several control-plane replicas (``--server URL1,URL2``), a failed request moves the
+client to the next replica at once; the heartbeat (every few seconds, short timeouts)
+notices a dead replica first, and the blocking assignments query still waiting on it
+gives up then. Once a replica answers again, the assignments it returns are
+authoritative: whatever runs here and is not in them (stopped while this node was cut
+off, or moved elsewhere after the node was declared down) is stopped and removed by the
+next reconcile pass.
 """
 
 from __future__ import annotations
@@ -176,7 +184,8 @@ class Agent:
         state_dir = self.settings.state_dir
         saved = await asyncio.to_thread(identities.load, state_dir)
         if saved is not None:
-            if saved.server_url.rstrip("/") != self.settings.server_url.rstrip("/"):
+            joined = {u.strip().rstrip("/") for u in saved.server_url.split(",")}
+            if not joined & set(self.settings.server_urls):
                 log.warning(
                     "node %s joined through %s; now using %s",
                     saved.node_id,

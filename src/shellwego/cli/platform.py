@@ -51,6 +51,14 @@ def _private_files() -> None:
     os.umask(UMASK)
 
 
+# agents and edge nodes: the control plane, or every replica of it (tried in turn)
+SERVER_OPTION = typer.Option(
+    "--server",
+    envvar="SHELLWEGO_SERVER_URLS",
+    help="Control plane URL, or its replicas' URLs separated by commas "
+    "(a failed replica is left for the next one).",
+)
+
 LogFormat = Annotated[
     Literal["text", "json"],
     typer.Option(
@@ -304,7 +312,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("agent")
     def agent(
-        server_url: Annotated[str, typer.Option("--server", help="Control plane URL.")],
+        server_url: Annotated[str, SERVER_OPTION],
         join_token_file: JoinTokenFile = None,
         join_token_argv: JoinTokenArgv = None,
         state_dir: Annotated[
@@ -344,6 +352,7 @@ def register(app: typer.Typer) -> None:
         if hostname is not None and not hostname.strip():
             typer.echo("Error: --hostname must not be empty", err=True)
             raise typer.Exit(2)
+        servers = _server_urls(server_url)
         settings = Settings.from_env()
         state = (state_dir or settings.data_dir / "agent").absolute()
         if join_token is None and not (state / "node.json").exists():
@@ -362,7 +371,7 @@ def register(app: typer.Typer) -> None:
         )
         daemon = Agent(
             AgentSettings(
-                server_url=server_url.rstrip("/"),
+                server_url=",".join(servers),
                 join_token=join_token,
                 state_dir=state,
                 hostname=(hostname or socket.gethostname()).strip(),
@@ -377,7 +386,7 @@ def register(app: typer.Typer) -> None:
 
         async def start() -> None:
             task["run"] = asyncio.create_task(daemon.run())
-            typer.echo(f"agent running for {server_url} (state in {state})")
+            typer.echo(f"agent running for {', '.join(servers)} (state in {state})")
 
         async def stop() -> None:
             await daemon.stop()
@@ -390,7 +399,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("edge")
     def edge(
-        server_url: Annotated[str, typer.Option("--server", help="Control plane URL.")],
+        server_url: Annotated[str, SERVER_OPTION],
         join_token_file: JoinTokenFile = None,
         join_token_argv: JoinTokenArgv = None,
         data_dir: Annotated[
@@ -413,6 +422,7 @@ def register(app: typer.Typer) -> None:
         _logging(verbose, log_format)
         _private_files()
         join_token = _join_token(join_token_argv, join_token_file)
+        servers = _server_urls(server_url)
         if not join_token:
             typer.echo(
                 "Error: an edge node needs a join token: pass --join-token-file FILE or set "
@@ -427,18 +437,29 @@ def register(app: typer.Typer) -> None:
         except ShellWeGoError as exc:
             typer.echo(f"Error: {exc}", err=True)
             raise typer.Exit(1) from None
-        node = EdgeNode(server_url, join_token, edge_node_settings(settings))
+        node = EdgeNode(servers, join_token, edge_node_settings(settings))
         make_private_tree(node.settings.data_dir)  # Caddy's keys and certificates
 
         async def start() -> None:
             await node.start()
             typer.echo(
-                f"edge running for {server_url}: http port {settings.http_port}, "
+                f"edge running for {', '.join(servers)}: http port {settings.http_port}, "
                 f"https port {settings.https_port}, ask endpoint {node.ask.url} "
                 f"(state in {node.settings.data_dir})"
             )
 
         _serve_until_signal(start, node.stop)
+
+
+def _server_urls(raw: str) -> tuple[str, ...]:
+    """``--server``'s URLs (exit 2 when malformed)."""
+    from shellwego.replicas import parse_urls
+
+    try:
+        return parse_urls(raw)
+    except ShellWeGoError as exc:
+        typer.echo(f"Error: {exc}", err=True)
+        raise typer.Exit(2) from None
 
 
 def _announce(platform: Any, first: Any, login: Path | None) -> None:

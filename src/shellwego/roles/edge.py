@@ -9,6 +9,12 @@ table comes from the control plane through a blocking query.
 - While the control plane is unreachable, Caddy keeps serving the last table (also across
   a restart of this process: the table is kept on disk), and the ask is answered from that
   table: a name it routes is a name the control plane allowed.
+- With several replicas (``--server URL1,URL2``), a failed request moves to the next one
+  at once. While a blocking query waits, the replica it waits on is probed (``GET
+  /health``) every 3 s and its connections carry TCP keepalives: a replica that died,
+  froze or vanished is left within 5 s, and the next one answers at once with its
+  table (which differs from the one served when anything changed meanwhile), so stale
+  routes go as soon as any replica is reachable.
 """
 
 from __future__ import annotations
@@ -16,11 +22,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
 import httpx
 
+from shellwego import replicas
 from shellwego.edge.ask import AskServer
 from shellwego.edge.process import CaddyProcess
 from shellwego.edge.routes import EdgeSettings, RouteTable
@@ -49,15 +57,25 @@ def edge_node_settings(settings: Settings) -> EdgeSettings:
 
 
 class EdgeNode:
+    """``server_url``: the control plane's URL, its replicas' URLs separated by commas, or
+    a list of them."""
+
     def __init__(
-        self, server_url: str, token: str, settings: EdgeSettings, *, wait: float = WAIT_SECONDS
+        self,
+        server_url: str | Sequence[str],
+        token: str,
+        settings: EdgeSettings,
+        *,
+        wait: float = WAIT_SECONDS,
+        probe_interval: float = replicas.PROBE_INTERVAL,
     ) -> None:
-        self.server_url = server_url.rstrip("/")
+        self.replicas = replicas.Replicas(server_url, who="edge")
         self.wait = wait
+        self.probe_interval = probe_interval
         self.http = httpx.AsyncClient(
-            base_url=self.server_url,
             headers={"Authorization": f"Bearer {token}", "User-Agent": "shellwego-edge"},
-            timeout=httpx.Timeout(10.0),
+            timeout=replicas.timeout(),
+            transport=replicas.transport(),
         )
         self.ask = AskServer(self.allowed)
         self.settings = settings
@@ -65,6 +83,11 @@ class EdgeNode:
         self.version = ""  # of the table Caddy serves
         self.synced = asyncio.Event()  # set once a table came from the control plane
         self._task: asyncio.Task[None] | None = None
+
+    @property
+    def server_url(self) -> str:
+        """The replica in use."""
+        return self.replicas.current
 
     async def start(self) -> None:
         """Serve the last table at once, then follow the control plane's."""
@@ -89,20 +112,31 @@ class EdgeNode:
         return self.caddy.table if self.caddy is not None else RouteTable()
 
     async def _fetch(self) -> tuple[str, RouteTable]:
+        base = self.replicas.current
+        request = self.http.get(
+            f"{base}/v1/agent/edge/routes",
+            params={"version": self.version, "wait": self.wait},
+            timeout=replicas.timeout(self.wait + WAIT_MARGIN),
+        )
         try:
-            r = await self.http.get(
-                "/v1/agent/edge/routes",
-                params={"version": self.version, "wait": self.wait},
-                timeout=self.wait + WAIT_MARGIN,
+            r = await self.replicas.unless_moved(
+                base,
+                request,
+                "route table",
+                probe=lambda: replicas.health(self.http, base),
+                probe_interval=self.probe_interval,
             )
         except httpx.HTTPError as exc:
-            raise Unavailable(
-                f"cannot reach the control plane at {self.server_url}: {exc!r}"
-            ) from exc
+            self.replicas.failed(base, type(exc).__name__)
+            raise Unavailable(f"cannot reach the control plane at {base}: {exc!r}") from exc
+        if r.status_code >= 500:
+            self.replicas.failed(base, f"HTTP {r.status_code}")
+        else:
+            self.replicas.answered(base)
         if r.status_code in (401, 403):
             raise Unauthenticated("the control plane refused this edge node's token")
         if r.status_code != 200:
-            raise Unavailable(f"the control plane answered {r.status_code}")
+            raise Unavailable(f"the control plane at {base} answered {r.status_code}")
         try:
             body: Any = r.json()
             return str(body["version"]), table_from_dict(body["table"])
@@ -118,7 +152,12 @@ class EdgeNode:
                 if version != self.version:
                     await self.caddy.apply(table)
                     self.version = version
-                    log.info("route table %s loaded (%d apps)", version[:12], len(table.routes))
+                    log.info(
+                        "route table %s loaded from %s (%d apps)",
+                        version[:12],
+                        self.replicas.current,
+                        len(table.routes),
+                    )
                 self.synced.set()
                 delay = RETRY_MIN
                 continue
@@ -133,12 +172,17 @@ class EdgeNode:
     async def allowed(self, domain: str) -> bool:
         """Caddy's ask: the control plane's answer; the last table's when it is down."""
         name = domain.lower().rstrip(".")
+        base = self.replicas.current
         try:
             r = await self.http.get(
-                "/v1/agent/edge/ask", params={"domain": name}, timeout=ASK_TIMEOUT
+                f"{base}/v1/agent/edge/ask",
+                params={"domain": name},
+                timeout=replicas.timeout(ASK_TIMEOUT),
             )
-        except httpx.HTTPError:
+        except httpx.HTTPError as exc:
+            self.replicas.failed(base, type(exc).__name__)
             return name in self.table.app_ids_by_host()
         if r.status_code >= 500:
+            self.replicas.failed(base, f"HTTP {r.status_code}")
             return name in self.table.app_ids_by_host()
         return r.status_code == 200
