@@ -38,6 +38,9 @@ class Settings:
     log_retention_lines: int = 5000
     node_down_after_seconds: float = 15.0
     heartbeat_interval: float = 5.0
+    # a blocking query (an agent's assignments, an edge's route table) re-reads the database
+    # at least this often even without a wake-up: a lost bus message costs this much latency
+    blocking_recheck: float = 5.0
     drain_seconds: float = 2.0
     instance_ports: tuple[int, int] = (20000, 29999)  # ports instances listen on, per node
     # uids (each also the gid) handed out one per app, never reused: its instances, one-off
@@ -206,5 +209,6 @@ class Settings:
             nofile_limit=limit("SHELLWEGO_NOFILE_LIMIT", 10240, 64, 1048576),
             login_free_failures=limit("SHELLWEGO_LOGIN_FREE_FAILURES", 5, 1, 1000000),
             domain_pending_ttl=duration("SHELLWEGO_DOMAIN_PENDING_TTL", 7 * 24 * 3600.0),
+            blocking_recheck=duration("SHELLWEGO_BLOCKING_RECHECK", 5.0),
         )
         return settings.with_overrides(**overrides)
