@@ -12,6 +12,7 @@ import sys
 import tarfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -317,21 +318,31 @@ sys.exit(1 if any(ended) else 0)
 
 @pytest.mark.parametrize("sandbox", [None, False], ids=["host-default", "unsandboxed"])
 async def test_memory_cap_bounds_a_whole_step_with_its_children(
-    tmp_path: Path, sandbox: bool | None
+    tmp_path: Path, sandbox: bool | None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # unsandboxed steps run as this process's user: they reach the test's private directory
     run_as = None if sandbox is False else NOBODY
     builder = Builder(
         tmp_path / "cache", memory_bytes=160 * 1024**2, sandbox=sandbox, run_as=run_as
     )
-    if not builder.cgroups().available:
-        pytest.skip(f"no writable cgroups here: {builder.cgroups().note}")
+    cgroups = builder.cgroups()
+    if not cgroups.available:
+        pytest.skip(f"no writable cgroups here: {cgroups.note}")
+    made: list[str] = []  # the names of the step's cgroups (other builds may run beside it)
+    create = cgroups.create
+
+    def recorded(name: str, *args: Any, **kwargs: Any) -> dict[str, str]:
+        made.append(name)
+        return create(name, *args, **kwargs)
+
+    monkeypatch.setattr(cgroups, "create", recorded)
+    log = Lines()
     with pytest.raises(BuildFailed) as raised:
         await builder._run(
             [host_python(), "-c", GREEDY_CHILDREN],  # the interpreter builds use
             cwd=tmp_path,
             env={"PATH": os.environ["PATH"]},
-            log=Lines(),
+            log=log,
             what="pip install",
             deadline=asyncio.get_running_loop().time() + 60,
         )
@@ -340,8 +351,8 @@ async def test_memory_cap_bounds_a_whole_step_with_its_children(
         "step's processes"
     )
     # the step's cgroup is gone with it
-    parents = builder.cgroups().parents.values()
-    assert not [d for parent in parents if parent.is_dir() for d in parent.glob("build-*")]
+    [name] = made
+    assert not [parent / name for parent in cgroups.parents.values() if (parent / name).exists()]
 
 
 def test_fix_shebangs_makes_scripts_relocatable(tmp_path: Path) -> None:
