@@ -58,6 +58,9 @@ class Settings:
     log_retention_lines: int = 5000
     node_down_after_seconds: float = 15.0
     heartbeat_interval: float = 5.0
+    # a blocking query (an agent's assignments, an edge's route table) re-reads the database
+    # at least this often even without a wake-up: a lost bus message costs this much latency
+    blocking_recheck: float = 5.0
     drain_seconds: float = 2.0
     instance_ports: tuple[int, int] = (20000, 29999)  # ports instances listen on, per node
     # uids (each also the gid) handed out one per app, never reused: its instances, one-off
@@ -261,5 +264,6 @@ class Settings:
             artifact_store=parse_artifact_store(env.get("SHELLWEGO_ARTIFACT_STORE")),
             s3_endpoint=env.get("SHELLWEGO_S3_ENDPOINT") or None,
             s3_region=env.get("SHELLWEGO_S3_REGION") or env.get("AWS_REGION") or None,
+            blocking_recheck=duration("SHELLWEGO_BLOCKING_RECHECK", 5.0),
         )
         return settings.with_overrides(**overrides)

@@ -15,6 +15,7 @@ from shellwego.models import App, AppCreate, DeploymentStatus, Instance, Release
 from shellwego.services import agents, apps, nodes, placement, processes
 from shellwego.services.edges import route_table
 from shellwego.store import repository as repo
+from support.waiting import POLL, PROMPTLY
 
 from .test_nodes import deploy
 from .world import World
@@ -150,7 +151,7 @@ async def test_a_delete_wakes_the_agents_and_their_reports_wake_the_finalizer(
     old_id = world.app_id
     stop = asyncio.Event()
     # an interval far longer than the test: only wake-ups can explain a prompt removal
-    loop = asyncio.create_task(loops.rollout_loop(world.ctx, stop, interval=60))
+    loop = asyncio.create_task(loops.rollout_loop(world.ctx, stop, interval=POLL))
     subscriptions = [world.ctx.bus.subscribe(f"node:{nid}") for nid in world.node_ids.values()]
     try:
         await asyncio.sleep(0.3)  # its first pass is done, it is waiting
@@ -160,7 +161,7 @@ async def test_a_delete_wakes_the_agents_and_their_reports_wake_the_finalizer(
         started = time.monotonic()
         await asyncio.to_thread(world.agents_report)  # the processes have exited
         while rows(world, old_id)[0] is not None:
-            assert time.monotonic() - started < 3, "the finalizer was not woken"
+            assert time.monotonic() - started < PROMPTLY, "the finalizer was not woken"
             await asyncio.sleep(0.02)
     finally:
         for subscription in subscriptions:

@@ -16,6 +16,7 @@ from shellwego.models import Instance, NodeCapacity
 from shellwego.services import apps, nodes, processes
 from shellwego.services.context import Context
 from shellwego.store import repository as repo
+from support.waiting import POLL, PROMPTLY
 
 from .world import GIB, World
 
@@ -54,18 +55,18 @@ async def test_a_drain_wakes_the_rollout_at_once(world: World) -> None:
     deploy(world, {"web": 2})
     stop = asyncio.Event()
     # an interval far longer than the test: only a wake-up can explain a prompt re-plan
-    loop = asyncio.create_task(loops.rollout_loop(world.ctx, stop, interval=60))
+    loop = asyncio.create_task(loops.rollout_loop(world.ctx, stop, interval=POLL))
     try:
         await asyncio.sleep(0.3)  # its first pass is done, it is waiting
         started = time.monotonic()
         await asyncio.to_thread(nodes.drain, world.ctx, world.who, "node-0")
         while world.placed_on() != ["node-0", "node-1", "node-1"]:
-            assert time.monotonic() - started < 3, world.placed_on()
+            assert time.monotonic() - started < PROMPTLY, world.placed_on()
             await asyncio.sleep(0.02)
         # the replacement turning healthy (a heartbeat) wakes it again: node-0 drains
         await asyncio.to_thread(world.agents_report)
         while world.placed_on() != ["node-1", "node-1"]:
-            assert time.monotonic() - started < 6, world.placed_on()
+            assert time.monotonic() - started < PROMPTLY, world.placed_on()
             await asyncio.sleep(0.02)
     finally:
         stop.set()

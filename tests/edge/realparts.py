@@ -67,7 +67,8 @@ def settings_for(data: Path, **over: object) -> EdgeSettings:
         acme_email=None,
         acme_ca=None,
         acme_staging=False,
-        ask_url="http://127.0.0.1:8400/v1/edge/ask",
+        # a port no server listens on (tests that need the ask endpoint start their own)
+        ask_url=f"http://127.0.0.1:{free_port()}/v1/edge/ask",
         data_dir=data,
     )
     return dataclasses.replace(base, **over)  # type: ignore[arg-type]

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
 import random
+import tempfile
+from pathlib import Path
+from typing import IO
 
 from shellwego.runtime.ports import port_in_use
 
@@ -12,6 +17,24 @@ from shellwego.runtime.ports import port_in_use
 # instance ports 20000-29999).
 _RANGES = ((10000, 19999), (30000, 32767))
 _handed_out: set[int] = set()
+# one lock file per port handed out, held until this process ends: test processes running
+# side by side (pytest-xdist workers, another test run) never hand out the same port
+_RESERVATIONS = Path(tempfile.gettempdir()) / "shellwego-test-ports"
+_held: list[IO[bytes]] = []
+
+
+def _reserve(port: int) -> bool:
+    """Hold ``port``'s lock file for the rest of this process, unless another holds it."""
+    _RESERVATIONS.mkdir(mode=0o700, exist_ok=True)
+    fh = open(_RESERVATIONS / str(port), "ab")  # noqa: SIM115 - kept open on purpose
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        fh.close()
+        return False
+    os.set_inheritable(fh.fileno(), False)
+    _held.append(fh)
+    return True
 
 
 def _ephemeral() -> tuple[int, int]:
@@ -25,7 +48,8 @@ def _ephemeral() -> tuple[int, int]:
 
 def free_port() -> int:
     """A TCP port nothing on the host listens on right now, on any address, never one this
-    process handed out before, and one no outgoing connection will take meanwhile."""
+    or another test process handed out before, and one no outgoing connection will take
+    meanwhile."""
     low, high = _ephemeral()
     candidates = [
         port
@@ -34,7 +58,9 @@ def free_port() -> int:
         if not low <= port <= high and port not in _handed_out
     ]
     for port in random.sample(candidates, min(len(candidates), 2000)):
-        if not port_in_use(port, lingering=True):  # nor lingering there
-            _handed_out.add(port)
+        if port_in_use(port, lingering=True):  # nor lingering there
+            continue
+        _handed_out.add(port)
+        if _reserve(port):
             return port
     raise RuntimeError("no free TCP port found for a test server")

@@ -52,6 +52,19 @@ def _write(path: Path, value: str) -> None:
         fh.write(value)
 
 
+def _make_child(parent: Path, path: Path) -> None:
+    """Make ``path`` under a v1 ``shellwego`` parent that another platform on this host (or
+    a removal here) may delete whenever it is empty: made again then."""
+    for _ in range(20):
+        parent.mkdir(exist_ok=True)
+        try:
+            path.mkdir(exist_ok=True)
+            return
+        except FileNotFoundError:
+            continue  # the parent went away between the two: make it again
+    path.mkdir(exist_ok=True)
+
+
 def _read_keyed(path: Path, key: str) -> int | None:
     """The value of ``key`` in a flat-keyed cgroup file (``memory.stat``, ``cpu.stat``...)."""
     try:
@@ -188,8 +201,9 @@ class Cgroups:
             for role, parent in self.parents.items():
                 path = parent / name
                 if self.version == 1:
-                    parent.mkdir(exist_ok=True)
-                path.mkdir(exist_ok=True)
+                    _make_child(parent, path)
+                else:
+                    path.mkdir(exist_ok=True)
                 dirs[role] = str(path)
                 if role == "unified":
                     _write(path / "memory.max", str(memory_bytes))

@@ -102,7 +102,9 @@ async def wait_for_index(ctx: Context, node_id: str, index: int, wait: float) ->
     async def changed() -> bool:
         return await run_in_threadpool(agents.current_index, ctx, node_id) > index
 
-    await wait_until(ctx.bus, f"node:{node_id}", changed, wait)
+    await wait_until(
+        ctx.bus, f"node:{node_id}", changed, wait, recheck=ctx.settings.blocking_recheck
+    )
 
 
 @router.get("/v1/agent/assignments", response_model=AssignmentsOut, name="agent.assignments")

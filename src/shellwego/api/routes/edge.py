@@ -82,5 +82,5 @@ async def edge_routes(
 ) -> RoutesOut:
     """Blocking query: the route table once its version differs from ``version``, or the
     current table after ``wait`` seconds."""
-    current = await edges.table_after(ctx, version, wait)
+    current = await edges.table_after(ctx, version, wait, recheck=ctx.settings.blocking_recheck)
     return RoutesOut(version=current.version, table=current.payload)
