@@ -38,13 +38,10 @@ async def test_nats_bus_wakes_a_waiter_on_another_replica() -> None:
     one, two = await nats_buses(2)
     try:
         topic = f"node:{os.getpid()}"
-        waiter = asyncio.create_task(two.wait(topic, 5.0))
+        waiter = asyncio.create_task(two.wait(topic, PROMPTLY))
         await asyncio.sleep(0.1)
-        loop = asyncio.get_running_loop()
-        started = loop.time()
         threading.Thread(target=one.notify, args=(topic,)).start()
-        assert await asyncio.wait_for(waiter, 3.0) is True
-        assert loop.time() - started < 1.0
+        assert await waiter is True  # woken: a wait that times out answers False
         other = asyncio.create_task(two.wait("unrelated-topic", 0.3))
         one.notify(topic)
         assert await other is False
