@@ -6,11 +6,12 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 
-from shellwego.build.builder import Builder
+from shellwego.build.builder import CACHE_MOUNT, Builder
 from shellwego.runtime.sandbox import Sandbox
 from shellwego.runtime.user import NOBODY
 
@@ -114,7 +115,7 @@ async def test_a_step_writes_only_its_source_and_the_cache(tmp_path: Path) -> No
     src.mkdir(parents=True)
     escape = Path(f"/var/tmp/sw-escape-{tmp_path.name}")
     script = (
-        f"echo built > built.txt; echo cached > {installers}/probe; "
+        f"echo built > built.txt; echo cached > {CACHE_MOUNT}/probe; "
         f"cat {data}/master.key {data}/{other}; "
         f"echo escaped > {tmp_path}/outside.txt; echo escaped > {escape}; "
         "echo HOME=$HOME PWD=$(pwd); exit 0"
@@ -147,7 +148,7 @@ async def test_sandboxed_steps_of_a_root_builder_run_unprivileged(tmp_path: Path
     script = (
         "id -u; echo x > built.txt && echo wrote-source; "
         f"(echo x > {cache}/trees/python/key/probe) 2>/dev/null || echo stored-trees-read-only; "
-        f"echo x > {cache}/installers/probe && echo wrote-pip-cache"
+        f"echo x > {CACHE_MOUNT}/probe && echo wrote-pip-cache"
     )
     log = Lines()
     await builder._run(
@@ -162,3 +163,31 @@ async def test_sandboxed_steps_of_a_root_builder_run_unprivileged(tmp_path: Path
         "65534", "wrote-source", "stored-trees-read-only", "wrote-pip-cache",
     ]  # fmt: skip
     assert (src / "built.txt").stat().st_uid == 65534
+
+
+async def test_steps_reach_their_cache_when_the_data_directory_is_under_a_private_home() -> None:
+    """As `shellwego up` run by root keeps it: in ~/.local/share, behind root's 0700 home,
+    which the app's user cannot search. The steps see their cache inside their own /tmp."""
+    if Sandbox.detect().binary is None or os.geteuid() != 0:
+        pytest.skip("needs bubblewrap and a builder running as root")
+    home = Path(tempfile.mkdtemp(prefix="sw-home-", dir="/var/tmp"))  # outside /tmp
+    try:
+        home.chmod(0o700)
+        data = home / ".local" / "share" / "shellwego"
+        builder = Builder(data / "cache" / "build", hidden_paths=[data])
+        src = data / "tmp" / "build-1" / "src"
+        src.mkdir(parents=True)
+        log = Lines()
+        await builder._run(
+            ["/bin/sh", "-c", f"id -u; echo cached > {CACHE_MOUNT}/probe && echo wrote-cache"],
+            cwd=src,
+            env={"PATH": os.environ["PATH"]},
+            log=log,
+            what="pip install",
+            deadline=asyncio.get_running_loop().time() + 60,
+        )
+        assert log.lines[0].strip() == str(NOBODY[0])
+        assert "wrote-cache" in log.text, log.text
+        assert (builder.cache_for(NOBODY[0]) / "installers" / "probe").read_text() == "cached\n"
+    finally:
+        shutil.rmtree(home)

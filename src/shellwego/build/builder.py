@@ -75,6 +75,10 @@ UV, PIP = "uv", "pip"
 BUILD_CONFIG = ("DISABLE_COLLECTSTATIC",)
 HOOKS = ("bin/pre_compile", "bin/post_compile")
 INSTALLERS = "installers"  # in an app's cache: pip's and npm's caches, written by its steps
+# where sandboxed steps see their app's installer caches: inside their private /tmp, so
+# that no directory of the host (the data directory may lie under root's 0700 home)
+# stands between them and it
+CACHE_MOUNT = Path("/tmp/cache")
 TREES = "trees"  # in an app's cache: stored dependency trees, written by the platform only
 
 # the build's subprocesses see only these variables of the platform's environment
@@ -391,6 +395,11 @@ class Job:
     def installers(self) -> Path:
         return self.cache / INSTALLERS
 
+    @property
+    def step_installers(self) -> str:
+        """The installer caches as build steps see them."""
+        return str(CACHE_MOUNT if self.at is not None else self.installers)
+
 
 class Builder:
     """Builds slugs; build steps run as subprocesses under a memory cap, a process limit,
@@ -658,7 +667,7 @@ class Builder:
         """Make the virtualenv and install into it, as build steps."""
         venv = job.step_path(VENV)
         python = f"{venv}/bin/python"
-        cache = str(job.installers)
+        cache = job.step_installers
         env = build_environment(
             {
                 **job.config,
@@ -781,7 +790,7 @@ class Builder:
             await asyncio.to_thread(self._reuse, job, "node", key, modules)
         else:
             argv = nodejs.install_argv(
-                found.name, tool, tool_version, found.lockfile, str(job.installers)
+                found.name, tool, tool_version, found.lockfile, job.step_installers
             )
             what = f"{found.name} {argv[1]}"
             source = f" from {found.lockfile}" if found.lockfile else ""
@@ -914,7 +923,12 @@ class Builder:
         if sandbox.binary is not None:
             keep = SWITCH_CAPS if job.user is not None else ()
             full = sandbox.argv(
-                cwd, self.hidden_paths, full, binds=[job.installers], keep_caps=keep, at=job.at
+                cwd,
+                self.hidden_paths,
+                full,
+                binds=[(job.installers, CACHE_MOUNT) if job.at is not None else job.installers],
+                keep_caps=keep,
+                at=job.at,
             )
             env = {**env, "HOME": "/tmp"}
         elif job.user is not None:

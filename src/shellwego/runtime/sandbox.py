@@ -94,13 +94,14 @@ class Sandbox:
         app_dir: Path,
         hidden: Iterable[Path],
         inner: Sequence[str],
-        binds: Sequence[Path] = (),
+        binds: Sequence[Path | tuple[Path, Path]] = (),
         keep_caps: Sequence[str] = (),
         *,
         at: Path | None = None,
     ) -> list[str]:
         """bwrap argv: read-only host, private /dev /proc /tmp, ``hidden`` masked, app rw
-        (and ``binds`` rw too: they may lie inside a hidden path), capabilities dropped
+        (and ``binds`` rw too: they may lie inside a hidden path; a ``(path, where)`` pair
+        is mounted at ``where`` inside the private /tmp), capabilities dropped
         but ``keep_caps``. ``at``: where the app is mounted and the command starts (e.g.
         :data:`APP_MOUNT`), else at its own path."""
         assert self.binary is not None
@@ -129,6 +130,12 @@ class Sandbox:
         argv += [*outside, *(_way_in(app_dir, masked) if at is None else ())]
         argv += ["--bind", str(app_dir), str(mount), *inside]
         for extra in binds:
+            if isinstance(extra, tuple):
+                source, where = extra[0].resolve(), extra[1]
+                if not where.is_relative_to("/tmp"):
+                    raise ValueError(f"a bind's mount point must be under /tmp, not {where}")
+                argv += [*_way_in(where, []), "--bind", str(source), str(where)]
+                continue
             argv += [*_way_in(extra.resolve(), masked)]
             argv += ["--bind", str(extra.resolve()), str(extra.resolve())]
         argv += ["--remount-ro", "/", "--chdir", str(mount)]
