@@ -219,12 +219,14 @@ class RegistryClient:
         return {}
 
     async def _authenticate(
-        self, registry: str, scope: str, challenge_header: str, repo: str
+        self, registry: str, scope: str, challenge_header: str, repo: str, retried: bool
     ) -> None:
+        """Answer a ``401``'s challenge; ``retried``: the request already carried
+        authentication obtained by this very request (so it is refused, not stale)."""
         scheme, params = parse_challenge(challenge_header)
         creds = self._credentials.get(registry)
         if scheme == "basic":
-            if creds is None or registry in self._basic:
+            if creds is None or (retried and registry in self._basic):
                 raise self._auth_failed(registry, repo, creds)
             self._basic.add(registry)
             return
@@ -232,8 +234,8 @@ class RegistryClient:
             raise RegistryAuthFailed(
                 f"registry {registry} asks for an unsupported authentication ({scheme[:20]})"
             )
-        if (registry, scope) in self._tokens:  # the token was refused
-            raise self._auth_failed(registry, repo, creds)
+        if self._tokens.pop((registry, scope), None) is not None and retried:
+            raise self._auth_failed(registry, repo, creds)  # a fresh token was refused
         realm = params["realm"]
         parts = urlsplit(realm)
         if parts.scheme not in ("http", "https") or not parts.netloc:
@@ -297,6 +299,7 @@ class RegistryClient:
         base = await self._base_url(registry)
         scope = f"repository:{ref.repository}:{'pull,push' if push else 'pull'}"
         target = url or f"{base}/v2/{ref.repository}/{path}"
+        retried = False
         for _attempt in range(3):
             all_headers = {**(headers or {}), **self._auth_header(registry, scope)}
             try:
@@ -311,7 +314,8 @@ class RegistryClient:
             if response.status_code == 401 and response.headers.get("www-authenticate"):
                 challenge = response.headers["www-authenticate"]
                 await response.aclose()
-                await self._authenticate(registry, scope, challenge, ref.repository)
+                await self._authenticate(registry, scope, challenge, ref.repository, retried)
+                retried = True
                 continue
             try:
                 yield response
