@@ -16,6 +16,7 @@ from shellwego.images.errors import (
     ImageNotFound,
     InsecureRegistry,
     RegistryAuthFailed,
+    RegistryUnavailable,
     UnsafeLayer,
     UnsupportedImage,
 )
@@ -103,7 +104,23 @@ async def test_a_tag_resolves_to_its_digest_and_pulls_into_a_rootfs(
         api = await store.pull(client, other)
     assert pinned.rootfs == image.rootfs  # cached by the layer chain
     assert api.rootfs != image.rootfs
-    assert len(os.listdir(store.blobs)) == 4  # 2 layers + 2 configs
+    assert len(os.listdir(store.blobs)) == 6  # 2 layers + 2 configs + 2 manifests
+
+
+async def test_a_pinned_image_in_the_store_needs_no_registry(tmp_path: Path) -> None:
+    store = ImageStore(tmp_path / "images")
+    with run_registry(tmp_path / "registry") as registry:
+        ref = parse_reference(f"{registry.host}/shop/web:v1")
+        async with RegistryClient() as client:
+            await push_image(client, ref, [BASE, UPPER], **CONFIG)
+            image = await store.pull(client, ref)
+    # the registry is gone: the pinned image is served from the store, the tag is not
+    async with RegistryClient() as client:
+        again = await store.pull(client, image.reference)
+        assert again == image
+        with pytest.raises(RegistryUnavailable):
+            await store.pull(client, ref)
+    assert store.cached(ref) is None  # a tag is never resolved from the store
 
 
 async def test_unknown_repositories_and_tags_are_clear_errors(registry: Registry) -> None:
@@ -138,6 +155,8 @@ async def test_a_multi_arch_index_picks_linux_amd64(registry: Registry, tmp_path
         assert image.digest == index  # the release pins what the tag pointed at
         assert image.manifest_digest == amd
         assert (image.rootfs / "arch").read_text() == "amd64\n"
+        cached = ImageStore(tmp_path / "images").cached(image.reference)
+        assert cached is not None and cached.manifest_digest == amd
 
         only_arm = parse_reference(f"{registry.host}/multi/armonly:v1")
         await push_image(

@@ -149,11 +149,51 @@ class ResolvedImage:
     manifest: Manifest
     config_data: bytes
     config: ImageConfig
+    documents: tuple[ManifestDocument, ...]  # the index (if any) and the manifest, verified
 
     @property
     def digest(self) -> str:
         assert self.reference.digest is not None
         return self.reference.digest
+
+
+def platform_manifest(top: ManifestDocument, document: ManifestDocument) -> Manifest:
+    """The image manifest ``document`` (``top`` itself, or the entry of index ``top``)."""
+    if document is not top and document.media_type in INDEX_TYPES:
+        raise UnsupportedImage(f"index {top.digest} points at another index")
+    if document.media_type not in MANIFEST_TYPES:
+        raise UnsupportedImage(
+            f"manifest media type {document.media_type[:100]!r} is not supported"
+        )
+    return Manifest.parse(document.data, document.media_type)
+
+
+def resolved_image(
+    ref: ImageReference,
+    top: ManifestDocument,
+    document: ManifestDocument,
+    manifest: Manifest,
+    config_data: bytes,
+) -> ResolvedImage:
+    """Check that the image runs here (linux/amd64, one diff_id per layer) and say so."""
+    config = ImageConfig.parse(config_data)
+    if (config.os, config.architecture) != ("linux", "amd64"):
+        raise UnsupportedImage(
+            f"image {ref} is for {config.os}/{config.architecture}, not linux/amd64"
+        )
+    if config.diff_ids and len(config.diff_ids) != len(manifest.layers):
+        raise UnsupportedImage(
+            f"image {ref}: its config lists {len(config.diff_ids)} layers, "
+            f"its manifest {len(manifest.layers)}"
+        )
+    return ResolvedImage(
+        reference=ref.pinned(top.digest),
+        manifest_digest=document.digest,
+        manifest=manifest,
+        config_data=config_data,
+        config=config,
+        documents=(top,) if document is top else (top, document),
+    )
 
 
 class RegistryClient:
@@ -317,6 +357,15 @@ class RegistryClient:
                 await self._authenticate(registry, scope, challenge, ref.repository, retried)
                 retried = True
                 continue
+            final = response.url
+            if final.scheme != "https" and not plain_http_allowed(
+                final.netloc.decode("ascii", "replace"), self._options
+            ):
+                await response.aclose()
+                raise InsecureRegistry(
+                    f"registry {registry} redirected to plain HTTP at {final.host}; only loopback "
+                    "addresses and insecure registries may use plain HTTP"
+                )
             try:
                 yield response
             finally:
@@ -409,33 +458,10 @@ class RegistryClient:
         top = await self.get_manifest(ref)
         document = top
         if top.media_type in INDEX_TYPES:
-            entry = select_platform(top.data)
-            document = await self.get_manifest(ref, entry.digest)
-            if document.media_type in INDEX_TYPES:
-                raise UnsupportedImage(f"index {top.digest} points at another index")
-        if document.media_type not in MANIFEST_TYPES:
-            raise UnsupportedImage(
-                f"manifest media type {document.media_type[:100]!r} is not supported"
-            )
-        manifest = Manifest.parse(document.data, document.media_type)
+            document = await self.get_manifest(ref, select_platform(top.data).digest)
+        manifest = platform_manifest(top, document)
         config_data = await self.fetch_blob_bytes(ref, manifest.config, MAX_CONFIG_BYTES)
-        config = ImageConfig.parse(config_data)
-        if (config.os, config.architecture) != ("linux", "amd64"):
-            raise UnsupportedImage(
-                f"image {ref} is for {config.os}/{config.architecture}, not linux/amd64"
-            )
-        if config.diff_ids and len(config.diff_ids) != len(manifest.layers):
-            raise UnsupportedImage(
-                f"image {ref}: its config lists {len(config.diff_ids)} layers, "
-                f"its manifest {len(manifest.layers)}"
-            )
-        return ResolvedImage(
-            reference=ref.pinned(top.digest),
-            manifest_digest=document.digest,
-            manifest=manifest,
-            config_data=config_data,
-            config=config,
-        )
+        return resolved_image(ref, top, document, manifest, config_data)
 
     async def fetch_blob_bytes(self, ref: ImageReference, blob: Descriptor, limit: int) -> bytes:
         if blob.size > limit:
