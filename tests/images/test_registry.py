@@ -278,3 +278,16 @@ async def test_a_layer_refused_by_the_unpacker_fails_the_pull(
         with pytest.raises(UnsafeLayer):
             await store.pull(client, ref)
     assert list(store.rootfs_dir.iterdir()) == []
+
+
+async def test_a_layer_larger_than_allowed_is_not_fetched(
+    registry: Registry, tmp_path: Path
+) -> None:
+    ref = parse_reference(f"{registry.host}/shop/big:v1")
+    store = ImageStore(tmp_path / "images")
+    async with RegistryClient() as client:
+        await push_image(client, ref, [BASE])
+    async with RegistryClient(options=RegistryOptions(max_blob_bytes=10)) as client:
+        with pytest.raises(UnsupportedImage, match="more than the 10 allowed"):
+            await store.pull(client, ref)
+    assert not store.has_blob(BASE.digest)

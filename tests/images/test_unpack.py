@@ -11,7 +11,7 @@ import pytest
 from shellwego.images.errors import DigestMismatch, UnsafeLayer, UnsupportedImage
 from shellwego.images.manifest import OCI_LAYER_GZIP, Descriptor
 from shellwego.images.store import ImageStore, chain_key
-from shellwego.images.unpack import unpack_layer
+from shellwego.images.unpack import UnpackBudget, unpack_layer
 from support.registry import Entry, Layer, make_layer
 
 
@@ -247,3 +247,16 @@ def test_a_refused_layer_leaves_no_rootfs_behind(tmp_path: Path) -> None:
     with pytest.raises(UnsafeLayer):
         store.materialize([_descriptor(BASE), _descriptor(hostile)])
     assert list(store.rootfs_dir.iterdir()) == []
+
+
+def test_an_image_unpacking_to_more_than_its_budget_is_refused(tmp_path: Path) -> None:
+    big = make_layer([Entry("zeros", data=b"\0" * 200_000)])  # compresses to little
+    store = _store_with(tmp_path, BASE, big)
+    small = ImageStore(store.root, budget=lambda: UnpackBudget(max_bytes=100_000))
+    with pytest.raises(UnsafeLayer, match="more than 100000 bytes"):
+        small.materialize([_descriptor(BASE), _descriptor(big)])
+    assert list(small.rootfs_dir.iterdir()) == []
+    few = ImageStore(store.root, budget=lambda: UnpackBudget(max_entries=5))
+    with pytest.raises(UnsafeLayer, match="more than 5 entries"):
+        few.materialize([_descriptor(BASE)])
+    assert store.materialize([_descriptor(BASE), _descriptor(big)]).is_dir()

@@ -73,6 +73,7 @@ class RegistryOptions:
     # not on a loopback address
     insecure_registries: frozenset[str] = frozenset()
     timeout: float = 30.0
+    max_blob_bytes: int = 8 * 1024**3  # a layer declaring more is refused before its fetch
 
 
 def sha256_digest(data: bytes) -> str:
@@ -479,6 +480,11 @@ class RegistryClient:
     async def fetch_blob(self, ref: ImageReference, blob: Descriptor, dest: Path) -> None:
         """Stream blob ``blob`` into ``dest``, hashing as it comes; ``dest`` appears
         (atomically) only when the content matches the digest and the size."""
+        if blob.size > self._options.max_blob_bytes:
+            raise UnsupportedImage(
+                f"layer {blob.digest} is {blob.size} bytes, more than the "
+                f"{self._options.max_blob_bytes} allowed"
+            )
         dest.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=".part-", dir=dest.parent)
         tmp = Path(tmp_name)

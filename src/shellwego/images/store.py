@@ -19,7 +19,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,7 +38,7 @@ from shellwego.images.registry import (
     platform_manifest,
     resolved_image,
 )
-from shellwego.images.unpack import unpack_layer
+from shellwego.images.unpack import UnpackBudget, unpack_layer
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +69,10 @@ def chain_key(layers: Sequence[str]) -> str:
 
 
 class ImageStore:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, budget: Callable[[], UnpackBudget] = UnpackBudget) -> None:
+        """``budget``: makes the limits of one root filesystem (size, entries)."""
         self.root = root
+        self._budget = budget
         self.blobs = root / "blobs" / "sha256"
         self.rootfs_dir = root / "rootfs"
 
@@ -169,6 +171,7 @@ class ImageStore:
             return final
         self.rootfs_dir.mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(prefix=".unpack-", dir=self.rootfs_dir))
+        budget = self._budget()
         try:
             os.chmod(work, 0o755)
             for i, layer in enumerate(layers):
@@ -177,6 +180,7 @@ class ImageStore:
                     work,
                     layer=layer.digest,
                     diff_id=diff_ids[i] if i < len(diff_ids) else None,
+                    budget=budget,
                 )
             try:
                 os.rename(work, final)

@@ -46,6 +46,27 @@ _GZIP_MAGIC = b"\x1f\x8b"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 
+class UnpackBudget:
+    """How much one root filesystem may hold, over all its layers: a layer that would
+    unpack to more (a decompression bomb) is refused."""
+
+    def __init__(self, max_bytes: int = 16 * 1024**3, max_entries: int = 2_000_000) -> None:
+        self.max_bytes = max_bytes
+        self.max_entries = max_entries
+        self.bytes = 0
+        self.entries = 0
+
+    def spend(self, layer: str, size: int) -> None:
+        self.bytes += max(0, size)
+        self.entries += 1
+        if self.bytes > self.max_bytes:
+            raise UnsafeLayer(
+                f"layer {layer}: the image unpacks to more than {self.max_bytes} bytes"
+            )
+        if self.entries > self.max_entries:
+            raise UnsafeLayer(f"layer {layer}: the image has more than {self.max_entries} entries")
+
+
 class _HashingReader:
     """A read-only file object hashing what is read through it."""
 
@@ -93,9 +114,10 @@ def _remove(dir_fd: int, name: str) -> None:
 
 
 class _LayerApplier:
-    def __init__(self, root_fd: int, layer: str) -> None:
+    def __init__(self, root_fd: int, layer: str, budget: UnpackBudget) -> None:
         self.root_fd = root_fd
         self.layer = layer
+        self.budget = budget
         self.written: set[str] = set()  # entries this layer made ("a/b/c")
         self.as_root = os.geteuid() == 0
 
@@ -151,6 +173,7 @@ class _LayerApplier:
     def apply(self, tar: tarfile.TarFile) -> None:
         for member in tar:
             path = clean_name(member.name, self.layer)
+            self.budget.spend(self.layer, member.size if member.isreg() else 0)
             if not path:
                 continue  # the root itself
             parent, name = path[:-1], path[-1]
@@ -281,10 +304,17 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
-def unpack_layer(blob: Path, root: Path, *, layer: str, diff_id: str | None = None) -> None:
+def unpack_layer(
+    blob: Path,
+    root: Path,
+    *,
+    layer: str,
+    diff_id: str | None = None,
+    budget: UnpackBudget | None = None,
+) -> None:
     """Apply the layer in file ``blob`` (a tar, gzipped or not) to directory ``root``.
     ``layer`` names it in errors (its digest); ``diff_id``, when given, is the digest the
-    uncompressed tar must have."""
+    uncompressed tar must have; ``budget``: what the root filesystem may still take."""
     root_fd = os.open(root, _DIR_FLAGS)
     try:
         with open(blob, "rb") as raw:
@@ -298,7 +328,7 @@ def unpack_layer(blob: Path, root: Path, *, layer: str, diff_id: str | None = No
             reader = _HashingReader(stream)
             try:
                 with tarfile.open(fileobj=reader, mode="r|") as tar:  # type: ignore[call-overload]
-                    _LayerApplier(root_fd, layer).apply(tar)
+                    _LayerApplier(root_fd, layer, budget or UnpackBudget()).apply(tar)
                 reader.drain()
             except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
                 raise UnsupportedImage(
