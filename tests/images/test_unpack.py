@@ -81,6 +81,12 @@ def test_a_whiteout_hides_lower_layers_only(tmp_path: Path) -> None:
     )
     root = _apply(tmp_path, same_layer)
     assert (root / "data/mine").read_text() == "this layer\n"
+    # a whiteout of a lower directory this layer also writes into keeps this layer's part
+    upper = make_layer([Entry("opt/app/fresh.txt", data=b"fresh\n"), Entry("opt/.wh.app")])
+    root = (
+        _apply(tmp_path / "second", BASE, upper) if (tmp_path / "second").mkdir() is None else root
+    )
+    assert sorted(os.listdir(root / "opt/app")) == ["fresh.txt"]
 
 
 def test_a_file_replaces_a_directory_and_a_directory_a_file(tmp_path: Path) -> None:
@@ -100,6 +106,7 @@ def test_a_file_replaces_a_directory_and_a_directory_a_file(tmp_path: Path) -> N
         [Entry("link", "hardlink", target="/etc/passwd")],
         [Entry("link", "hardlink", target="not/there")],
         [Entry("etc/.wh...", data=b"")],
+        [Entry("evil", "symlink", target="/etc"), Entry("x", "hardlink", target="evil/passwd")],
     ],
     ids=[
         "dotdot",
@@ -109,6 +116,7 @@ def test_a_file_replaces_a_directory_and_a_directory_a_file(tmp_path: Path) -> N
         "hardlink-absolute",
         "hardlink-missing",
         "whiteout-dotdot",
+        "hardlink-via-symlink",
     ],
 )
 def test_path_escapes_are_refused(tmp_path: Path, entries: list[Entry]) -> None:

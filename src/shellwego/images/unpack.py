@@ -119,6 +119,7 @@ class _LayerApplier:
         self.layer = layer
         self.budget = budget
         self.written: set[str] = set()  # entries this layer made ("a/b/c")
+        self.holding: set[str] = set()  # directories holding entries this layer made
         self.as_root = os.geteuid() == 0
 
     def _unsafe(self, path: tuple[str, ...], why: str) -> UnsafeLayer:
@@ -210,17 +211,26 @@ class _LayerApplier:
             finally:
                 os.close(fd)
             self.written.add("/".join(path))
+            self.holding.update("/".join(path[:i]) for i in range(1, len(path)))
 
     def _whiteout(self, parent: tuple[str, ...], target: str) -> None:
         if target in ("", ".", "..") or "/" in target:
             raise self._unsafe((*parent, WHITEOUT + target), "is an invalid whiteout")
-        if "/".join((*parent, target)) in self.written:
+        full = "/".join((*parent, target))
+        if full in self.written:
             return  # a whiteout hides lower layers only
         fd = self._open_dir(parent, create=False)
         if fd is None:
             return
         try:
-            _remove(fd, target)
+            if full in self.holding:  # this layer wrote under it: hide the lower rest only
+                sub = os.open(target, _DIR_FLAGS, dir_fd=fd)
+                try:
+                    self._clear(sub, full)
+                finally:
+                    os.close(sub)
+            else:
+                _remove(fd, target)
         finally:
             os.close(fd)
 
