@@ -135,8 +135,12 @@ def test_an_agent_and_an_edge_node_fail_over_to_the_other_replica(
         stop(a, signal.SIGKILL)
         seen: set[str] = set()
         failed = 0
-        end = time.monotonic() + NODE_DOWN_AFTER + 5
-        while time.monotonic() < end:
+        # past the time after which the node would be declared down, and until heartbeats
+        # through B have come (a failure timeout only: a loaded host is slower)
+        past = time.monotonic() + NODE_DOWN_AFTER + 5
+        give_up = past + 120
+        while time.monotonic() < past or len(seen) < 3:
+            assert time.monotonic() < give_up, f"heartbeats seen through B: {sorted(seen)}"
             r = get()
             failed += r.status_code != 200 or "says hi" not in r.text
             [now] = json.loads(cli(url_b, "nodes", "list", "--json"))
@@ -144,7 +148,6 @@ def test_an_agent_and_an_edge_node_fail_over_to_the_other_replica(
             seen.add(now["last_heartbeat_at"])
             time.sleep(0.5)
         assert failed == 0
-        assert len(seen) >= 3  # heartbeats kept coming, through B
         assert f"switching to {url_b}" in logs["agent"].read_text()
 
         # a new release through B: its instance replaces the old one, which the agent

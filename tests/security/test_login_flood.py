@@ -17,6 +17,7 @@ import pytest
 from e2e.conftest import SHELLWEGO, platform_env
 from e2e.test_split_roles import spawn, stop, wait_line
 from shellwego.services.context import Context
+from shellwego.services.tokens import JOIN_PREFIX, new_token
 from shellwego.settings import Settings
 from support.net import free_port
 
@@ -27,10 +28,13 @@ ATTEMPTS = 12
 
 
 @pytest.fixture
-def server(ctx: Context, settings: Settings, tmp_path: Path) -> Iterator[str]:
-    """`shellwego server --no-edge` on the test's (emptied) database."""
+def server(ctx: Context, settings: Settings, tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """`shellwego server --no-edge` on the test's (emptied) database: its URL and its join
+    token (which bootstrapping a server replica asks for)."""
     port = free_port()
+    join = new_token(JOIN_PREFIX)
     env = {
+        "SHELLWEGO_JOIN_TOKEN": join,
         **platform_env(tmp_path, "25300-25399"),
         "DATABASE_URL": settings.database_url,
         "SHELLWEGO_DATA_DIR": str(tmp_path / "server"),
@@ -40,7 +44,7 @@ def server(ctx: Context, settings: Settings, tmp_path: Path) -> Iterator[str]:
     proc = spawn([SHELLWEGO, "server", "--no-edge"], env, log)
     try:
         wait_line(log, "API listening", proc)
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}", join
     finally:
         stop(proc, signal.SIGINT)
 
@@ -50,10 +54,12 @@ def _from(address: str, url: str) -> httpx.Client:
     return httpx.Client(base_url=url, transport=transport, timeout=60)
 
 
-def test_a_login_flood_gets_no_5xx_and_reads_keep_working(server: str) -> None:
-    with httpx.Client(base_url=server, timeout=60) as c:
+def test_a_login_flood_gets_no_5xx_and_reads_keep_working(server: tuple[str, str]) -> None:
+    url, join = server
+    with httpx.Client(base_url=url, timeout=60) as c:
         r = c.post(
             "/v1/bootstrap",
+            headers={"Authorization": f"Bearer {join}"},
             json={
                 "user": {"email": "owner@example.com", "password": PASSWORD},
                 "organization": {"name": "Acme", "slug": "acme"},
@@ -79,13 +85,13 @@ def test_a_login_flood_gets_no_5xx_and_reads_keep_working(server: str) -> None:
                 octets = (rng.randrange(10, 250), rng.randrange(256), rng.randrange(1, 255))
                 address = "127.{}.{}.{}".format(*octets)
                 email = f"guess{n}-{i}@example.com"
-            with _from(address, server) as client:
+            with _from(address, url) as client:
                 r = client.post("/v1/auth/token", json={"email": email, "password": "guess!"})
             with lock:
                 answers[r.status_code] += 1
 
     def read() -> None:
-        with httpx.Client(base_url=server, headers=bearer, timeout=60) as client:
+        with httpx.Client(base_url=url, headers=bearer, timeout=60) as client:
             while not done.is_set():
                 r = client.get("/v1/apps")
                 with lock:
@@ -107,6 +113,6 @@ def test_a_login_flood_gets_no_5xx_and_reads_keep_working(server: str) -> None:
     assert set(answers) <= {401, 429}, answers
     assert answers[401] and answers[429], answers
     assert set(reads) == {200} and reads[200] > 0, reads
-    with _from("127.0.7.7", server) as client:
+    with _from("127.0.7.7", url) as client:
         r = client.post("/v1/auth/token", json={"email": "owner@example.com", "password": PASSWORD})
         assert r.status_code == 201, r.text
