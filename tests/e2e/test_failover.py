@@ -153,9 +153,14 @@ def test_an_agent_and_an_edge_node_fail_over_to_the_other_replica(
         # a new release through B: its instance replaces the old one, which the agent
         # stops, and the edge node (following B) routes to the new one only
         cli(url_b, "config", "set", "-a", "duo", "GREETING=again")
-        new = json.loads(cli(url_b, "ps", "-a", "duo", "--json"))
-        pids |= {i["pid"] for i in new if i["pid"]}
-        assert not {i["id"] for i in new} & {i["id"] for i in old}
+        end = time.monotonic() + 60
+        while True:  # the rollout is done; the old instance drains, then is gone
+            new = json.loads(cli(url_b, "ps", "-a", "duo", "--json"))
+            pids |= {i["pid"] for i in new if i["pid"]}
+            if not {i["id"] for i in new} & {i["id"] for i in old}:
+                break
+            assert time.monotonic() < end, f"the old instances are still listed: {new}"
+            time.sleep(0.5)
         end = time.monotonic() + 30
         while "says again" not in get().text:
             assert time.monotonic() < end, "the edge node never served the new release"
