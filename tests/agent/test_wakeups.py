@@ -56,7 +56,7 @@ async def nats_replicas(ctx: Context) -> AsyncIterator[Context]:
     here, there = await nats_buses(2)
     ctx.bus = here
     try:
-        yield dataclasses.replace(ctx, bus=there, extras={})
+        yield dataclasses.replace(ctx, bus=there, route_tables=None, edge_table=None)
     finally:
         await there.close()
         await here.close()

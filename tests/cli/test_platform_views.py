@@ -53,7 +53,7 @@ def test_domains_add_list(logged_in: Cli) -> None:
 
 def test_domains_verify(logged_in: Cli) -> None:
     dns = DnsServer()
-    logged_in.api.ctx.extras["resolver"] = DnsResolver(dns.address, timeout=2)
+    logged_in.api.ctx.resolver = DnsResolver(dns.address, timeout=2)
     try:
         assert logged_in("apps", "create", "hello").exit_code == 0
         assert logged_in("domains", "add", "www.example.com").exit_code == 0

@@ -110,7 +110,7 @@ async def assignments(
 def artifact(digest: str, node: ThisNode, ctx: Ctx) -> FileResponse:
     """The slug ``digest``, from this replica's artifact store (a shared one is fetched
     into its local cache, verified, first)."""
-    store = ctx.extras.get("artifacts")
+    store = ctx.artifacts
     if store is None or len(digest) != 64 or not store.exists(digest):
         raise ArtifactMissing(f"artifact {digest[:12]} not found")
     path: Path = store.path(digest)
