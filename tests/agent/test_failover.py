@@ -90,6 +90,7 @@ async def register(client: ControlPlaneClient, plane: Plane, hostname: str = "no
         plane.join_token,
         hostname=hostname,
         capacity=CAPACITY,
+        runtimes=["process"],
         labels={},
         agent_version="test",
         address="127.0.0.1",
