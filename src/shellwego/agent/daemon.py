@@ -28,6 +28,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from shellwego import __version__
 from shellwego.errors import (
     ConfigError,
@@ -275,6 +277,11 @@ class Agent:
             self._beat_now.clear()
             try:
                 answer = await self.client.heartbeat(await self.heartbeat_body())
+            except ValidationError as exc:  # a driver's report the protocol cannot carry
+                failures += 1
+                log.error("heartbeat not sent: %s", exc.errors(include_input=False)[0]["msg"])
+                await self._pause(retry_delay(failures))
+                continue
             except Unauthenticated as exc:
                 raise _rejected("heartbeat", self.settings.state_dir) from exc
             except Unavailable as exc:
