@@ -76,7 +76,7 @@ async def wait_for(check: Callable[[], object], timeout: float = 5.0, step: floa
 @pytest.fixture
 async def plane(ctx: Context, tmp_path: Path) -> AsyncIterator[Plane]:
     artifacts = ArtifactDir(tmp_path / "artifacts")
-    ctx.extras["artifacts"] = artifacts
+    ctx.artifacts = artifacts
     boot = await asyncio.to_thread(
         auth.bootstrap,
         ctx,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from shellwego.agent.reconcile import Assignment
+from shellwego.models.agentprotocol import Assignment
 
 DIGEST = "a" * 64
 
@@ -31,4 +31,4 @@ def assignment_dict(iid: str, **over: Any) -> dict[str, Any]:
 
 
 def assignment(iid: str, **over: Any) -> Assignment:
-    return Assignment.parse(assignment_dict(iid, **over))
+    return Assignment.model_validate(assignment_dict(iid, **over))

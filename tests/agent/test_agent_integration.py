@@ -8,7 +8,7 @@ import json
 import logging
 import os
 import socket
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,9 @@ from shellwego.agent.reconcile import Executor
 from shellwego.agent.settings import AgentSettings
 from shellwego.errors import Unauthenticated
 from shellwego.models import AppCreate, Instance, LogLine, Node, Resources, Role
+from shellwego.models.agentprotocol import Heartbeat, HeartbeatAnswer
 from shellwego.runtime.driver import InstanceState
+from shellwego.runtime.drivers import DriverSet
 from shellwego.runtime.fake import FakeDriver
 from shellwego.services import apps, placement
 from shellwego.services.context import Principal
@@ -42,7 +44,6 @@ def agent_settings(plane: Plane, state_dir: Path, join: str | None) -> AgentSett
         state_dir=state_dir,
         hostname="node-a",
         labels={"zone": "a"},
-        runtimes=["process"],
         heartbeat_interval=0.3,
         capacity_cpu_millis=4000,
         capacity_memory_bytes=8 * GIB,
@@ -134,14 +135,14 @@ async def test_join_heartbeat_and_restart_as_the_same_node(
 
 
 class RecordingClient(ControlPlaneClient):
-    """The real client, keeping the heartbeat bodies it sent."""
+    """The real client, keeping the heartbeat bodies it sent (as they went on the wire)."""
 
     def __init__(self, server_url: str) -> None:
         super().__init__(server_url)
         self.sent: list[dict[str, Any]] = []
 
-    async def heartbeat(self, body: Mapping[str, Any]) -> dict[str, Any]:
-        self.sent.append(dict(body))
+    async def heartbeat(self, body: Heartbeat) -> HeartbeatAnswer:
+        self.sent.append(body.model_dump(mode="json", exclude_none=True))
         return await super().heartbeat(body)
 
 
@@ -156,7 +157,11 @@ async def test_machine_facts_go_out_on_the_first_heartbeat_after_a_start_only(
     first, *later = client.sent
     assert first["kernel_version"] == os.uname().release
     assert "cpu_features" in first["capabilities"]
-    assert later and all("kernel_version" not in b and "capabilities" not in b for b in later)
+    # the runtimes it runs (the fake driver stands in for the process runtime), and why
+    # not the others
+    assert first["runtimes"] == ["process"]
+    assert set(first["runtime_reasons"]) == {"oci", "microvm"}
+    assert later and all(not {"kernel_version", "capabilities", "runtimes"} & set(b) for b in later)
     [node] = await list_nodes(plane)  # later heartbeats kept what the first one said
     assert node["kernel_version"] == os.uname().release
     assert node["capabilities"] == first["capabilities"]
@@ -319,11 +324,11 @@ async def test_instances_keep_running_while_the_control_plane_is_unreachable(
     identities.save(state, identities.Identity("01NODE", "swgn_x", f"http://127.0.0.1:{port}"))
     driver = FakeDriver()
 
-    async def here(_: object) -> Path:
+    async def here(digest: str, uid: int | None) -> Path:
         return tmp_path
 
     # an instance left running by a previous agent
-    await Executor(driver, here, runtime="fake").apply([assignment("kept")])
+    await Executor(DriverSet({"process": driver}, slugs=here)).apply([assignment("kept")])
     driver.actions.clear()
     settings = AgentSettings(
         server_url=f"http://127.0.0.1:{port}",
@@ -331,7 +336,6 @@ async def test_instances_keep_running_while_the_control_plane_is_unreachable(
         state_dir=state,
         hostname="node-a",
         labels={},
-        runtimes=["process"],
         heartbeat_interval=0.1,
         resync_interval=0.2,
         capacity_cpu_millis=1000,

@@ -9,10 +9,12 @@ import pytest
 
 from shellwego.agent.client import ControlPlaneClient
 from shellwego.errors import Conflict, NotFound, RuntimeFailure, Unauthenticated, Unavailable
+from shellwego.models.agentprotocol import Heartbeat
 
 from .conftest import Plane
 
 CAPACITY = {"cpu_millis": 1000, "memory_bytes": 1 << 30}
+BEAT = Heartbeat.model_validate({"capacity": CAPACITY})
 
 
 async def registered(plane: Plane) -> ControlPlaneClient:
@@ -39,8 +41,8 @@ async def registered(plane: Plane) -> ControlPlaneClient:
 async def test_protocol_round_trip(plane: Plane, tmp_path: Path) -> None:
     client = await registered(plane)
     try:
-        answer = await client.heartbeat({"capacity": CAPACITY, "instances": []})
-        assert answer["node_status"] == "ready"
+        answer = await client.heartbeat(BEAT)
+        assert answer.node_status == "ready"
         first = await client.assignments(0, wait=0)
         assert first.instances == []
         assert first.index >= 1
@@ -68,7 +70,7 @@ async def test_refusals_map_to_errors(plane: Plane) -> None:
     client = ControlPlaneClient(plane.url, node_token="swgn_not-a-real-token")
     try:
         with pytest.raises(Unauthenticated):
-            await client.heartbeat({"instances": []})
+            await client.heartbeat(Heartbeat())
         with pytest.raises(Unauthenticated):
             await client.register(
                 "swgj_wrong",
@@ -94,7 +96,7 @@ async def test_unreachable_control_plane_is_unavailable(tmp_path: Path) -> None:
     client = ControlPlaneClient(f"http://127.0.0.1:{port}", node_token="swgn_x")
     try:
         with pytest.raises(Unavailable):
-            await client.heartbeat({"instances": []})
+            await client.heartbeat(Heartbeat())
         with pytest.raises(Unavailable):
             await client.assignments(0, wait=1)
         with pytest.raises(Unavailable):

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from shellwego.agent.reconcile import Assignment, Executor
+from shellwego.agent.reconcile import Executor
 from shellwego.errors import RuntimeFailure
 from shellwego.runtime.driver import InstanceState
+from shellwego.runtime.drivers import DriverSet
 from shellwego.runtime.fake import FakeDriver
 
 from .helpers import assignment
@@ -34,10 +35,11 @@ def driver(clock: Clock) -> FakeDriver:
 
 @pytest.fixture
 def executor(driver: FakeDriver, clock: Clock, tmp_path: Path) -> Executor:
-    async def app_dir(a: Assignment) -> Path:
-        return tmp_path / "slugs" / (a.slug_digest or "none")
+    async def slug(digest: str, uid: int | None) -> Path:
+        return tmp_path / "slugs" / digest
 
-    return Executor(driver, app_dir, runtime="fake", backoff_base=1.0, clock=clock)
+    drivers = DriverSet({"process": driver}, slugs=slug)
+    return Executor(drivers, backoff_base=1.0, clock=clock)
 
 
 async def test_starts_new_and_second_pass_does_nothing(
@@ -49,7 +51,7 @@ async def test_starts_new_and_second_pass_does_nothing(
     assert driver.actions == [("prepare", "a"), ("start", "a"), ("prepare", "b"), ("start", "b")]
     spec = driver.spec_of("b")
     assert spec.port == 20002
-    assert spec.runtime == "fake"
+    assert spec.runtime == "process"
     assert spec.app_dir == tmp_path / "slugs" / ("a" * 64)
     assert spec.env["SECRET_KEY"] == "hunter2-do-not-print"
 
@@ -181,10 +183,10 @@ async def test_remove_failure_is_retried_next_pass(executor: Executor, driver: F
 
 
 async def test_app_dir_failure_is_a_start_failure(driver: FakeDriver, clock: Clock) -> None:
-    async def no_slug(a: Assignment) -> Path:
+    async def no_slug(digest: str, uid: int | None) -> Path:
         raise RuntimeFailure("slug download failed")
 
-    executor = Executor(driver, no_slug, runtime="fake", clock=clock)
+    executor = Executor(DriverSet({"process": driver}, slugs=no_slug), clock=clock)
     assert await executor.apply([assignment("a")]) == []
     assert driver.actions == []
     assert executor.failures() == {"a": (1, "slug download failed", "runtime-failure")}

@@ -34,9 +34,10 @@ from .test_agent_integration import (  # noqa: F401
     running,
     stop_instance,
 )
-from .test_client import CAPACITY
+from .test_client import BEAT, CAPACITY
 
 # ---- URL lists and rotation ----------------------------------------------------------------
+
 
 
 def test_server_urls_are_parsed_from_one_or_several() -> None:
@@ -104,8 +105,8 @@ async def test_the_client_moves_past_a_replica_that_refuses(plane: Plane) -> Non
             await register(client, plane)
         assert client.server_url == plane.url
         await register(client, plane)  # the caller's retry reaches the next replica
-        answer = await client.heartbeat({"capacity": CAPACITY, "instances": []})
-        assert answer["node_status"] == "ready"
+        answer = await client.heartbeat(BEAT)
+        assert answer.node_status == "ready"
         assert client.replicas.switches == 1
     finally:
         await client.aclose()
@@ -123,13 +124,13 @@ async def test_a_blocking_query_on_a_hung_replica_gives_up_when_a_request_fails_
             await asyncio.sleep(0.2)
             first.set("hang")  # its host vanished: nothing answers, nothing closes
             with pytest.raises(Unavailable):
-                await client.heartbeat({"capacity": CAPACITY, "instances": []})  # times out
+                await client.heartbeat(BEAT)  # times out
             assert client.server_url == second
             # the blocking query does not wait out its 60 s on the dead replica
             with pytest.raises(Unavailable, match="failed; now using"):
                 await asyncio.wait_for(waiting, 10)
             assert (await client.assignments(index, wait=0)).index == index
-            await client.heartbeat({"capacity": CAPACITY, "instances": []})
+            await client.heartbeat(BEAT)
         finally:
             await client.aclose()
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 
-from shellwego.agent.reconcile import Assignment, parse_assignments, plan_actions
-from shellwego.errors import InvalidInput
+from shellwego.agent.client import parse_assignments
+from shellwego.agent.reconcile import instance_spec, plan_actions
+from shellwego.models.agentprotocol import Assignment, ImageArtifact, SlugArtifact
 from shellwego.runtime.driver import InstanceState as S
 from shellwego.runtime.driver import InstanceStatus
 
@@ -87,7 +89,7 @@ def test_plan_of_the_planned_state_is_empty() -> None:
 
 
 def test_assignment_parse_reads_the_protocol_and_hides_env() -> None:
-    a = Assignment.parse(
+    a = Assignment.model_validate(
         assignment_dict("x", health_check={"type": "http", "path": "/up", "timeout_seconds": 5})
     )
     assert a.health_check.type == "http"
@@ -95,8 +97,38 @@ def test_assignment_parse_reads_the_protocol_and_hides_env() -> None:
     assert a.health_check.timeout_seconds == 5.0
     assert a.env == {"SECRET_KEY": "hunter2-do-not-print"}
     assert "hunter2" not in repr(a)
-    spec = a.spec(__import__("pathlib").Path("/srv/app"), "fake")
-    assert spec.port == 20001 and spec.runtime == "fake" and spec.env["SECRET_KEY"]
+    spec = instance_spec(a)
+    assert spec.port == 20001 and spec.runtime == "process" and spec.env["SECRET_KEY"]
+    assert spec.artifact == SlugArtifact(digest="a" * 64) and spec.app_dir is None
+    assert spec.memory_bytes == 256 * 1024 * 1024 and spec.cpu_millis == 250
+
+
+def test_the_flat_shape_of_older_servers_reads_as_the_typed_one() -> None:
+    flat = Assignment.model_validate(assignment_dict("x"))
+    typed = Assignment.model_validate(
+        {
+            **{k: v for k, v in assignment_dict("x").items() if k not in FLAT},
+            "runtime": "process",
+            "artifact": {"kind": "slug", "digest": "a" * 64},
+            "resources": {"memory_bytes": 256 * 1024 * 1024, "cpu_millis": 250},
+            "network": {"port": 20001},
+        }
+    )
+    assert flat == typed
+    assert Assignment.model_validate(typed.model_dump(mode="json")) == typed
+    assert (typed.port, typed.slug_digest, typed.mounts) == (20001, "a" * 64, [])
+
+
+def test_an_image_assignment_carries_its_reference_and_digest() -> None:
+    raw = assignment_dict("x", runtime="oci", argv=["/bin/server", "--port", "8080"])
+    raw["artifact"] = {"kind": "image", "reference": "nginx:1.27", "digest": "sha256:" + "b" * 64}
+    a = Assignment.model_validate(raw)
+    assert a.artifact == ImageArtifact(reference="nginx:1.27", digest="sha256:" + "b" * 64)
+    assert a.slug_digest is None and a.runtime == "oci"
+    assert instance_spec(a).argv == ["/bin/server", "--port", "8080"]
+
+
+FLAT = ("slug_digest", "port", "memory_bytes", "cpu_millis")
 
 
 @pytest.mark.parametrize(
@@ -108,11 +140,15 @@ def test_assignment_parse_reads_the_protocol_and_hides_env() -> None:
         {"health_check": {"type": "grpc"}},
         {"health_check": {"type": "http", "path": "no-slash"}},
         {"instance_id": None},
+        {"runtime": "jail"},
+        {"artifact": {"kind": "slug", "digest": "not-hex"}},
+        {"artifact": {"kind": "tarball"}},
+        {"mounts": [{"source": "vol", "target": "relative"}]},
     ],
 )
 def test_assignment_parse_rejects_malformed_items(bad: dict[str, object]) -> None:
-    with pytest.raises(InvalidInput):
-        Assignment.parse(assignment_dict("x", **bad))
+    with pytest.raises(ValidationError):
+        Assignment.model_validate(assignment_dict("x", **bad))
 
 
 def test_parse_assignments_skips_bad_items_and_says_why() -> None:

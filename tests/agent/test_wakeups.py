@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from shellwego.agent.daemon import Agent
+from shellwego.models.agentprotocol import SlugArtifact
 from shellwego.runtime.driver import InstanceState
 from shellwego.runtime.fake import FakeDriver
 from shellwego.services import agents
@@ -56,7 +57,7 @@ async def nats_replicas(ctx: Context) -> AsyncIterator[Context]:
     here, there = await nats_buses(2)
     ctx.bus = here
     try:
-        yield dataclasses.replace(ctx, bus=there, extras={})
+        yield dataclasses.replace(ctx, bus=there, route_tables=None, edge_table=None)
     finally:
         await there.close()
         await here.close()
@@ -80,6 +81,7 @@ async def test_nats_wakes_the_assignments_query_on_another_replica(
         [iid] = await asyncio.to_thread(deploy, other, digest, 1)  # committed over there
         answer = await asyncio.wait_for(waiting, PROMPTLY)
         assert answer.index > first.index
-        assert [i["instance_id"] for i in answer.instances] == [iid]
+        assert [i.instance_id for i in answer.instances] == [iid]
+        assert answer.instances[0].artifact == SlugArtifact(digest=digest)
     finally:
         await client.aclose()

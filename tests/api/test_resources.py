@@ -234,7 +234,7 @@ def test_domains_add_list_remove(client: TestClient, org_a: Org, ctx: Context) -
     r = client.post("/v1/domains", headers=org_a.h(), json={"hostname": "not a host", "app": "web"})
     assert r.status_code == 422
     records: dict[tuple[str, str], list[str]] = {}
-    ctx.extras["resolver"] = lambda kind, name: records.get((kind, name), [])
+    ctx.resolver = lambda kind, name: records.get((kind, name), [])
     r = client.post("/v1/domains/www.example.com/actions/verify", headers=org_a.h())
     assert r.json()["status"] == "pending" and "_shellwego-challenge" in r.json()["last_error"]
     txt = next(d for d in domain["dns"] if d["record_type"] == "TXT")

@@ -63,7 +63,7 @@ def test_any_replica_serves_any_push_and_artifact(
     # the rollout loop runs on one replica (its leader); both serve the API and git
     with serving(ctx_a) as port_a, serving(ctx_b, rollout=False) as port_b:
         a: Server = bootstrapped(port_a)
-        assert isinstance(ctx_b.extras["artifacts"], S3ArtifactStore)
+        assert isinstance(ctx_b.artifacts, S3ArtifactStore)
         create_app_with_no_web(a, "site")
 
         # a push through A builds and deploys v1
@@ -87,7 +87,8 @@ def test_any_replica_serves_any_push_and_artifact(
             "test",
             "127.0.0.1",
         )
-        assert not ctx_b.extras["artifacts"].cache.exists(digest)
+        assert isinstance(ctx_b.artifacts, S3ArtifactStore)
+        assert not ctx_b.artifacts.cache.exists(digest)
         got = httpx.get(
             f"http://127.0.0.1:{port_b}/v1/agent/artifacts/{digest}",
             headers={"Authorization": f"Bearer {reg.node_token}"},

@@ -35,8 +35,8 @@ def equip(ctx: Context) -> None:
         from shellwego.build.builder import Builder
 
         (ctx.settings.data_dir / "tmp").mkdir(parents=True, exist_ok=True)
-        ctx.extras["artifacts"] = ArtifactStore(ctx.settings.data_dir / "artifacts")
-        ctx.extras["builder"] = Builder(ctx.settings.data_dir / "cache" / "build")
+        ctx.artifacts = ArtifactStore(ctx.settings.data_dir / "artifacts")
+        ctx.builder = Builder(ctx.settings.data_dir / "cache" / "build")
     else:
         server_equip(ctx)
 

@@ -239,6 +239,7 @@ def register_node(
     memory_bytes: int = 2 * GIB,
     runtimes: tuple[str, ...] = ("process",),
     labels: dict[str, str] | None = None,
+    runtime_reasons: dict[str, str] | None = None,
 ) -> str:
     """A node that joins through the agent protocol and runs nothing; returns its id."""
     join = nodes.create_join_token(api.ctx, f"{hostname}-join")
@@ -250,6 +251,7 @@ def register_node(
             "capacity": {"cpu_millis": cpu_millis, "memory_bytes": memory_bytes},
             "runtimes": list(runtimes),
             "labels": labels or {},
+            "runtime_reasons": runtime_reasons or {},
         },
     )
     assert joined.status_code == 201, joined.text

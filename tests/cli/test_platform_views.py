@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from shellwego.services.dns import DnsResolver
 from support.dns_server import DnsServer
 
-from .conftest import Cli, api_get
+from .conftest import Cli, api_get, register_node
 
 POINT_AT_EDGE = (
     "Then point {host} at this platform's edge: an A (or AAAA) record to this server's "
@@ -53,7 +53,7 @@ def test_domains_add_list(logged_in: Cli) -> None:
 
 def test_domains_verify(logged_in: Cli) -> None:
     dns = DnsServer()
-    logged_in.api.ctx.extras["resolver"] = DnsResolver(dns.address, timeout=2)
+    logged_in.api.ctx.resolver = DnsResolver(dns.address, timeout=2)
     try:
         assert logged_in("apps", "create", "hello").exit_code == 0
         assert logged_in("domains", "add", "www.example.com").exit_code == 0
@@ -122,6 +122,26 @@ def test_nodes_and_status(logged_in: Cli) -> None:
     # piped (not a terminal): one plain table, as with --once
     piped = logged_in("top")
     assert (piped.exit_code, piped.stdout) == (0, r.stdout)
+
+
+def test_nodes_info_says_why_a_runtime_is_not_offered(logged_in: Cli) -> None:
+    register_node(
+        logged_in.api,
+        "kvmless",
+        runtimes=("process",),
+        runtime_reasons={
+            "microvm": "/dev/kvm is not present on this host",
+            "oci": "no crun or runc found on PATH",
+        },
+    )
+    r = logged_in("nodes", "info", "kvmless")
+    assert r.exit_code == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert "Runtimes:    process" in lines
+    assert "Not microvm: /dev/kvm is not present on this host" in lines
+    assert "Not oci:     no crun or runc found on PATH" in lines
+    found = json.loads(logged_in("nodes", "info", "kvmless", "--json").stdout)
+    assert found["runtime_reasons"]["oci"] == "no crun or runc found on PATH"
 
 
 def test_ps_and_scale(logged_in: Cli) -> None:

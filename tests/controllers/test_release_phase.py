@@ -31,7 +31,7 @@ def slug(world: World, tmp_path: Path) -> str:
         tar.addfile(info, io.BytesIO(script))
     path = tmp_path / "slug.tar.gz"
     path.write_bytes(buf.getvalue())
-    digest: str = world.ctx.extras["artifacts"].put(path)
+    digest: str = world.ctx.require_artifacts().put(path)
     return digest
 
 

@@ -9,7 +9,8 @@ import pytest
 
 from shellwego.runtime import microvm
 from shellwego.runtime.fake import FakeDriver
-from shellwego.runtime.host import host_capacity, offered_runtimes
+from shellwego.runtime.host import host_capacity
+from shellwego.runtime.offer import runtime_offer
 from shellwego.runtime.process import ProcessDriver
 
 
@@ -81,8 +82,20 @@ def test_microvm_probe_with_kvm_and_firecracker_is_available(
 async def test_an_agent_offers_only_the_runtimes_it_has_drivers_for(tmp_path: Path) -> None:
     process = ProcessDriver(tmp_path / "instances", run_as=None)
     fake = FakeDriver()
-    assert offered_runtimes([process]) == ["process"]
-    assert offered_runtimes([process, fake]) == ["process", fake.name]
+    no_kvm = lambda: microvm.probe(tmp_path / "kvm", _cpuinfo(tmp_path, "vmx"), _kvm_answers)  # noqa: E731
+    offer = runtime_offer({"process": process}, which=lambda _: None, microvm_probe=no_kvm)
+    assert offer.runtimes == ["process"]
+    assert offer.reasons["oci"] == "no crun or runc found on PATH"
+    assert "kvm is not present on this host" in offer.reasons["microvm"]
+    both = runtime_offer(
+        {"process": process, "oci": fake}, which=lambda _: "/usr/bin/runc", microvm_probe=no_kvm
+    )
+    assert both.runtimes == ["process", "oci"] and set(both.reasons) == {"microvm"}
+    # runc present but no driver for it in this agent: said so, not offered
+    alone = runtime_offer(
+        {"process": process}, which=lambda _: "/usr/bin/runc", microvm_probe=no_kvm
+    )
+    assert alone.reasons["oci"] == "this agent runs no oci driver"
 
 
 def test_host_capacity_is_within_what_the_machine_has() -> None:

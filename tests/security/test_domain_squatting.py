@@ -95,7 +95,7 @@ def test_an_expired_pending_claim_is_freed_for_another_organization(
 def test_a_verified_domain_never_expires(
     tenants: Tenants, clock: FrozenClock, ctx: Context
 ) -> None:
-    ctx.extras["resolver"] = lambda kind, name: (
+    ctx.resolver = lambda kind, name: (
         [f"blog.{ctx.settings.base_domain}"] if kind == "CNAME" and name == HOST else []
     )
     assert tenants.add(tenants.acme, "blog")[0] == 201

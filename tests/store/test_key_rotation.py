@@ -103,11 +103,20 @@ def _status(settings: Settings, **env: str) -> dict[str, Any]:
     return dict(json.loads(out.stdout))
 
 
+# the owner whose secrets a context's database holds, by the database's identity
+_OWNERS: dict[int, Principal] = {}
+
+
+def owner_of(ctx: Context) -> Principal:
+    return _OWNERS[id(ctx.db)]
+
+
 @pytest.fixture
 def file_ctx(settings: Settings) -> Any:
     ctx = _context(settings)
-    ctx.extras["owner"] = _store(ctx)
+    _OWNERS[id(ctx.db)] = _store(ctx)
     yield ctx
+    del _OWNERS[id(ctx.db)]
     ctx.db.reset()
     ctx.db.dispose()
 
@@ -139,7 +148,7 @@ def test_key_file_rotation_makes_a_new_key_and_retires_the_old(
     # the running server follows the keyring file: it reads old values, wraps new ones
     assert _values(server) == VALUES
     assert server.envelope.provider.key_ids == [new_key]
-    made = secrets.create(server, server.extras["owner"], SecretCreate(name="LATER", value="v"))
+    made = secrets.create(server, owner_of(server), SecretCreate(name="LATER", value="v"))
     with server.db.session() as s:
         assert repo.require(s, SecretVersion, "version", secret_id=made.id).key_id == new_key
     assert _status(settings)["keys"] == [
@@ -293,7 +302,7 @@ def test_a_write_wrapped_under_the_old_key_just_before_rotation_is_not_lost(
         file_ctx,
         envelope=Envelope(StaticKeyProvider(base64.b64encode(keys[old_key]).decode())),
     )
-    owner = file_ctx.extras["owner"]
+    owner = owner_of(file_ctx)
     waits: list[float] = []
 
     def in_flight_write_lands(seconds: float) -> None:

@@ -17,11 +17,12 @@ import hashlib
 import os
 import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
+from pydantic import BaseModel, ValidationError
 
 from shellwego import replicas
 from shellwego.errors import (
@@ -35,6 +36,12 @@ from shellwego.errors import (
     ShellWeGoError,
     Unauthenticated,
     Unavailable,
+)
+from shellwego.models.agentprotocol import (
+    Assignment,
+    Heartbeat,
+    HeartbeatAnswer,
+    Registered,
 )
 
 # how much longer than the server's ``wait`` the client waits for a blocking query
@@ -54,18 +61,31 @@ _BY_STATUS: dict[int, type[ShellWeGoError]] = {
 
 
 @dataclass(frozen=True, slots=True)
-class Registered:
-    node_id: str
-    node_token: str
-
-    def __repr__(self) -> str:
-        return f"Registered(node_id={self.node_id!r})"
-
-
-@dataclass(frozen=True, slots=True)
 class AssignmentSet:
     index: int
-    instances: list[dict[str, Any]]
+    instances: list[Assignment]
+    errors: list[str] = field(default_factory=list)  # the items skipped, and why
+
+
+def _problem(exc: ValidationError) -> str:
+    """The first error of a malformed item, naming its field and never its value."""
+    first = exc.errors(include_url=False, include_input=False)[0]
+    where = ".".join(str(p) for p in first["loc"]) or "the item"
+    return f"field {where!r}: {first['msg']}"
+
+
+def parse_assignments(items: Sequence[object]) -> tuple[list[Assignment], list[str]]:
+    """Parse the protocol's list item by item: a malformed item is skipped and described
+    in the errors (never with its values: ``env`` carries secrets)."""
+    good: list[Assignment] = []
+    errors: list[str] = []
+    for item in items:
+        try:
+            good.append(Assignment.model_validate(item))
+        except ValidationError as exc:
+            ident = item.get("instance_id") if isinstance(item, Mapping) else None
+            errors.append(f"assignment {ident!r}: {_problem(exc)}")
+    return good, errors
 
 
 def _detail(response: httpx.Response) -> str:
@@ -87,6 +107,18 @@ def _raise_for(response: httpx.Response, what: str) -> None:
         raise Unavailable(f"{what}: control plane answered {code}: {detail}")
     cls = _BY_STATUS.get(code, BadRequest)
     raise cls(f"{what}: {detail}")
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _parsed(model: type[M], response: httpx.Response, what: str) -> M:
+    try:
+        return model.model_validate_json(response.content)
+    except ValidationError as exc:
+        raise Unavailable(
+            f"{what}: malformed answer from the control plane ({_problem(exc)})"
+        ) from exc
 
 
 class ControlPlaneClient:
@@ -178,6 +210,7 @@ class ControlPlaneClient:
         agent_version: str,
         address: str,
         machine: Mapping[str, Any] | None = None,
+        runtime_reasons: Mapping[str, str] | None = None,
     ) -> Registered:
         response = await self._request(
             "POST",
@@ -191,23 +224,22 @@ class ControlPlaneClient:
                 "labels": dict(labels),
                 "agent_version": agent_version,
                 "address": address,
+                "runtime_reasons": dict(runtime_reasons or {}),
                 **(machine or {}),
             },
         )
-        body = response.json()
-        return Registered(node_id=str(body["node_id"]), node_token=str(body["node_token"]))
+        return _parsed(Registered, response, "register")
 
-    async def heartbeat(self, body: Mapping[str, Any]) -> dict[str, Any]:
+    async def heartbeat(self, body: Heartbeat) -> HeartbeatAnswer:
         response = await self._request(
             "POST",
             "/v1/agent/heartbeat",
             "heartbeat",
             token=self.node_token,
-            json=dict(body),
+            json=body.model_dump(mode="json", exclude_none=True),
             abandon=True,
         )
-        result: dict[str, Any] = response.json()
-        return result
+        return _parsed(HeartbeatAnswer, response, "heartbeat")
 
     async def assignments(self, index: int, wait: float) -> AssignmentSet:
         """Blocking query: returns when the node's index passes ``index`` or after ``wait``."""
@@ -220,11 +252,16 @@ class ControlPlaneClient:
             timeout=wait + WAIT_MARGIN,
             blocking=True,
         )
-        body = response.json()
-        instances = body.get("instances")
-        if not isinstance(instances, list):
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        now = body.get("index") if isinstance(body, dict) else None
+        instances = body.get("instances") if isinstance(body, dict) else None
+        if not isinstance(now, int) or isinstance(now, bool) or not isinstance(instances, list):
             raise Unavailable("assignments: malformed answer from the control plane")
-        return AssignmentSet(index=int(body["index"]), instances=instances)
+        parsed, errors = parse_assignments(instances)
+        return AssignmentSet(index=now, instances=parsed, errors=errors)
 
     async def download_artifact(self, digest: str, dest: Path) -> Path:
         """Stream the slug to ``dest``, verifying its sha256 against ``digest``."""

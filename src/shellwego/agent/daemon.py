@@ -23,22 +23,27 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from shellwego import __version__
 from shellwego.errors import (
     ConfigError,
-    RuntimeFailure,
     ShellWeGoError,
     Unauthenticated,
     Unavailable,
 )
+from shellwego.models.agentprotocol import RUNTIMES, Assignment, Heartbeat, ObservedInstance
+from shellwego.models.values import NodeCapacity
 from shellwego.runtime.driver import Driver, InstanceState, InstanceStatus
+from shellwego.runtime.drivers import DriverSet
 from shellwego.runtime.host import host_capacity
 from shellwego.runtime.layer import slug_dir_name
+from shellwego.runtime.offer import Offer, runtime_offer
 
 from . import facts
 from . import identity as identities
@@ -46,7 +51,7 @@ from .client import ControlPlaneClient
 from .health import HealthMonitor, Target
 from .identity import Identity
 from .logship import LogShipper, utc
-from .reconcile import ACTIVE, Assignment, Executor, parse_assignments
+from .reconcile import ACTIVE, Executor
 from .settings import AgentSettings
 from .slugs import SlugCache
 
@@ -72,24 +77,38 @@ def _rejected(what: str, state_dir: Path) -> Unauthenticated:
     )
 
 
+def drivers_by_runtime(drivers: Driver | Mapping[str, Driver]) -> dict[str, Driver]:
+    """The node's drivers keyed by runtime; a lone driver not named after a runtime of the
+    protocol (the fake one of tests) serves the process runtime."""
+    if isinstance(drivers, Mapping):
+        return dict(drivers)
+    return {drivers.name if drivers.name in RUNTIMES else "process": drivers}
+
+
 class Agent:
+    """``drivers``: the runtimes this node runs, keyed by runtime (one driver alone serves
+    its own runtime, see :func:`drivers_by_runtime`)."""
+
     def __init__(
         self,
         settings: AgentSettings,
-        driver: Driver,
+        drivers: Driver | Mapping[str, Driver],
         *,
         client: ControlPlaneClient | None = None,
         observe_interval: float = OBSERVE_INTERVAL,
         watch_wait: float = WATCH_WAIT,
     ) -> None:
         self.settings = settings
-        self.driver = driver
         self.client = client or ControlPlaneClient(settings.server_url)
         self.identity: Identity | None = None
         self.observe_interval = observe_interval
         self.watch_wait = watch_wait
         self.slugs = SlugCache(settings.state_dir / "slugs", self.client.download_artifact)
-        self.executor = Executor(driver, self._app_dir, runtime=driver.name)
+        self.drivers = DriverSet(drivers_by_runtime(drivers), slugs=self.slugs.ensure)
+        driver: Driver = self.drivers
+        self.driver = driver
+        self.offer: Offer | None = None  # what this node offers, measured at start
+        self.executor = Executor(driver)
         self.heartbeats = 0  # successful heartbeats since start
         self._stopping = asyncio.Event()
         self._finished = asyncio.Event()
@@ -98,7 +117,7 @@ class Agent:
         self.health = HealthMonitor(driver, self._beat_now.set)
         self._desired: list[Assignment] | None = None
         self._index = 0
-        self._capacity: dict[str, int] | None = None
+        self._capacity: NodeCapacity | None = None
         self._machine: dict[str, Any] = {}  # kernel and capabilities (agent/facts.py)
         self._tasks: list[asyncio.Task[None]] = []
         self.logs = LogShipper(driver, self.client.ship_logs, retry_delay=retry_delay)
@@ -127,6 +146,8 @@ class Agent:
         try:
             self._capacity = await asyncio.to_thread(self._measure_capacity)
             self._machine = await asyncio.to_thread(facts.machine)
+            self.offer = await asyncio.to_thread(runtime_offer, self.drivers.drivers)
+            self.drivers.missing = dict(self.offer.reasons)
             self.identity = await self._identify()
             if self.identity is None:  # stopped while joining
                 return
@@ -134,12 +155,14 @@ class Agent:
             adopted = await self.driver.recover()
             self.logs.adopt((s.instance_id for s in adopted), datetime.now(UTC))
             log.info(
-                "agent for node %s (%s) started; re-adopted %d instance(s) of runtime %s",
+                "agent for node %s (%s) started; re-adopted %d instance(s); runtimes %s",
                 self.identity.node_id,
                 self.settings.hostname,
                 len(adopted),
-                self.driver.name,
+                ", ".join(self.offer.runtimes) or "none",
             )
+            for runtime, why in self.offer.reasons.items():
+                log.info("runtime %s not offered: %s", runtime, why)
             loops: list[Callable[[], Coroutine[Any, Any, None]]] = [
                 self._heartbeat_loop,
                 self._watch_loop,
@@ -171,14 +194,14 @@ class Agent:
 
     # ---- identity --------------------------------------------------------------------------
 
-    def _measure_capacity(self) -> dict[str, int]:
+    def _measure_capacity(self) -> NodeCapacity:
         cpu = self.settings.capacity_cpu_millis
         memory = self.settings.capacity_memory_bytes
         if cpu is None or memory is None:
             host_cpu, host_memory = host_capacity()
             cpu = int(host_cpu * self.settings.cpu_overcommit) if cpu is None else cpu
             memory = host_memory if memory is None else memory
-        return {"cpu_millis": cpu, "memory_bytes": memory}
+        return NodeCapacity(cpu_millis=cpu, memory_bytes=memory)
 
     async def _identify(self) -> Identity | None:
         state_dir = self.settings.state_dir
@@ -203,11 +226,13 @@ class Agent:
         failures = 0
         while not self._stopping.is_set():
             try:
+                offer = self.offer or Offer(runtimes=list(self.drivers.runtimes))
                 reg = await self.client.register(
                     token,
                     hostname=self.settings.hostname,
-                    capacity=self._capacity or self._measure_capacity(),
-                    runtimes=self.settings.runtimes,
+                    capacity=(self._capacity or self._measure_capacity()).model_dump(),
+                    runtimes=offer.runtimes,
+                    runtime_reasons=offer.reasons,
                     labels=self.settings.labels,
                     agent_version=__version__,
                     machine=self._machine,
@@ -252,6 +277,11 @@ class Agent:
             self._beat_now.clear()
             try:
                 answer = await self.client.heartbeat(await self.heartbeat_body())
+            except ValidationError as exc:  # a driver's report the protocol cannot carry
+                failures += 1
+                log.error("heartbeat not sent: %s", exc.errors(include_input=False)[0]["msg"])
+                await self._pause(retry_delay(failures))
+                continue
             except Unauthenticated as exc:
                 raise _rejected("heartbeat", self.settings.state_dir) from exc
             except Unavailable as exc:
@@ -269,9 +299,8 @@ class Agent:
                 log.info("control plane reachable again")
             failures = 0
             self.heartbeats += 1
-            server_interval = answer.get("heartbeat_interval")
-            if isinstance(server_interval, int | float) and server_interval > 0:
-                interval = min(self.settings.heartbeat_interval, float(server_interval))
+            if answer.heartbeat_interval > 0:
+                interval = min(self.settings.heartbeat_interval, answer.heartbeat_interval)
             await self._pause(interval, self._beat_now)
 
     async def _watch_loop(self) -> None:
@@ -289,12 +318,13 @@ class Agent:
                 continue
             failures = 0
             if self._desired is None or result.index != self._index:
-                parsed, errors = parse_assignments(result.instances)
-                for error in errors:
+                for error in result.errors:
                     log.error("ignoring %s", error)
-                self._desired = parsed
+                self._desired = result.instances
                 self._index = result.index
-                log.info("assignments index %d: %d instance(s)", result.index, len(parsed))
+                log.info(
+                    "assignments index %d: %d instance(s)", result.index, len(result.instances)
+                )
                 self._reconcile_now.set()
 
     async def _reconcile_loop(self) -> None:
@@ -372,56 +402,67 @@ class Agent:
 
     # ---- heartbeat body --------------------------------------------------------------------
 
-    async def heartbeat_body(self) -> dict[str, Any]:
+    async def heartbeat_body(self) -> Heartbeat:
         observed = await self.driver.list()
-        instances: list[dict[str, Any]] = []
+        instances: list[ObservedInstance] = []
         known = set()
         for status in observed:
             known.add(status.instance_id)
-            entry: dict[str, Any] = {
-                "instance_id": status.instance_id,
-                "state": str(status.state),
-                "healthy": self.health.healthy(status.instance_id),
-                "pid": status.pid,
-                "port": status.port,
-                "address": status.address,
-                "restarts": status.restarts + self.executor.restarts(status.instance_id),
-                "exit_code": status.exit_code,
-                "last_error": (status.last_error or "")[:ERROR_MAX] or None,
-                "error_code": status.error_code,
-            }
-            entry.update(await self._usage(status))
-            instances.append(entry)
+            cpu, memory = await self._usage(status)
+            instances.append(
+                ObservedInstance(
+                    instance_id=status.instance_id,
+                    state=str(status.state),
+                    healthy=self.health.healthy(status.instance_id),
+                    pid=status.pid,
+                    port=status.port,
+                    address=status.address,
+                    restarts=status.restarts + self.executor.restarts(status.instance_id),
+                    exit_code=status.exit_code,
+                    last_error=(status.last_error or "")[:ERROR_MAX] or None,
+                    error_code=status.error_code,
+                    cpu_millis_used=cpu,
+                    memory_bytes=memory,
+                )
+            )
         for iid, (failures, error, code) in self.executor.failures().items():
             if iid not in known:
                 instances.append(
-                    {
-                        "instance_id": iid,
-                        "state": str(InstanceState.BACKOFF),
-                        "healthy": False,
-                        "restarts": failures,
-                        "last_error": error[:ERROR_MAX],
-                        "error_code": code,
-                    }
+                    ObservedInstance(
+                        instance_id=iid,
+                        state=str(InstanceState.BACKOFF),
+                        healthy=False,
+                        restarts=failures,
+                        last_error=error[:ERROR_MAX],
+                        error_code=code,
+                    )
                 )
         for iid in list(self._cpu_samples):
             if iid not in known:
                 del self._cpu_samples[iid]
-        body: dict[str, Any] = {"capacity": self._capacity, "instances": instances}
-        if self.heartbeats == 0:
-            # what the machine is (kernel, CPU flags): sent at registration and on the first
-            # heartbeat after a start, so a reboot into a new kernel shows; left out of the
-            # others, where the control plane keeps what it has
-            body.update(self._machine)
-        return body
+        if self.heartbeats:
+            return Heartbeat(capacity=self._capacity, instances=instances)
+        # what the machine is (kernel, CPU flags, runtimes): sent at registration and on the
+        # first heartbeat after a start, so a reboot into a new kernel or a runtime installed
+        # since shows; left out of the others, where the control plane keeps what it has
+        offer = self.offer or Offer(runtimes=list(self.drivers.runtimes))
+        body = Heartbeat.model_validate(
+            {
+                **self._machine,
+                "runtimes": offer.runtimes,
+                "runtime_reasons": offer.reasons,
+            }
+        )
+        return body.model_copy(update={"capacity": self._capacity, "instances": instances})
 
-    async def _usage(self, status: InstanceStatus) -> dict[str, Any]:
+    async def _usage(self, status: InstanceStatus) -> tuple[float | None, int | None]:
+        """CPU (milli-cores since the last sample) and memory in use, when known."""
         if status.state not in ACTIVE:
-            return {}
+            return None, None
         try:
             stats = await self.driver.stats(status.instance_id)
         except ShellWeGoError:
-            return {}
+            return None, None
         now = time.monotonic()
         previous = self._cpu_samples.get(status.instance_id)
         self._cpu_samples[status.instance_id] = (stats.cpu_usage_ns, now)
@@ -432,18 +473,10 @@ class Agent:
             age = (datetime.now(UTC) - utc(status.started_at)).total_seconds()
             cpu = stats.cpu_usage_ns / max(age, 1e-3) / 1e6
         if cpu is None:
-            return {}
-        return {"cpu_millis_used": round(cpu, 3), "memory_bytes": stats.memory_bytes}
+            return None, None
+        return round(cpu, 3), stats.memory_bytes
 
     # ---- helpers ---------------------------------------------------------------------------
-
-    async def _app_dir(self, assignment: Assignment) -> Path:
-        if assignment.slug_digest is None:
-            raise RuntimeFailure(
-                f"release v{assignment.release_version} of {assignment.app_name} has no slug; "
-                f"the {self.driver.name} runtime runs slugs only"
-            )
-        return await self.slugs.ensure(assignment.slug_digest, assignment.uid)
 
     async def _shutdown(self) -> None:
         tasks = list(self._tasks)

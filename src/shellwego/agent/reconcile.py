@@ -11,12 +11,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-from shellwego.errors import InvalidInput, ShellWeGoError
+from shellwego.errors import ShellWeGoError
+from shellwego.models.agentprotocol import Assignment, HealthCheckSpec
 from shellwego.runtime.driver import Driver, InstanceSpec, InstanceState, InstanceStatus
 
 log = logging.getLogger(__name__)
@@ -29,142 +29,31 @@ INACTIVE = frozenset({InstanceState.PENDING, InstanceState.STOPPED, InstanceStat
 ActionKind = Literal["start", "stop", "remove"]
 
 
-@dataclass(frozen=True, slots=True)
-class HealthCheck:
-    type: Literal["http", "tcp", "process"]
-    path: str = "/"
-    timeout_seconds: float = 30.0
-
-    @classmethod
-    def parse(cls, raw: object) -> HealthCheck:
-        if raw is None:
-            return cls(type="process")
-        if not isinstance(raw, Mapping):
-            raise InvalidInput("health_check must be an object")
-        kind = raw.get("type", "process")
-        if kind not in ("http", "tcp", "process"):
-            raise InvalidInput(f"unknown health check type {kind!r}")
-        path = raw.get("path") or "/"
-        if not isinstance(path, str) or not path.startswith("/"):
-            raise InvalidInput("health_check.path must start with /")
-        timeout = raw.get("timeout_seconds", 30.0)
-        if not isinstance(timeout, int | float) or isinstance(timeout, bool):
-            raise InvalidInput("health_check.timeout_seconds must be a number")
-        return cls(type=kind, path=path, timeout_seconds=float(timeout))
+HealthCheck = HealthCheckSpec
 
 
-def _text(raw: Mapping[str, Any], key: str, *, optional: bool = False) -> str:
-    value = raw.get(key)
-    if value is None and optional:
-        return ""
-    if not isinstance(value, str):
-        raise InvalidInput(f"assignment field {key!r} must be a string")
-    return value
-
-
-def _int(raw: Mapping[str, Any], key: str) -> int:
-    value = raw.get(key)
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise InvalidInput(f"assignment field {key!r} must be an integer")
-    return value
-
-
-@dataclass(frozen=True, slots=True)
-class Assignment:
-    """One instance the control plane wants on this node (one item of the protocol).
-
-    An instance id belongs to one release for its whole life: a new release, size or
-    command always comes as new instance ids, so an assignment never changes under an
-    id and the diff never has to restart an instance in place.
-    """
-
-    instance_id: str
-    app_id: str
-    app_name: str
-    process_type: str
-    release_id: str
-    release_version: int
-    slug_digest: str | None
-    command: str
-    env: Mapping[str, str] = field(repr=False)  # carries secrets: never printed
-    port: int
-    memory_bytes: int
-    cpu_millis: int
-    health_check: HealthCheck
-    desired_state: Literal["running", "stopped"] = "running"
-    uid: int | None = None  # the app's own uid (and gid), which its instances run as
-    index: int | None = None  # its number within its process type (``DYNO=web.1``)
-
-    @classmethod
-    def parse(cls, raw: Mapping[str, Any]) -> Assignment:
-        env = raw.get("env") or {}
-        if not isinstance(env, Mapping) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in env.items()
-        ):
-            raise InvalidInput("assignment field 'env' must map names to strings")
-        desired = raw.get("desired_state", "running")
-        if desired not in ("running", "stopped"):
-            raise InvalidInput(f"unknown desired_state {desired!r}")
-        digest = raw.get("slug_digest")
-        if digest is not None and not isinstance(digest, str):
-            raise InvalidInput("assignment field 'slug_digest' must be a string")
-        uid = raw.get("uid")
-        if uid is not None and (not isinstance(uid, int) or isinstance(uid, bool) or uid < 1):
-            raise InvalidInput("assignment field 'uid' must be a positive integer")
-        index = raw.get("index")
-        if index is not None and (
-            not isinstance(index, int) or isinstance(index, bool) or index < 1
-        ):
-            raise InvalidInput("assignment field 'index' must be a positive integer")
-        return cls(
-            instance_id=_text(raw, "instance_id"),
-            app_id=_text(raw, "app_id"),
-            app_name=_text(raw, "app_name"),
-            process_type=_text(raw, "process_type"),
-            release_id=_text(raw, "release_id"),
-            release_version=_int(raw, "release_version"),
-            slug_digest=digest or None,
-            command=_text(raw, "command", optional=True),
-            env=dict(env),
-            port=_int(raw, "port"),
-            memory_bytes=_int(raw, "memory_bytes"),
-            cpu_millis=_int(raw, "cpu_millis"),
-            health_check=HealthCheck.parse(raw.get("health_check")),
-            desired_state=desired,
-            uid=uid,
-            index=index,
-        )
-
-    def spec(self, app_dir: Path, runtime: str) -> InstanceSpec:
-        return InstanceSpec(
-            instance_id=self.instance_id,
-            app_id=self.app_id,
-            app_name=self.app_name,
-            process_type=self.process_type,
-            release_id=self.release_id,
-            command=self.command,
-            app_dir=app_dir,
-            env=dict(self.env),
-            port=self.port,
-            memory_bytes=self.memory_bytes,
-            cpu_millis=self.cpu_millis,
-            runtime=runtime,
-            uid=self.uid,
-            index=self.index,
-        )
-
-
-def parse_assignments(items: Sequence[Mapping[str, Any]]) -> tuple[list[Assignment], list[str]]:
-    """Parse the protocol's list; malformed items are skipped and described in the errors."""
-    good: list[Assignment] = []
-    errors: list[str] = []
-    for item in items:
-        try:
-            good.append(Assignment.parse(item))
-        except InvalidInput as exc:
-            ident = item.get("instance_id") if isinstance(item, Mapping) else None
-            errors.append(f"assignment {ident!r}: {exc.detail}")
-    return good, errors
+def instance_spec(assignment: Assignment) -> InstanceSpec:
+    """What the driver of the assignment's runtime gets; its ``prepare`` fetches the
+    artifact (see :class:`shellwego.runtime.drivers.DriverSet`)."""
+    return InstanceSpec(
+        instance_id=assignment.instance_id,
+        app_id=assignment.app_id,
+        app_name=assignment.app_name,
+        process_type=assignment.process_type,
+        release_id=assignment.release_id,
+        command=assignment.command,
+        app_dir=None,
+        env=dict(assignment.env),
+        port=assignment.network.port,
+        memory_bytes=assignment.resources.memory_bytes,
+        cpu_millis=assignment.resources.cpu_millis,
+        runtime=assignment.runtime,
+        uid=assignment.uid,
+        index=assignment.index,
+        artifact=assignment.artifact,
+        argv=assignment.argv,
+        pids=assignment.resources.pids,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,9 +110,6 @@ class _Backoff:
     code: str | None = None  # the error's problem slug (e.g. ``port-in-use``)
 
 
-AppDirFor = Callable[[Assignment], Awaitable[Path]]
-
-
 class Executor:
     """Applies plans through a driver; one instance's failure never blocks another's.
 
@@ -235,9 +121,7 @@ class Executor:
     def __init__(
         self,
         driver: Driver,
-        app_dir_for: AppDirFor,
         *,
-        runtime: str,
         backoff_base: float = 0.5,
         backoff_cap: float = 30.0,
         reset_after: float = 60.0,
@@ -246,8 +130,6 @@ class Executor:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.driver = driver
-        self.app_dir_for = app_dir_for
-        self.runtime = runtime
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
         self.reset_after = reset_after
@@ -313,8 +195,7 @@ class Executor:
             if iid in self._given or iid not in active or assignment.desired_state != "running":
                 continue
             try:
-                app_dir = await self.app_dir_for(assignment)
-                await self.driver.prepare(assignment.spec(app_dir, self.runtime))
+                await self.driver.prepare(instance_spec(assignment))
             except (ShellWeGoError, OSError) as exc:
                 log.warning("cannot hand instance %s its configuration: %s", iid, exc)
                 continue
@@ -370,8 +251,7 @@ class Executor:
             backoff = self._note_failure(iid, "exited; the runtime stopped restarting it")
         if backoff is not None and backoff.pending and now < backoff.retry_at:
             return False
-        app_dir = await self.app_dir_for(assignment)
-        spec = assignment.spec(app_dir, self.runtime)
+        spec = instance_spec(assignment)
         await self.driver.prepare(spec)
         await self.driver.start(spec)
         self._given.add(iid)

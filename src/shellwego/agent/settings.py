@@ -17,7 +17,6 @@ class AgentSettings:
     state_dir: Path  # node.json, the slug cache
     hostname: str
     labels: dict[str, str] = field(default_factory=dict)
-    runtimes: list[str] = field(default_factory=lambda: ["process"])
     heartbeat_interval: float = 5.0
     address: str = "127.0.0.1"  # where the edge reaches this node's instances
     resync_interval: float = 30.0  # full reconcile pass even when nothing changed

@@ -55,6 +55,12 @@ def list_nodes(json_: JsonOption = False) -> None:
     )
 
 
+def _reasons(node: dict[str, Any]) -> list[tuple[str, str]]:
+    """One ``Not <runtime>`` line per runtime the node does not offer, with the reason."""
+    reasons = node.get("runtime_reasons") or {}
+    return [(f"Not {runtime}", str(why)) for runtime, why in sorted(reasons.items())]
+
+
 def _show(node: dict[str, Any]) -> None:
     labels = ", ".join(f"{k}={v}" for k, v in sorted((node.get("labels") or {}).items()))
     pairs(
@@ -65,6 +71,7 @@ def _show(node: dict[str, Any]) -> None:
             ("Region", f"{node['region']}/{node['zone']}"),
             ("Address", node.get("address")),
             ("Runtimes", ",".join(node.get("runtimes") or [])),
+            *_reasons(node),
             ("Capacity", _capacity(node)),
             ("Labels", labels),
             ("Agent", node.get("agent_version")),

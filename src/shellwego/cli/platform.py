@@ -343,7 +343,6 @@ def register(app: typer.Typer) -> None:
         from shellwego.agent.settings import AgentSettings
         from shellwego.files import make_private_tree
         from shellwego.roles.server import AGENT_APP_TREES, process_driver
-        from shellwego.runtime.host import offered_runtimes
         from shellwego.settings import Settings
 
         _logging(verbose, log_format)
@@ -376,7 +375,6 @@ def register(app: typer.Typer) -> None:
                 state_dir=state,
                 hostname=(hostname or socket.gethostname()).strip(),
                 labels=_labels(label or []),
-                runtimes=offered_runtimes([driver]),
                 address=address,
                 cpu_overcommit=cpu_overcommit,
             ),

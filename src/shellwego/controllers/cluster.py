@@ -114,7 +114,7 @@ class Shortfalls:
 
 def shortfalls(ctx: Context) -> Shortfalls:
     """This control-plane process's :class:`Shortfalls`."""
-    found: Shortfalls | None = ctx.extras.get("rollout_shortfalls")
+    found = ctx.rollout_shortfalls
     if found is None:
-        found = ctx.extras["rollout_shortfalls"] = Shortfalls()
+        found = ctx.rollout_shortfalls = Shortfalls()
     return found

@@ -46,7 +46,7 @@ async def run(ctx: Context, caddy: Any, stop: asyncio.Event) -> None:
                 if table != last:
                     await caddy.apply(table)
                     last = table
-                    ctx.extras["edge_table"] = table
+                    ctx.edge_table = table
                     ctx.bus.notify("edge-applied")
                 await run_in_threadpool(record_certificates, ctx, storage_root(caddy.settings))
             except Exception:  # keep serving the last good table; retry on the next pass
@@ -61,7 +61,7 @@ async def run(ctx: Context, caddy: Any, stop: asyncio.Event) -> None:
 
 def serves(ctx: Context, app_name: str, addresses: set[str]) -> bool:
     """True when the edge's loaded table routes ``app_name`` to all of ``addresses``."""
-    table: RouteTable | None = ctx.extras.get("edge_table")
+    table = ctx.edge_table
     if table is None:
         return True  # no edge in this process: nothing to wait for
     for route in table.routes:

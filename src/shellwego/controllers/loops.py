@@ -29,7 +29,7 @@ class ReleasePhases:
         self.running: dict[str, asyncio.Task[bool]] = {}
 
     async def start_due(self) -> None:
-        if "oneoff_driver" not in self.ctx.extras:
+        if self.ctx.oneoff_driver is None:
             return  # a control plane without a one-off runtime runs no release commands
         skip = frozenset(self.running)
         for claim in await run_in_threadpool(releasephase.claim_due, self.ctx, skip):

@@ -343,7 +343,7 @@ def finish_deletion(ctx: Context, app_id: str, cluster: Cluster) -> None:
         log.info("app %s removed, %.1f s after it was deleted", app.id, waited)
     if removed:
         git.remove_repo(git.repos_root(ctx.settings.data_dir), app_id)
-        store = ctx.extras.get("artifacts")
+        store = ctx.artifacts
         if store is not None and getattr(store, "shared", False):
             try:
                 store.delete_named(git.stored_name(app_id))

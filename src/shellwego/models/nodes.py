@@ -23,6 +23,10 @@ class NodeBase(SQLModel):
     runtimes: list[str] = Field(
         default_factory=lambda: ["process"], max_length=10, sa_type=PydanticJSON(list[str])
     )
+    # runtime → why this node does not offer it (e.g. "/dev/kvm is missing")
+    runtime_reasons: dict[str, str] = Field(
+        default_factory=dict, sa_type=PydanticJSON(dict[str, str])
+    )
     agent_version: str = Field(default="", max_length=50)
     kernel_version: str = Field(default="", max_length=100)  # os.uname().release
     capabilities: NodeCapabilities = Field(

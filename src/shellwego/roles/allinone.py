@@ -20,7 +20,6 @@ from shellwego.edge.metrics import traffic_for_app
 from shellwego.edge.process import CaddyProcess
 from shellwego.files import write_private
 from shellwego.models import OrganizationCreate, User, UserCreate
-from shellwego.runtime.host import offered_runtimes
 from shellwego.services import auth, masterkey
 from shellwego.services.bootstrap import build_context
 from shellwego.services.context import Context
@@ -107,7 +106,7 @@ class AllInOne:
         async def traffic(app_id: str) -> dict[str, object]:
             return await traffic_for_app(self.caddy, app_id)
 
-        self.ctx.extras["traffic"] = traffic
+        self.ctx.traffic = traffic
         await self.caddy.start()
         await self.plane.start()
         self.agent = Agent(
@@ -117,7 +116,6 @@ class AllInOne:
                 state_dir=self.settings.data_dir / "agent",
                 hostname=socket.gethostname(),
                 labels={},
-                runtimes=offered_runtimes([self.driver]),
                 heartbeat_interval=self.settings.heartbeat_interval,
                 cpu_overcommit=self.settings.cpu_overcommit,
             ),

@@ -60,7 +60,7 @@ def equip(ctx: Context) -> None:
     make_private_dir(data / "tmp")
     # slugs and git repositories: the data directory's, or a bucket every replica shares
     store = open_store(ctx.settings)
-    ctx.extras["artifacts"] = store
+    ctx.artifacts = store
     publish = getattr(store, "publish_cached", None)
     if publish is not None:  # slugs built here before the bucket was shared go up once
         try:
@@ -75,7 +75,7 @@ def equip(ctx: Context) -> None:
     network = node_network(ctx.settings, data / "oneoff" / "network", ephemeral=True)
     # build steps run the app's own install code: they never see the platform's data, and
     # have the same process and open-file limits as the app's instances
-    ctx.extras["builder"] = Builder(
+    ctx.builder = Builder(
         data / "cache" / "build",
         hidden_paths=[data],
         pids_limit=ctx.settings.pids_limit,
@@ -85,7 +85,7 @@ def equip(ctx: Context) -> None:
     # so do one-off commands: they see their release's slug (through a private writable
     # layer) and nothing else of the data directory (master key, database, artifacts)
     make_private_dir(data / "oneoff" / "slugs")  # what they run from, out of their reach
-    ctx.extras["oneoff_driver"] = process_driver(
+    ctx.oneoff_driver = process_driver(
         ctx.settings, data / "oneoff" / "state", [data], reachable_from=data, network=network
     )
 
@@ -177,7 +177,7 @@ class ControlPlane:
         for task in self.tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(task, 5)
-        oneoff = self.ctx.extras.get("oneoff_driver")
+        oneoff = self.ctx.oneoff_driver
         if isinstance(oneoff, ProcessDriver):  # one-off commands end with the API
             await oneoff.close()
         self.ctx.db.dispose()
@@ -240,7 +240,7 @@ class ServerRole:
             async def traffic(app_id: str) -> dict[str, object]:
                 return await traffic_for_app(caddy, app_id)
 
-            self.ctx.extras["traffic"] = traffic
+            self.ctx.traffic = traffic
             extra.append(lambda: edge_sync.run(self.ctx, caddy, self.plane.stopping))
         self.plane = ControlPlane(self.ctx, extra_tasks=extra)
 

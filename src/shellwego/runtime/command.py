@@ -127,7 +127,7 @@ def instance_environment(spec: InstanceSpec, home: Path | None = None) -> dict[s
     if spec.index is not None:
         env["DYNO"] = f"{spec.process_type}.{spec.index}"
     env["PORT"] = str(spec.port)
-    env["HOME"] = str(home or spec.app_dir)
+    env["HOME"] = str(home or spec.directory)
     return env
 
 

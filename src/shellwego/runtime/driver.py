@@ -13,6 +13,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+from shellwego.errors import RuntimeFailure
+from shellwego.models.agentprotocol import ImageArtifact, SlugArtifact
+
 
 class InstanceState(enum.StrEnum):
     """Observed state of one instance on a node."""
@@ -36,7 +39,9 @@ class InstanceSpec:
     process_type: str
     release_id: str
     command: str  # shell command line from the Procfile (run through /bin/sh -c)
-    app_dir: Path  # extracted slug: the app's working directory
+    # the extracted slug, the app's working directory; None until ``prepare`` fetched the
+    # spec's ``artifact`` (see :class:`shellwego.runtime.drivers.DriverSet`)
+    app_dir: Path | None
     env: Mapping[str, str]  # release config + platform variables; PORT is added by the driver
     port: int
     memory_bytes: int = 512 * 1024 * 1024
@@ -47,6 +52,20 @@ class InstanceSpec:
     uid: int | None = None
     # its number within its process type (``DYNO=web.1``), from the control plane
     index: int | None = None
+    # what it runs (a slug, an image), as the control plane assigned it
+    artifact: SlugArtifact | ImageArtifact | None = None
+    argv: Sequence[str] | None = None  # run as is instead of ``command`` (images)
+    pids: int | None = None  # at most this many processes; None: the driver's default
+
+    @property
+    def directory(self) -> Path:
+        """The app's directory, once prepared."""
+        if self.app_dir is None:
+            raise RuntimeFailure(
+                f"instance {self.instance_id} has no app directory: its artifact was not "
+                "prepared"
+            )
+        return self.app_dir
 
 
 @dataclass(slots=True)
@@ -112,7 +131,8 @@ class Driver(Protocol):
     def capabilities(self) -> Capabilities: ...
 
     async def prepare(self, spec: InstanceSpec) -> None:
-        """Make everything ready to start (directories, rootfs, cgroup). Idempotent."""
+        """Make everything ready to start (the artifact fetched and unpacked, directories,
+        rootfs, cgroup) and hand a re-adopted instance its environment. Idempotent."""
 
     async def start(self, spec: InstanceSpec) -> InstanceStatus:
         """Start the instance; restart-on-crash with backoff is the driver's job."""

@@ -4,19 +4,11 @@ share."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
 from pathlib import Path
 
 from .cgroups import cgroup_mounts, own_cgroups
-from .driver import Driver
 
 UNLIMITED_V1 = 1 << 62  # cgroup v1 reports "no limit" as a huge page-rounded number
-
-
-def offered_runtimes(drivers: Iterable[Driver]) -> list[str]:
-    """The runtimes an agent offers: exactly those it has a working driver for (a host
-    that could run microVMs offers none until a microvm driver runs them)."""
-    return [driver.name for driver in drivers if driver.capabilities().available]
 
 
 def _cgroup_dirs() -> dict[str, Path]:

@@ -359,7 +359,7 @@ class ProcessDriver:
             if self._cgroups.available:
                 dirs = self._create_cgroups(name, spec)
             user = self._user_for(spec)
-            app = await asyncio.to_thread(self._layers.prepare, spec.app_dir, layer, user)
+            app = await asyncio.to_thread(self._layers.prepare, spec.directory, layer, user)
             env = instance_environment(spec, home_dir(app, self._sandbox))
             network = self._network
             async with contextlib.AsyncExitStack() as stack:
@@ -538,7 +538,7 @@ class ProcessDriver:
                     os.rmdir(stale)
             inst.oom_base = Cgroups.oom_kills(inst.cgroups)
         user = self._user_for(spec)
-        app = await asyncio.to_thread(self._layers.prepare, spec.app_dir, idir, user)
+        app = await asyncio.to_thread(self._layers.prepare, spec.directory, idir, user)
         argv = self._argv(spec, app, idir, inst.cgroups, spec.command, (), net)
         env = instance_environment(spec, home_dir(app, self._sandbox))
         pid = spawn_with_log(argv, env, idir / LOG_FILE, spec.instance_id)
@@ -558,7 +558,7 @@ class ProcessDriver:
         net: InstanceNet | None = None,
     ) -> builtins.list[str]:
         prefix = self._layers.prefix()
-        setup = self._layers.mount_script(spec.app_dir, layer)
+        setup = self._layers.mount_script(spec.directory, layer)
         if net is not None:
             # in its network namespace, and a private mount namespace for its resolv.conf
             prefix = [*net.enter_argv(), *(prefix or self._layers.private_mounts())]
@@ -639,10 +639,10 @@ class ProcessDriver:
 
     @staticmethod
     def _check_app_dir(spec: InstanceSpec) -> None:
-        if not spec.app_dir.is_dir():
+        if spec.app_dir is None or not spec.app_dir.is_dir():
             raise RuntimeFailure(
                 f"cannot start instance {spec.instance_id}: the app directory "
-                f"{spec.app_dir} does not exist"
+                f"{spec.app_dir or '(none)'} does not exist"
             )
 
     # ---- state ---------------------------------------------------------------------------

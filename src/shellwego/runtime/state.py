@@ -93,7 +93,7 @@ def spec_to_json(spec: InstanceSpec) -> dict[str, Any]:
         "process_type": spec.process_type,
         "release_id": spec.release_id,
         "command": spec.command,
-        "app_dir": str(spec.app_dir),
+        "app_dir": None if spec.app_dir is None else str(spec.app_dir),
         "port": spec.port,
         "memory_bytes": spec.memory_bytes,
         "cpu_millis": spec.cpu_millis,
@@ -107,7 +107,7 @@ def spec_from_json(data: Mapping[str, Any]) -> InstanceSpec:
     """The spec saved as ``data``, with an empty environment (an older state file's is
     dropped: the control plane gives it again)."""
     values = dict(data)
-    values["app_dir"] = Path(values["app_dir"])
+    values["app_dir"] = None if values.get("app_dir") is None else Path(values["app_dir"])
     values["env"] = {}
     return InstanceSpec(**values)
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from pydantic import Field
 from sqlalchemy.orm import Session
 
 from shellwego.errors import ArtifactMissing, PortInUse
@@ -18,14 +17,25 @@ from shellwego.models import (
     Instance,
     LogLine,
     Node,
-    NodeCapacity,
     NodeStatus,
     Release,
     new_id,
 )
-from shellwego.models.base import Message
-from shellwego.models.scalars import Count, ExitCode, Port, Quantity, Timestamp
-from shellwego.models.values import NodeCapabilities
+from shellwego.models.agentprotocol import (
+    IMAGE_DIGEST_PATTERN,
+    RUNTIMES,
+    AssignedNetwork,
+    AssignedResources,
+    Assignment,
+    Assignments,
+    HealthCheckSpec,
+    Heartbeat,
+    ImageArtifact,
+    ObservedInstance,
+    Runtime,
+    ShippedLine,
+    SlugArtifact,
+)
 from shellwego.store import repository as repo
 
 from . import deployments, metrics, placement, secrets
@@ -34,45 +44,6 @@ from .placement import RELEASED_STATES
 
 # ports of a node found held by other programs, never handed out there (the newest kept)
 BUSY_PORTS_KEPT = 1024
-
-
-class ObservedInstance(Message):
-    instance_id: str = Field(max_length=26)
-    state: str = Field(max_length=20)
-    healthy: bool = False
-    pid: Count | None = None
-    port: Port | None = None
-    # its own network's address (IPv4), where the edge reaches it; None: its node's
-    address: str | None = Field(default=None, max_length=64, pattern=r"^[0-9.]{7,15}$")
-    restarts: Count = 0
-    exit_code: ExitCode | None = None
-    last_error: str | None = Field(default=None, max_length=2000)
-    # the problem slug of ``last_error`` (``port-in-use``: another program holds its port)
-    error_code: str | None = Field(default=None, max_length=40)
-    cpu_millis_used: float | None = None
-    memory_bytes: Quantity | None = None
-
-
-class Heartbeat(Message):
-    capacity: NodeCapacity | None = None
-    # what the machine is: on the first heartbeat after an agent starts, so a reboot into a
-    # new kernel shows; a heartbeat that leaves them out keeps what the node has
-    kernel_version: str | None = Field(default=None, max_length=100)
-    capabilities: NodeCapabilities | None = None
-    instances: list[ObservedInstance] = Field(default_factory=list, max_length=10000)
-
-
-class ShippedLine(Message):
-    instance_id: str | None = Field(default=None, max_length=26)
-    stream: str = Field(default="stdout", max_length=10)
-    timestamp: Timestamp
-    line: str = Field(max_length=16384)
-
-
-@dataclass(frozen=True, slots=True)
-class Assignments:
-    index: int
-    instances: list[dict[str, Any]]
 
 
 def heartbeat(ctx: Context, node: Node, body: Heartbeat) -> Node:
@@ -93,6 +64,11 @@ def _heartbeat(ctx: Context, node: Node, body: Heartbeat) -> Node:
             row.kernel_version = body.kernel_version
         if body.capabilities is not None and body.capabilities != row.capabilities:
             row.capabilities = body.capabilities
+        if body.runtimes is not None and list(body.runtimes) != row.runtimes:
+            row.runtimes = list(body.runtimes)
+            changed = True  # what the scheduler may place here changed
+        if body.runtime_reasons is not None and body.runtime_reasons != row.runtime_reasons:
+            row.runtime_reasons = dict(body.runtime_reasons)
         if row.status == NodeStatus.DOWN:
             row.status = NodeStatus.READY
             changed = True
@@ -212,6 +188,34 @@ def platform_env(app: App, release: Release, inst: Instance, base_domain: str) -
     }
 
 
+def runtime_of(app: App) -> Runtime:
+    return app.runtime if app.runtime in RUNTIMES else "process"  # type: ignore[return-value]
+
+
+def artifact_of(release: Release) -> SlugArtifact | ImageArtifact | None:
+    """What the release runs: its slug, else its image (pinned when the reference names
+    its digest)."""
+    if release.slug_digest:
+        return SlugArtifact(digest=release.slug_digest)
+    if release.image:
+        _, _, digest = release.image.partition("@")
+        pinned = digest if re.fullmatch(IMAGE_DIGEST_PATTERN, digest) else None
+        return ImageArtifact(reference=release.image, digest=pinned)
+    return None
+
+
+def health_check_of(release: Release, process_type: str) -> HealthCheckSpec:
+    """A web process is checked over HTTP (its release's path) or TCP; others by being alive."""
+    timeout = release.health_check.timeout_seconds
+    if process_type != "web":
+        return HealthCheckSpec(type="process", timeout_seconds=timeout)
+    if release.health_check.path:
+        return HealthCheckSpec(
+            type="http", path=release.health_check.path, timeout_seconds=timeout
+        )
+    return HealthCheckSpec(type="tcp", timeout_seconds=timeout)
+
+
 def assignments(ctx: Context, node_id: str) -> Assignments:
     """Everything that should run on the node now, with its environment (secrets included)."""
     with ctx.db.session() as s:
@@ -220,7 +224,7 @@ def assignments(ctx: Context, node_id: str) -> Assignments:
         releases: dict[str, Release] = {}
         apps: dict[str, App] = {}
         envs: dict[str, dict[str, str]] = {}
-        out = []
+        out: list[Assignment] = []
         for inst in rows:
             release = releases.get(inst.release_id) or repo.require(
                 s, Release, "release", id=inst.release_id
@@ -234,34 +238,27 @@ def assignments(ctx: Context, node_id: str) -> Assignments:
                     **secrets.resolve_refs(ctx, s, release.config),
                 }
             env = {**envs[release.id], **platform_env(app, release, inst, ctx.settings.base_domain)}
-            if inst.process_type == "web":
-                check: dict[str, Any] = (
-                    {"type": "http", "path": release.health_check.path}
-                    if release.health_check.path
-                    else {"type": "tcp"}
-                )
-            else:
-                check = {"type": "process"}
-            check["timeout_seconds"] = release.health_check.timeout_seconds
             out.append(
-                {
-                    "instance_id": inst.id,
-                    "app_id": app.id,
-                    "app_name": app.name,
-                    "process_type": inst.process_type,
-                    "release_id": release.id,
-                    "release_version": release.version,
-                    "slug_digest": release.slug_digest,
-                    "command": release.process_types.get(inst.process_type, ""),
-                    "env": env,
-                    "port": inst.port,
-                    "memory_bytes": inst.resources.memory_bytes,
-                    "cpu_millis": inst.resources.cpu_millis,
-                    "health_check": check,
-                    "desired_state": "running",
-                    "uid": app.uid,
-                    "index": inst.ordinal,
-                }
+                Assignment(
+                    instance_id=inst.id,
+                    app_id=app.id,
+                    app_name=app.name,
+                    process_type=inst.process_type,
+                    release_id=release.id,
+                    release_version=release.version,
+                    runtime=runtime_of(app),
+                    artifact=artifact_of(release),
+                    command=release.process_types.get(inst.process_type, ""),
+                    env=env,
+                    resources=AssignedResources(
+                        memory_bytes=inst.resources.memory_bytes,
+                        cpu_millis=inst.resources.cpu_millis,
+                    ),
+                    network=AssignedNetwork(port=inst.port),
+                    health_check=health_check_of(release, inst.process_type),
+                    uid=app.uid,
+                    index=inst.ordinal,
+                )
             )
         return Assignments(index=node.assignment_index, instances=out)
 

@@ -45,7 +45,7 @@ def build_context(
         clock=clock or SystemClock(),
         bus=make_bus(settings.nats_url),
     )
-    ctx.extras["resolver"] = DnsResolver(settings.dns_resolver)
+    ctx.resolver = DnsResolver(settings.dns_resolver)
     return ctx
 
 

@@ -79,8 +79,10 @@ async def build_and_deploy(
 
     require_role(who, Role.MEMBER)
     app = await run_in_threadpool(app_service.get, ctx, who, app_ref)
-    builder = ctx.extras["builder"]
-    artifacts = ctx.extras["artifacts"]
+    builder = ctx.builder
+    if builder is None:
+        raise RuntimeUnavailable("this control plane does not build apps")
+    artifacts = ctx.require_artifacts()
     pending: list[str] = []
 
     async def log(line: str) -> None:

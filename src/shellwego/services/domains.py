@@ -11,7 +11,6 @@ claims are left (:func:`expire_pending`); either way the claim's organization ge
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session
@@ -31,13 +30,12 @@ from shellwego.models.values import DnsInstructions, EdgeFeatures, RoutingConfig
 from shellwego.store import repository as repo
 
 from . import apps as app_service
-from .context import Context, Principal
+from .context import Context, Principal, Resolver
 from .deployments import record_event
 from .organizations import require_role
 
 # resolver(kind, name) → the TXT strings or CNAME targets published for ``name`` (raises
 # DnsNameNotFound for a name that does not exist, DnsLookupFailed when no resolver answers)
-Resolver = Callable[[str, str], list[str]]
 # expired pending domains removed per transaction by a sweep
 EXPIRE_BATCH = 100
 

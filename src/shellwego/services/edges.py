@@ -74,7 +74,7 @@ async def until_unrouted(ctx: Context, app_id: str, limit: float = 5.0) -> None:
     deadline = loop.time() + limit
     with ctx.bus.subscribe("edge-applied") as applied:
         while True:
-            table: RouteTable | None = ctx.extras.get("edge_table")
+            table = ctx.edge_table
             left = deadline - loop.time()
             if table is None or all(r.app_id != app_id for r in table.routes) or left <= 0:
                 return
@@ -115,13 +115,13 @@ def tables(ctx: Context) -> TopicMemo[VersionedTable]:
     """The route table as this process last read it, shared by the edge controller and
     every edge node's blocking query: read again once per "edge" notification, however
     many wait, instead of once per waiter (call from the event loop)."""
-    memo: TopicMemo[VersionedTable] | None = ctx.extras.get("route_tables")
+    memo = ctx.route_tables
     if memo is None:
 
         async def read() -> VersionedTable:
             return await run_in_threadpool(versioned_table, ctx)
 
-        memo = ctx.extras["route_tables"] = TopicMemo(ctx.bus, "edge", read)
+        memo = ctx.route_tables = TopicMemo(ctx.bus, "edge", read)
     return memo
 
 

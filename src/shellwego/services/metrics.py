@@ -12,19 +12,16 @@ from shellwego.store import repository as repo
 from . import apps as app_service
 from .context import Context, Principal
 
-STATS_KEY = "instance_stats"  # instance id → (cpu_millis_used, memory_bytes)
-
 
 def record_stats(ctx: Context, instance_id: str, cpu_millis: float, memory_bytes: int) -> None:
-    stats: dict[str, tuple[float, int]] = ctx.extras.setdefault(STATS_KEY, {})
-    stats[instance_id] = (cpu_millis, memory_bytes)
+    ctx.instance_stats[instance_id] = (cpu_millis, memory_bytes)
 
 
 def _usage(ctx: Context, who: Principal, app_ref: str) -> tuple[str, str, int, float, int]:
     with ctx.db.session() as s:
         app = app_service.find(s, who.organization_id, app_ref)
         rows = repo.find_all(s, Instance, app_id=app.id, desired_state=DesiredState.RUNNING.value)
-    stats: dict[str, tuple[float, int]] = ctx.extras.get(STATS_KEY, {})
+    stats = ctx.instance_stats
     cpu = sum(stats.get(i.id, (0.0, 0))[0] for i in rows)
     memory = sum(stats.get(i.id, (0.0, 0))[1] for i in rows)
     return app.id, app.name, len(rows), cpu, memory
@@ -45,7 +42,7 @@ async def for_app(ctx: Context, who: Principal, app_ref: str) -> dict[str, Any]:
         "latency_p50_ms": None,
         "latency_p99_ms": None,
     }
-    traffic = ctx.extras.get("traffic")  # app id → the edge's figures
+    traffic = ctx.traffic  # app id → the edge's figures
     if traffic is not None:
         figures.update(await traffic(app_id))
     return figures

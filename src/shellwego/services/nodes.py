@@ -175,6 +175,7 @@ def register(
     *,
     kernel_version: str = "",
     capabilities: NodeCapabilities | None = None,
+    runtime_reasons: Mapping[str, str] | None = None,
 ) -> Registration:
     check_join_token(ctx, join_token)
     with ctx.db.session() as s:
@@ -195,6 +196,7 @@ def register(
             labels=dict(labels),
             capacity=capacity,
             runtimes=list(runtimes),
+            runtime_reasons=dict(runtime_reasons or {}),
             agent_version=agent_version,
             kernel_version=kernel_version,
             capabilities=capabilities or NodeCapabilities(),

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from shellwego.errors import Conflict
+from shellwego.errors import Conflict, RuntimeUnavailable
 from shellwego.models import App, Release, Role, new_id
 from shellwego.runtime.driver import InstanceSpec
 from shellwego.runtime.layer import slug_dir_name
@@ -59,7 +59,7 @@ async def execute(
         raise Conflict(f"release v{release.version} has no slug to run commands in")
     app_dir = await run_in_threadpool(
         extract_slug,
-        ctx.extras["artifacts"],
+        ctx.require_artifacts(),
         release.slug_digest,
         ctx.settings.data_dir / "oneoff" / "slugs" / slug_dir_name(release.slug_digest, app.uid),
     )
@@ -82,7 +82,9 @@ async def execute(
         port=0,
         uid=app.uid,
     )
-    result = await ctx.extras["oneoff_driver"].exec(spec, list(command), timeout)
+    if ctx.oneoff_driver is None:
+        raise RuntimeUnavailable("this control plane does not run one-off commands")
+    result = await ctx.oneoff_driver.exec(spec, list(command), timeout)
     return Outcome(result.exit_code, result.output, instance_id)
 
 

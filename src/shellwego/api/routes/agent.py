@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, status
 from fastapi.responses import FileResponse
-from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from shellwego.api.deps import Bearer, Ctx, token_of, token_scheme
 from shellwego.bus import wait_until
 from shellwego.errors import ArtifactMissing
 from shellwego.models import Input, Node
-from shellwego.models.base import Message
+from shellwego.models.agentprotocol import (
+    Assignments,
+    Heartbeat,
+    HeartbeatAnswer,
+    Registered,
+    ShippedLogs,
+)
 from shellwego.models.nodes import NodeBase
 from shellwego.services import agents, nodes
 from shellwego.services.context import Context
@@ -45,34 +50,15 @@ class RegisterIn(NodeBase, Input):
     pass
 
 
-class RegisterOut(BaseModel):
-    node_id: str
-    node_token: str
-
-
-class HeartbeatOut(BaseModel):
-    node_status: str
-    heartbeat_interval: float
-
-
-class AssignmentsOut(BaseModel):
-    index: int
-    instances: list[dict[str, Any]]
-
-
-class LogsIn(Message):
-    lines: list[agents.ShippedLine] = Field(max_length=5000)
-
-
 @router.post(
     "/v1/agent/register",
     status_code=status.HTTP_201_CREATED,
-    response_model=RegisterOut,
+    response_model=Registered,
     name="agent.register",
 )
 def register(
     token: Annotated[str | None, Depends(join_token)], body: RegisterIn, ctx: Ctx
-) -> RegisterOut:
+) -> Registered:
     reg = nodes.register(
         ctx,
         token,
@@ -84,14 +70,15 @@ def register(
         body.address,
         kernel_version=body.kernel_version,
         capabilities=body.capabilities,
+        runtime_reasons=body.runtime_reasons,
     )
-    return RegisterOut(node_id=reg.node.id, node_token=reg.node_token)
+    return Registered(node_id=reg.node.id, node_token=reg.node_token)
 
 
-@router.post("/v1/agent/heartbeat", response_model=HeartbeatOut, name="agent.heartbeat")
-def heartbeat(body: agents.Heartbeat, node: ThisNode, ctx: Ctx) -> HeartbeatOut:
+@router.post("/v1/agent/heartbeat", response_model=HeartbeatAnswer, name="agent.heartbeat")
+def heartbeat(body: Heartbeat, node: ThisNode, ctx: Ctx) -> HeartbeatAnswer:
     row = agents.heartbeat(ctx, node, body)
-    return HeartbeatOut(
+    return HeartbeatAnswer(
         node_status=str(row.status), heartbeat_interval=ctx.settings.heartbeat_interval
     )
 
@@ -107,24 +94,23 @@ async def wait_for_index(ctx: Context, node_id: str, index: int, wait: float) ->
     )
 
 
-@router.get("/v1/agent/assignments", response_model=AssignmentsOut, name="agent.assignments")
+@router.get("/v1/agent/assignments", response_model=Assignments, name="agent.assignments")
 async def assignments(
     node: ThisNode,
     ctx: Ctx,
     index: Annotated[int, Query(ge=0)] = 0,
     wait: Annotated[float, Query(ge=0, le=300)] = 0,
-) -> AssignmentsOut:
+) -> Assignments:
     """Blocking query: returns once the node's assignment index exceeds ``index``."""
     await wait_for_index(ctx, node.id, index, wait)
-    result = await run_in_threadpool(agents.assignments, ctx, node.id)
-    return AssignmentsOut(index=result.index, instances=result.instances)
+    return await run_in_threadpool(agents.assignments, ctx, node.id)
 
 
 @router.get("/v1/agent/artifacts/{digest}", name="agent.artifact")
 def artifact(digest: str, node: ThisNode, ctx: Ctx) -> FileResponse:
     """The slug ``digest``, from this replica's artifact store (a shared one is fetched
     into its local cache, verified, first)."""
-    store = ctx.extras.get("artifacts")
+    store = ctx.artifacts
     if store is None or len(digest) != 64 or not store.exists(digest):
         raise ArtifactMissing(f"artifact {digest[:12]} not found")
     path: Path = store.path(digest)
@@ -132,5 +118,5 @@ def artifact(digest: str, node: ThisNode, ctx: Ctx) -> FileResponse:
 
 
 @router.post("/v1/agent/logs", status_code=status.HTTP_204_NO_CONTENT, name="agent.logs")
-def logs(body: LogsIn, node: ThisNode, ctx: Ctx) -> None:
+def logs(body: ShippedLogs, node: ThisNode, ctx: Ctx) -> None:
     agents.ingest_logs(ctx, node, body.lines)

@@ -13,6 +13,8 @@ from shellwego.models import Domain, DomainCreate
 from shellwego.models.domains import DomainOut, DomainView
 from shellwego.services import apps as app_service
 from shellwego.services import domains
+from shellwego.services.context import Context, Resolver
+from shellwego.services.dns import DnsResolver
 
 router = APIRouter(tags=["domains"])
 
@@ -66,10 +68,17 @@ def delete_domain(domain: str, who: Who, ctx: Ctx) -> None:
     domains.delete(ctx, who, domain)
 
 
+def resolver_of(ctx: Context) -> Resolver:
+    """The context's DNS resolver, or one from the settings when none was plugged in."""
+    if ctx.resolver is None:
+        ctx.resolver = DnsResolver(ctx.settings.dns_resolver)
+    return ctx.resolver
+
+
 @router.post(
     "/v1/domains/{domain}/actions/verify", response_model=DomainView, name="domains.verify"
 )
 @raises(503)  # no DNS resolver answered
 def verify_domain(domain: str, who: Who, ctx: Ctx) -> DomainView:
     """Look up the DNS records now; the domain is served once verified."""
-    return _out(ctx, who, domains.verify(ctx, who, domain, ctx.extras["resolver"]))
+    return _out(ctx, who, domains.verify(ctx, who, domain, resolver_of(ctx)))

@@ -21,7 +21,6 @@ from starlette.concurrency import run_in_threadpool
 from shellwego.api.deps import Ctx, credentials
 from shellwego.api.problems import problem
 from shellwego.build import git
-from shellwego.build.artifacts import ArtifactStore
 from shellwego.errors import NotFound, ShellWeGoError, Unauthenticated
 from shellwego.models import Role
 from shellwego.services import apps as app_service
@@ -82,7 +81,7 @@ async def git_http(app: str, path: str, request: Request, ctx: Ctx) -> Response:
     if service == PUSH:
         require_role(who, Role.MEMBER)
     root = git.repos_root(ctx.settings.data_dir)
-    store: ArtifactStore | None = ctx.extras.get("artifacts")
+    store = ctx.artifacts
     if store is None or not getattr(store, "shared", False):
         await run_in_threadpool(git.ensure_repo, root, row.id)
         return await _serve(ctx, request, token, who, row.id, path, root)
@@ -129,7 +128,7 @@ async def git_http(app: str, path: str, request: Request, ctx: Ctx) -> Response:
 
 
 def _read_lock(ctx: Context, app_id: str) -> asyncio.Lock:
-    locks: dict[str, asyncio.Lock] = ctx.extras.setdefault("git_read_locks", {})
+    locks = ctx.git_read_locks
     for other in [k for k, lock in locks.items() if k != app_id and not lock.locked()]:
         del locks[other]
     return locks.setdefault(app_id, asyncio.Lock())
