@@ -8,7 +8,8 @@ python3 -m venv .venv
 .venv/bin/pip install --quiet -e '.[dev]'
 .venv/bin/ruff check src tests bench examples
 .venv/bin/mypy
-# side by side in several processes (pytest-xdist), a test file each: most tests wait on
+# side by side in several processes (pytest-xdist), which take tests from each other as
+# they finish (work stealing: the long end-to-end files spread out): most tests wait on
 # real processes, servers and builds rather than on the CPU. SHELLWEGO_TEST_WORKERS=0 runs
 # them in this process instead
-exec .venv/bin/pytest -q -n "${SHELLWEGO_TEST_WORKERS:-4}" --dist loadfile "$@"
+exec .venv/bin/pytest -q -n "${SHELLWEGO_TEST_WORKERS:-4}" --dist worksteal "$@"
