@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import logging
 import os
 import secrets
 import signal
@@ -60,6 +61,7 @@ def s3_bucket() -> Iterator[tuple[str, str]]:
     import boto3
     from moto.server import ThreadedMotoServer
 
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # the S3 server's access log
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     try:
@@ -321,6 +323,9 @@ class Figures:
     agent_kill_edge_seconds: float = 0.0  # until the edge stopped routing to node-1
     link_cut_seconds: float = 0.0  # until the edge stopped routing to node-2
     link_cut_replaced_seconds: float = 0.0  # until both were healthy on node-1
+    # until the edge stopped routing there (a request the cut node's instance does not
+    # answer is tried on the other one after the dial timeout)
+    during_cut: LoadResult = field(default_factory=LoadResult)
     after_cut: LoadResult = field(default_factory=LoadResult)
 
     def report(self) -> str:
@@ -333,6 +338,7 @@ class Figures:
                 f"edge stopped routing to the node after {self.agent_kill_edge_seconds:.1f} s",
                 f"link cut: edge stopped routing to the node after {self.link_cut_seconds:.1f} s, "
                 f"replacements healthy after {self.link_cut_replaced_seconds:.1f} s",
+                f"  load until then: {self.during_cut.summary()}",
                 f"  load after the edge stopped routing there: {self.after_cut.summary()}",
             ]
         )
@@ -428,11 +434,13 @@ def failovers(c: Cluster, app: str, source: Path) -> Figures:
     until(lambda: c.nodes("b") == both, DEADLINE, "node-1 back")
     c.cli("b", "restart", "-a", app)
     until(spread, DEADLINE, "web=2 spread over both nodes again")
-    c.cut("node-2")
-    cut = time.monotonic()
-    figures.link_cut_seconds = until(
-        lambda: not routes_to(c, app, "node-2"), DEADLINE, "the edge stops routing to node-2"
-    )
+    with Load(f"http://127.0.0.1:{c.edge_http}/", f"{app}.localhost") as during:
+        c.cut("node-2")
+        cut = time.monotonic()
+        figures.link_cut_seconds = until(
+            lambda: not routes_to(c, app, "node-2"), DEADLINE, "the edge stops routing to node-2"
+        )
+    figures.during_cut = during.result
     with Load(f"http://127.0.0.1:{c.edge_http}/", f"{app}.localhost") as after:
         time.sleep(5)
     figures.after_cut = after.result
