@@ -22,11 +22,11 @@ from pathlib import Path
 import httpx
 
 from shellwego.services.tokens import JOIN_PREFIX, new_token
+from support.cluster import NODE_DOWN_AFTER
+from support.procs import alive
 
 from .conftest import EXAMPLES, SHELLWEGO, free_port, platform_env
 from .test_split_roles import NATS_URL, database, spawn, stop, wait_line  # noqa: F401
-
-NODE_DOWN_AFTER = 15.0  # the control plane's default (Settings.node_down_after_seconds)
 
 
 def test_an_agent_and_an_edge_node_fail_over_to_the_other_replica(
@@ -169,7 +169,7 @@ def test_an_agent_and_an_edge_node_fail_over_to_the_other_replica(
             assert "says again" in get().text
         # the old instances' processes are gone
         end = time.monotonic() + 30
-        while any(_alive(pid) for pid in {i["pid"] for i in old if i["pid"]}):
+        while any(alive(pid) for pid in {i["pid"] for i in old if i["pid"]}):
             assert time.monotonic() < end, "the agent never stopped the old instances"
             time.sleep(0.2)
         assert f"switching to {url_b}" in logs["edge"].read_text()
@@ -181,11 +181,3 @@ def test_an_agent_and_an_edge_node_fail_over_to_the_other_replica(
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().split(") ", 1)[1][0] != "Z"
-    except (FileNotFoundError, IndexError):
-        return False

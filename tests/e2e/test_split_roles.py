@@ -7,68 +7,25 @@ as the same node, and it re-adopts them without restarting any.
 from __future__ import annotations
 
 import json
-import os
-import re
 import signal
 import subprocess
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import psycopg
 import pytest
 
+from support.cluster import NATS_URL, postgres_database
+from support.procs import spawn, stop, wait_line
+
 from .conftest import EXAMPLES, SHELLWEGO, free_port, platform_env
-
-PG_ADMIN_URL = os.environ.get(
-    "SHELLWEGO_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
-)
-NATS_URL = os.environ.get("SHELLWEGO_TEST_NATS_URL", "nats://127.0.0.1:4222")
-
-
-def spawn(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        argv,
-        env=env,
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-
-
-def wait_line(log: Path, pattern: str, proc: subprocess.Popen[str], deadline: float = 60) -> str:
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        text = log.read_text() if log.exists() else ""
-        m = re.search(pattern, text)
-        if m:
-            return m.group(1) if m.groups() else m.group(0)
-        assert proc.poll() is None, f"{proc.args} exited:\n{text}"
-        time.sleep(0.1)
-    raise AssertionError(f"{pattern!r} never appeared:\n{log.read_text()}")
-
-
-def stop(proc: subprocess.Popen[str], sig: int = signal.SIGTERM) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, sig) if sig == signal.SIGKILL else proc.send_signal(sig)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 @pytest.fixture
 def database() -> Iterator[str]:
-    name = f"shellwego_e2e_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with postgres_database() as url:
+        yield url
 
 
 def test_server_and_agent_on_postgresql_survive_an_agent_crash(
