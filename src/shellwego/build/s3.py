@@ -14,8 +14,9 @@ import logging
 import os
 import re
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
 import boto3
 from botocore.config import Config
@@ -25,6 +26,8 @@ from shellwego.errors import ArtifactMissing, Unavailable
 from shellwego.files import make_private_dir
 
 from .artifacts import BlobStore, LocalArtifactStore, file_digest, slug_key, verified
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -137,27 +140,31 @@ class S3ArtifactStore(BlobStore):
 
     # ---- primitives --------------------------------------------------------------------------
 
-    def _has(self, key: str) -> bool:
+    def _attempt(self, action: str, call: Callable[[], T]) -> T | None:
+        """``call()``'s result, or None when the object is not there; any other failure
+        is a :class:`StoreFailure` naming ``action`` (never the credentials)."""
         try:
-            self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+            return call()
         except ClientError as exc:
             if _missing(exc):
-                return False
-            raise _failure(exc, "look up an object") from None
+                return None
+            raise _failure(exc, action) from None
         except BotoCoreError as exc:
-            raise _failure(exc, "look up an object") from None
-        return True
+            raise _failure(exc, action) from None
+
+    def _has(self, key: str) -> bool:
+        def head() -> bool:
+            self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+            return True
+
+        return self._attempt("look up an object", head) is not None
 
     def _download(self, key: str, dest: Path) -> bool:
-        try:
+        def download() -> bool:
             self.client.download_file(self.bucket, self._key(key), str(dest))
-        except ClientError as exc:
-            if _missing(exc):
-                return False
-            raise _failure(exc, "fetch an object") from None
-        except BotoCoreError as exc:
-            raise _failure(exc, "fetch an object") from None
-        return True
+            return True
+
+        return self._attempt("fetch an object", download) is not None
 
     def _upload(self, key: str, src: Path, metadata: dict[str, str] | None = None) -> None:
         extra = {"Metadata": metadata or {"sha256": file_digest(src)}}
@@ -167,17 +174,13 @@ class S3ArtifactStore(BlobStore):
             raise _failure(exc, "store an object") from None
 
     def _read_small(self, key: str) -> bytes | None:
-        try:
+        def read() -> bytes:
             got = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
             with contextlib.closing(got["Body"]) as body:
                 data: bytes = body.read(SMALL_MAX)
-        except ClientError as exc:
-            if _missing(exc):
-                return None
-            raise _failure(exc, "fetch an object") from None
-        except BotoCoreError as exc:
-            raise _failure(exc, "fetch an object") from None
-        return data
+            return data
+
+        return self._attempt("fetch an object", read)
 
     def _write_small(self, key: str, data: bytes) -> None:
         try:
@@ -186,13 +189,11 @@ class S3ArtifactStore(BlobStore):
             raise _failure(exc, "store an object") from None
 
     def _delete(self, key: str) -> None:
-        try:
+        def delete() -> bool:
             self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
-        except ClientError as exc:
-            if not _missing(exc):
-                raise _failure(exc, "delete an object") from None
-        except BotoCoreError as exc:
-            raise _failure(exc, "delete an object") from None
+            return True
+
+        self._attempt("delete an object", delete)  # already gone: nothing to do
 
     def _list(self, prefix: str) -> list[str]:
         full = self._key(prefix)
