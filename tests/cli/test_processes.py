@@ -161,19 +161,26 @@ def test_nodes_info_and_drain(node: LocalNode, logged_in: Cli) -> None:
     r = logged_in("nodes", "info", listed["id"])
     assert r.exit_code == 0, r.stderr
     *lines, heartbeat = r.stdout.splitlines()
-    assert lines == [
-        "=== node-a",
-        f"ID:        {listed['id']}",
-        "Status:    ready",
-        f"Region:    {shown['region']}/{shown['zone']}",
-        "Address:   127.0.0.1",
-        "Runtimes:  process",
-        "Capacity:  4 CPU, 8.0 GiB",
-        "Labels:    -",
-        f"Agent:     {shown['agent_version'] or '-'}",
+    # a line per runtime this host cannot offer, with the reason (which depends on the host)
+    missing = [(f"Not {runtime}", why) for runtime, why in sorted(shown["runtime_reasons"].items())]
+    rows = [
+        ("ID", listed["id"]),
+        ("Status", "ready"),
+        ("Region", f"{shown['region']}/{shown['zone']}"),
+        ("Address", "127.0.0.1"),
+        ("Runtimes", "process"),
+        *missing,
+        ("Capacity", "4 CPU, 8.0 GiB"),
+        ("Labels", "-"),
+        ("Agent", shown["agent_version"] or "-"),
     ]
+    width = max(len(label) for label, _ in [*rows, ("Heartbeat", "")]) + 2
+    assert lines == ["=== node-a", *(f"{label + ':':<{width}}{value}" for label, value in rows)]
+    assert "microvm" in shown["runtime_reasons"]  # the process runtime is all it offers
     # the agent beats every 0.5 s: the shown heartbeat is the latest, to the second
-    beat = datetime.strptime(heartbeat, "Heartbeat: %Y-%m-%d %H:%M:%SZ").replace(tzinfo=UTC)
+    label, _, stamp = heartbeat.partition(":")
+    assert label == "Heartbeat"
+    beat = datetime.strptime(stamp.strip(), "%Y-%m-%d %H:%M:%SZ").replace(tzinfo=UTC)
     before = datetime.fromisoformat(shown["last_heartbeat_at"]).replace(microsecond=0)
     assert 0 <= (beat - before).total_seconds() < 5
     r = logged_in("nodes", "info", "node-x")
@@ -186,4 +193,6 @@ def test_nodes_info_and_drain(node: LocalNode, logged_in: Cli) -> None:
         "",
     )
     assert api_get(logged_in.api, f"/v1/nodes/{listed['id']}")["status"] == "draining"
-    assert logged_in("nodes", "info", listed["id"]).stdout.splitlines()[2] == "Status:    draining"
+    assert logged_in("nodes", "info", listed["id"]).stdout.splitlines()[2] == (
+        f"{'Status:':<{width}}draining"
+    )
