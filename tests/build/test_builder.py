@@ -17,10 +17,18 @@ from typing import Any
 import httpx
 import pytest
 
+from shellwego.build import builder as builder_module
 from shellwego.build.artifacts import LocalArtifactStore as ArtifactStore
 from shellwego.build.artifacts import extract_slug
-from shellwego.build.builder import RELOCATABLE_SHEBANG, Builder, fix_shebangs, host_python
+from shellwego.build.builder import (
+    RELOCATABLE_SHEBANG,
+    Builder,
+    BuildResult,
+    fix_shebangs,
+    host_python,
+)
 from shellwego.errors import BuildFailed
+from shellwego.runtime.sandbox import Sandbox
 from shellwego.runtime.user import NOBODY
 from support.net import free_port
 
@@ -377,3 +385,21 @@ def test_fix_shebangs_makes_scripts_relocatable(tmp_path: Path) -> None:
     (tmp_path / "elsewhere").symlink_to(bin_dir / "plain")
     ran = subprocess.run([tmp_path / "elsewhere"], capture_output=True, text=True, check=True)
     assert ran.stdout.strip() == str(bin_dir / "python")
+
+
+async def test_sandboxed_steps_run_the_platforms_uv_wherever_the_host_keeps_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The platform installed under /tmp (a checkout there, say): the steps' private /tmp
+    hides its virtualenv, yet they run its uv."""
+    real = builder_module._uv_binary()
+    if real is None or Sandbox.detect().binary is None:
+        pytest.skip("needs uv and bubblewrap")
+    kept = tmp_path / "platform" / ".venv" / "bin" / "uv"  # where the sandbox shows nothing
+    kept.parent.mkdir(parents=True)
+    shutil.copy2(real, kept)
+    monkeypatch.setattr(builder_module, "_uv_binary", lambda: str(kept))
+    builder = Builder(tmp_path / "cache")
+    log, result = await build(builder, PYTHON_APP, tmp_path)
+    assert isinstance(result, BuildResult), log.text
+    assert "-----> Installing dependencies from requirements.txt with uv" in log.lines

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gzip
 import hashlib
 import json
@@ -79,6 +80,9 @@ INSTALLERS = "installers"  # in an app's cache: pip's and npm's caches, written 
 # that no directory of the host (the data directory may lie under root's 0700 home)
 # stands between them and it
 CACHE_MOUNT = Path("/tmp/cache")
+# where sandboxed steps see the platform's uv: wherever the host keeps it (a virtualenv
+# under /tmp, say, which the steps' private /tmp hides), they find it here
+UV_MOUNT = Path("/tmp/.shellwego/bin/uv")
 TREES = "trees"  # in an app's cache: stored dependency trees, written by the platform only
 
 # the build's subprocesses see only these variables of the platform's environment
@@ -597,7 +601,11 @@ class Builder:
         if self.python_installer == PIP:
             return None
         found = _uv_binary()
-        if found is None or (job.user is not None and job.user.blocked_at(Path(found))):
+        if found is None:
+            return None
+        if job.at is not None:
+            return str(UV_MOUNT)  # sandboxed: mounted there (see _run)
+        if job.user is not None and job.user.blocked_at(Path(found)):
             return None
         return found
 
@@ -922,6 +930,7 @@ class Builder:
             full = [*job.user.argv(), *full]
         if sandbox.binary is not None:
             keep = SWITCH_CAPS if job.user is not None else ()
+            uv = _uv_binary() if job.at is not None and self.python_installer != PIP else None
             full = sandbox.argv(
                 cwd,
                 self.hidden_paths,
@@ -929,6 +938,7 @@ class Builder:
                 binds=[(job.installers, CACHE_MOUNT) if job.at is not None else job.installers],
                 keep_caps=keep,
                 at=job.at,
+                tools=[(Path(uv), UV_MOUNT)] if job.at is not None and uv else [],
             )
             env = {**env, "HOME": "/tmp"}
         elif job.user is not None:
@@ -1255,6 +1265,7 @@ def _uv_index() -> dict[str, str]:
     return out
 
 
+@functools.cache
 def _uv_binary() -> str | None:
     """The uv that came with the platform (its ``uv`` package), else one on PATH."""
     try:

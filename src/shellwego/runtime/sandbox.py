@@ -98,10 +98,13 @@ class Sandbox:
         keep_caps: Sequence[str] = (),
         *,
         at: Path | None = None,
+        tools: Sequence[tuple[Path, Path]] = (),
     ) -> list[str]:
         """bwrap argv: read-only host, private /dev /proc /tmp, ``hidden`` masked, app rw
         (and ``binds`` rw too: they may lie inside a hidden path; a ``(path, where)`` pair
-        is mounted at ``where`` inside the private /tmp), capabilities dropped
+        is mounted at ``where`` inside the private /tmp; ``tools``: ``(file, where)``
+        pairs mounted read-only there, for programs the host keeps where the sandbox does
+        not show them), capabilities dropped
         but ``keep_caps``. ``at``: where the app is mounted and the command starts (e.g.
         :data:`APP_MOUNT`), else at its own path."""
         assert self.binary is not None
@@ -138,6 +141,10 @@ class Sandbox:
                 continue
             argv += [*_way_in(extra.resolve(), masked)]
             argv += ["--bind", str(extra.resolve()), str(extra.resolve())]
+        for tool, where in tools:
+            if not where.is_relative_to("/tmp"):
+                raise ValueError(f"a tool's mount point must be under /tmp, not {where}")
+            argv += [*_way_in(where, []), "--ro-bind", str(tool.resolve()), str(where)]
         argv += ["--remount-ro", "/", "--chdir", str(mount)]
         argv += [*_BWRAP_ISOLATION, *_caps(keep_caps), *self.extra]
         return [*argv, "--", *inner]
