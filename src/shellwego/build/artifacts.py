@@ -23,6 +23,7 @@ import re
 import shutil
 import tempfile
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Protocol, runtime_checkable
 
@@ -207,8 +208,9 @@ class BlobStore(ABC):
             self._delete(key)
 
 
-def _copy_into(src: Path, dest: Path) -> None:
-    """Copy ``src`` to ``dest`` atomically (a private file, fsync'd, then renamed)."""
+def _copy_into(src: Path, dest: Path, check: Callable[[Path], None] | None = None) -> None:
+    """Copy ``src`` to ``dest`` atomically (a private file, fsync'd, then renamed);
+    ``check`` may refuse the copy (by raising) before it takes ``dest``'s name."""
     make_private_dir(dest.parent)
     fd, name = tempfile.mkstemp(prefix=f".{dest.name[:12]}-", dir=dest.parent)
     tmp = Path(name)
@@ -218,6 +220,8 @@ def _copy_into(src: Path, dest: Path) -> None:
             out.flush()
             os.fsync(out.fileno())
         os.chmod(tmp, PRIVATE_FILE)  # mkstemp's already; read only by this process
+        if check is not None:
+            check(tmp)
         os.replace(tmp, dest)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -242,21 +246,12 @@ class LocalArtifactStore(BlobStore):
         dest = self._where(digest)
         if dest.is_file():
             return digest
-        make_private_dir(dest.parent)
-        fd, name = tempfile.mkstemp(prefix=f".{digest[:12]}-", dir=dest.parent)
-        tmp = Path(name)
-        try:
-            with os.fdopen(fd, "wb") as out, path.open("rb") as src:
-                shutil.copyfileobj(src, out, CHUNK)
-                out.flush()
-                os.fsync(out.fileno())
-            os.chmod(tmp, PRIVATE_FILE)  # mkstemp's already; read only by this process
-            if file_digest(tmp) != digest:  # the source changed while it was copied
+
+        def unchanged(copy: Path) -> None:
+            if file_digest(copy) != digest:  # the source changed while it was copied
                 raise InvalidInput(f"{path.name} changed while it was being stored")
-            os.replace(tmp, dest)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+
+        _copy_into(path, dest, unchanged)
         return digest
 
     def put_verified(self, tmp: Path, digest: str) -> Path:
