@@ -262,7 +262,21 @@ class FileKeyProvider(_Keyring):
         return retired
 
 
-class StaticKeyProvider(_Keyring):
+class _FixedKeys:
+    """What a provider whose keys the platform never changes says of rotation: it makes no
+    new key, retires none, and its keys never change on disk."""
+
+    def begin_rotation(self) -> bool:
+        return False
+
+    def retire_others(self) -> list[str]:
+        return []
+
+    def changed_at(self) -> float:
+        return 0.0
+
+
+class StaticKeyProvider(_FixedKeys, _Keyring):
     """Keys given directly, e.g. ``SHELLWEGO_MASTER_KEY`` (base64 of 32 bytes).
 
     ``older`` keys (``SHELLWEGO_MASTER_KEY_OLD``, or a keyring file the server used
@@ -281,17 +295,8 @@ class StaticKeyProvider(_Keyring):
         extra = {**(older_keys or {}), **_keys_by_id(older, "SHELLWEGO_MASTER_KEY_OLD")}
         super().__init__({kid: key}, kid, extra)
 
-    def begin_rotation(self) -> bool:
-        return False
 
-    def retire_others(self) -> list[str]:
-        return []
-
-    def changed_at(self) -> float:
-        return 0.0
-
-
-class NoKeyProvider:
+class NoKeyProvider(_FixedKeys):
     """No master key: for operator commands that encrypt nothing (``shellwego
     bootstrap``), so that they never make a key file where none should be."""
 
@@ -308,12 +313,3 @@ class NoKeyProvider:
 
     def unwrap(self, wrapped: bytes, key_id: str) -> bytes:
         raise ConfigError("this command has no master key and decrypts nothing")
-
-    def begin_rotation(self) -> bool:
-        return False
-
-    def retire_others(self) -> list[str]:
-        return []
-
-    def changed_at(self) -> float:
-        return 0.0
