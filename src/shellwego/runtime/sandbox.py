@@ -70,6 +70,14 @@ def _way_in(target: Path, masked: Sequence[Path]) -> list[str]:
     return argv
 
 
+def _in_private_tmp(option: str, source: Path, where: Path) -> list[str]:
+    """``source`` mounted (``option``: ``--bind`` or ``--ro-bind``) at ``where`` inside
+    the private /tmp, reachable by any user."""
+    if not where.is_relative_to("/tmp"):
+        raise ValueError(f"a mount point in the private /tmp must be under /tmp, not {where}")
+    return [*_way_in(where, []), option, str(source.resolve()), str(where)]
+
+
 @dataclass(frozen=True, slots=True)
 class Sandbox:
     """How bubblewrap is invoked on this host, or (``note``) why it cannot be."""
@@ -134,17 +142,12 @@ class Sandbox:
         argv += ["--bind", str(app_dir), str(mount), *inside]
         for extra in binds:
             if isinstance(extra, tuple):
-                source, where = extra[0].resolve(), extra[1]
-                if not where.is_relative_to("/tmp"):
-                    raise ValueError(f"a bind's mount point must be under /tmp, not {where}")
-                argv += [*_way_in(where, []), "--bind", str(source), str(where)]
+                argv += _in_private_tmp("--bind", *extra)
                 continue
             argv += [*_way_in(extra.resolve(), masked)]
             argv += ["--bind", str(extra.resolve()), str(extra.resolve())]
         for tool, where in tools:
-            if not where.is_relative_to("/tmp"):
-                raise ValueError(f"a tool's mount point must be under /tmp, not {where}")
-            argv += [*_way_in(where, []), "--ro-bind", str(tool.resolve()), str(where)]
+            argv += _in_private_tmp("--ro-bind", tool, where)
         argv += ["--remount-ro", "/", "--chdir", str(mount)]
         argv += [*_BWRAP_ISOLATION, *_caps(keep_caps), *self.extra]
         return [*argv, "--", *inner]
